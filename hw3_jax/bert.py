@@ -1,0 +1,604 @@
+"""A Flax (linen) BERT encoder that loads Hugging Face / PyTorch BERT checkpoints.
+
+The network is BERT as `transformers.BertModel` computes it (post-LayerNorm, exact erf GELU,
+absolute learned positions, a tanh pooler over [CLS]), so pretrained weights give the same
+outputs as PyTorch. Only the attention core is configurable: exact softmax (the pretrained
+model), Performer (FAVOR+) or local windowed attention, all from `hw3_jax.attention`.
+
+Parameter tree (`BertEncoder(config).init(...)["params"]`; shapes for bert-base)::
+
+    embeddings/word_embeddings/embedding        [vocab, hidden]
+    embeddings/position_embeddings/embedding    [max_positions, hidden]
+    embeddings/token_type_embeddings/embedding  [type_vocab, hidden]
+    embeddings/LayerNorm/{scale,bias}           [hidden]
+    layer_N/attention/{query,key,value,output}/{kernel [hidden, hidden], bias [hidden]}
+    layer_N/attention/LayerNorm/{scale,bias}
+    layer_N/intermediate/{kernel [hidden, intermediate], bias}
+    layer_N/output/{kernel [intermediate, hidden], bias}
+    layer_N/LayerNorm/{scale,bias}
+    pooler/{kernel [hidden, hidden], bias}
+
+`load_pretrained_bert` returns exactly this tree; `bert_params_to_torch` is its inverse
+(transformers-5 names), for tests and for exporting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hw3_jax import attention as attn
+
+ATTENTION_KINDS = ("softmax", "performer", "local")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+# --------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """BERT hyper-parameters; the defaults are bert-base-uncased.
+
+    Beyond the Hugging Face fields: `attention` picks the attention core ("softmax" is the
+    pretrained model's; "performer" uses `performer_features` random features drawn from
+    `performer_seed`; "local" lets each token see `local_window` neighbours per side, as
+    `hw3_jax.attention.local_attention` defines it), and `dtype` is the compute dtype
+    (parameters stay float32; LayerNorms run in float32).
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    attention: str = "softmax"
+    performer_features: int = 256
+    performer_seed: int = 0
+    local_window: int = 128
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        positive = (
+            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "max_position_embeddings", "type_vocab_size",
+            "performer_features", "local_window",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        seed = self.performer_seed
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"BertConfig.performer_seed must be an integer >= 0, got {seed!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        if not self.initializer_range > 0:
+            raise ValueError(
+                f"BertConfig.initializer_range must be > 0, got {self.initializer_range!r}"
+            )
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"BertConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
+                f"got {self.pad_token_id!r}"
+            )
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"BertConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}"
+            )
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"BertConfig.dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict (`BertConfig.from_dict` reverses it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BertConfig:
+        """Inverse of `to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown BertConfig fields: {', '.join(unknown)}")
+        return cls(**dict(d))
+
+    @classmethod
+    def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> BertConfig:
+        """From a Hugging Face BERT `config.json` dict (unrelated keys are ignored).
+
+        HF's `dtype` / `torch_dtype` is the storage dtype of the weights, not a compute choice,
+        so it is ignored (weights are loaded as float32); pass `dtype=...` in `overrides`.
+        Raises ValueError for BERT variants this encoder does not compute (a non-erf GELU,
+        relative positions, decoders).
+        """
+        model_type = d.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"not a BERT config: model_type={model_type!r} (expected 'bert')")
+        act = d.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise ValueError(f"unsupported hidden_act={act!r}: this encoder uses exact erf 'gelu'")
+        pos = d.get("position_embedding_type", "absolute")
+        if pos != "absolute":
+            raise ValueError(f"unsupported position_embedding_type={pos!r}: only 'absolute'")
+        if d.get("is_decoder") or d.get("add_cross_attention"):
+            raise ValueError("decoder / cross-attention BERT configs are not supported")
+        names = {f.name for f in dataclasses.fields(cls)} - {"dtype"}
+        kwargs = {k: v for k, v in d.items() if k in names and v is not None}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------
+
+
+def _layer_norm(config: BertConfig, x: jax.Array, name: str) -> jax.Array:
+    """LayerNorm computed in float32 (as PyTorch does it: exact two-pass variance)."""
+    y = nn.LayerNorm(
+        epsilon=config.layer_norm_eps, dtype=jnp.float32, use_fast_variance=False, name=name
+    )(x.astype(jnp.float32))
+    return y.astype(config.compute_dtype)
+
+
+def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=config.compute_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(config.initializer_range),
+        name=name,
+    )
+
+
+class BertEmbeddings(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, *, deterministic: bool) -> jax.Array:
+        c = self.config
+        init = nn.initializers.normal(c.initializer_range)
+
+        def word_init(key, shape, dtype=jnp.float32):
+            # As HF's _init_weights: the padding row starts at zero.
+            return init(key, shape, dtype).at[c.pad_token_id].set(0.0)
+
+        def embed(n, name, init_fn):
+            # Looked up in float32: the sum goes straight into a float32 LayerNorm.
+            return nn.Embed(n, c.hidden_size, dtype=jnp.float32, embedding_init=init_fn, name=name)
+
+        length = input_ids.shape[1]
+        words = embed(c.vocab_size, "word_embeddings", word_init)(input_ids)
+        types = embed(c.type_vocab_size, "token_type_embeddings", init)(token_type_ids)
+        positions = embed(c.max_position_embeddings, "position_embeddings", init)(
+            jnp.arange(length)[None, :]
+        )
+        x = _layer_norm(c, words + types + positions, "LayerNorm")
+        return nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention + output projection + residual + LayerNorm.
+
+    (`BertSelfAttention` + `BertSelfOutput` of transformers.)
+    """
+
+    config: BertConfig
+    layer_index: int = 0
+
+    @nn.compact
+    def __call__(self, x, mask, *, deterministic: bool) -> jax.Array:
+        c = self.config
+        batch, length, _ = x.shape
+
+        def heads(name):  # [batch, length, hidden] -> [batch, length, heads, head_dim]
+            y = _dense(c, c.hidden_size, name)(x)
+            return y.reshape(batch, length, c.num_attention_heads, c.head_dim)
+
+        q, k, v = heads("query"), heads("key"), heads("value")
+        if c.attention == "softmax":
+            ctx = attn.softmax_attention(q, k, v, mask)
+        elif c.attention == "local":
+            ctx = attn.local_attention(q, k, v, c.local_window, mask)
+        else:  # performer
+            # The random projection is a function of (performer_seed, layer index), not a
+            # variable: apply stays deterministic, checkpoints hold only "params", and the
+            # same config always rebuilds the same features (one draw per layer, shared by
+            # the heads; no redrawing during training).
+            key = jax.random.fold_in(jax.random.PRNGKey(c.performer_seed), self.layer_index)
+            projection = attn.orthogonal_random_features(key, c.performer_features, c.head_dim)
+            ctx = attn.performer_attention(q, k, v, jax.lax.stop_gradient(projection), mask)
+        ctx = ctx.reshape(batch, length, c.hidden_size)
+        # Deviation from PyTorch BERT: it drops attention *probabilities*; the attention
+        # functions never materialise them (Performer and fused kernels cannot), so the same
+        # rate is applied to the attention output (the per-head context vectors) instead.
+        # Identical in deterministic mode, a comparable regulariser in training.
+        ctx = nn.Dropout(c.attention_probs_dropout_prob)(ctx, deterministic=deterministic)
+        y = _dense(c, c.hidden_size, "output")(ctx)
+        y = nn.Dropout(c.hidden_dropout_prob)(y, deterministic=deterministic)
+        return _layer_norm(c, y + x, "LayerNorm")
+
+
+class BertLayer(nn.Module):
+    config: BertConfig
+    layer_index: int = 0
+
+    @nn.compact
+    def __call__(self, x, mask, *, deterministic: bool) -> jax.Array:
+        c = self.config
+        x = BertSelfAttention(c, self.layer_index, name="attention")(
+            x, mask, deterministic=deterministic
+        )
+        h = nn.gelu(_dense(c, c.intermediate_size, "intermediate")(x), approximate=False)
+        y = _dense(c, c.hidden_size, "output")(h)
+        y = nn.Dropout(c.hidden_dropout_prob)(y, deterministic=deterministic)
+        return _layer_norm(c, y + x, "LayerNorm")
+
+
+class BertEncoder(nn.Module):
+    """BERT: embeddings, `num_hidden_layers` transformer layers, tanh pooler over [CLS].
+
+    __call__(input_ids [batch, length] int, attention_mask [batch, length] (bool or int,
+    nonzero = real token; None = all real), token_type_ids [batch, length] | None (zeros),
+    *, deterministic=True) -> (sequence_output [batch, length, hidden],
+    pooled_output [batch, hidden]), both in `config.dtype`.
+    Dropout needs an rng named "dropout" when deterministic=False.
+    Outputs at padded positions are computed too (they attend to the real tokens) but never
+    influence the real positions.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                 deterministic: bool = True):  # fmt: skip
+        c = self.config
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
+        if input_ids.shape[1] > c.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
+                f"{c.max_position_embeddings}; truncate the inputs"
+            )
+        if attention_mask is None:
+            mask = jnp.ones(input_ids.shape, dtype=bool)
+        else:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"attention_mask shape {attention_mask.shape} != input_ids shape "
+                    f"{input_ids.shape}"
+                )
+            mask = jnp.asarray(attention_mask) != 0
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+
+        x = BertEmbeddings(c, name="embeddings")(
+            input_ids, token_type_ids, deterministic=deterministic
+        )
+        for i in range(c.num_hidden_layers):
+            x = BertLayer(c, i, name=f"layer_{i}")(x, mask, deterministic=deterministic)
+        pooled = jnp.tanh(_dense(c, c.hidden_size, "pooler")(x[:, 0]))
+        return x, pooled
+
+
+def init_bert_params(config: BertConfig, rng: jax.Array) -> dict:
+    """Freshly initialised (BERT-style, N(0, initializer_range)) encoder params."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    init = jax.jit(lambda r: BertEncoder(config).init(r, ids, jnp.ones((1, 1), jnp.int32)))
+    return init(rng)["params"]
+
+
+def bert_param_shapes(config: BertConfig) -> dict:
+    """The params tree as `jax.ShapeDtypeStruct`s (nothing allocated)."""
+    return jax.eval_shape(lambda: init_bert_params(config, jax.random.PRNGKey(0)))
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch / Hugging Face checkpoints
+# --------------------------------------------------------------------------------------
+
+# Flax module path inside a layer -> torch module path inside encoder.layer.N
+_LAYER_MODULES = {
+    ("attention", "query"): "attention.self.query",
+    ("attention", "key"): "attention.self.key",
+    ("attention", "value"): "attention.self.value",
+    ("attention", "output"): "attention.output.dense",
+    ("attention", "LayerNorm"): "attention.output.LayerNorm",
+    ("intermediate",): "intermediate.dense",
+    ("output",): "output.dense",
+    ("LayerNorm",): "output.LayerNorm",
+}
+_LEAF = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
+_BUFFERS = ("position_ids", "token_type_ids")  # registered buffers, not weights
+
+
+def torch_name(flax_path: tuple[str, ...]) -> str:
+    """Flax params path -> transformers-5 BertModel state-dict name."""
+    *module, leaf = flax_path
+    if module[0] == "embeddings":
+        prefix = "embeddings." + module[1]
+    elif module[0] == "pooler":
+        prefix = "pooler.dense"
+    elif module[0].startswith("layer_"):
+        n = module[0].removeprefix("layer_")
+        prefix = f"encoder.layer.{n}.{_LAYER_MODULES[tuple(module[1:])]}"
+    else:
+        raise KeyError(f"not a BertEncoder parameter path: {'/'.join(flax_path)}")
+    return f"{prefix}.{_LEAF[leaf]}"
+
+
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, (*prefix, k)))
+        else:
+            out[(*prefix, k)] = v
+    return out
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return tree
+
+
+def _normalise_names(names) -> tuple[dict[str, str], list[str]]:
+    """Map checkpoint names to transformers-5 BertModel names.
+
+    Returns ({normalised name: original name}, [ignored original names]). Handles the older
+    hub layout (`bert.` prefix, `LayerNorm.gamma/beta`): when the prefix is present, tensors
+    outside `bert.` are task heads (`cls.*` of BertForPreTraining, `classifier.*`, ...) and
+    are ignored. Buffers such as `embeddings.position_ids` are ignored.
+    """
+    names = list(names)
+    prefixed = any(n.startswith("bert.") for n in names)
+    mapping, ignored = {}, []
+    for original in names:
+        n = original
+        if prefixed:
+            if not n.startswith("bert."):
+                ignored.append(original)
+                continue
+            n = n.removeprefix("bert.")
+        if n.rsplit(".", 1)[-1] in _BUFFERS and n.startswith("embeddings."):
+            ignored.append(original)
+            continue
+        if n.endswith("LayerNorm.gamma"):
+            n = n.removesuffix("gamma") + "weight"
+        elif n.endswith("LayerNorm.beta"):
+            n = n.removesuffix("beta") + "bias"
+        mapping[n] = original
+    return mapping, ignored
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _fmt_list(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _pooler_init(config: BertConfig, shapes: Mapping[tuple[str, ...], Any]) -> dict:
+    rng = jax.random.PRNGKey(0)
+    out = {}
+    for path, s in shapes.items():
+        if path[0] == "pooler":
+            if path[-1] == "kernel":
+                w = jax.random.normal(rng, s.shape, jnp.float32) * config.initializer_range
+                out[path] = np.asarray(w)
+            else:
+                out[path] = np.zeros(s.shape, np.float32)
+    return out
+
+
+def bert_params_from_torch(
+    state_dict: Mapping[str, Any], config: BertConfig, *, source: str = "checkpoint"
+) -> dict:
+    """Convert a BERT state dict (either naming convention; NumPy or anything `np.asarray`
+    takes; any float dtype) into `BertEncoder(config)` params (float32 NumPy arrays).
+
+    Torch Linear weights `[out, in]` become Flax kernels `[in, out]`. Any missing, unexpected
+    or mis-shaped tensor raises one ValueError listing all of them. A checkpoint without a
+    pooler (e.g. saved from BertForMaskedLM) loads with a freshly initialised pooler and a
+    warning: the sequence output is exact, the pooled output is not pretrained.
+    """
+    shapes = _flatten(bert_param_shapes(config))
+    expected = {torch_name(path): path for path in shapes}
+    mapping, _ = _normalise_names(state_dict.keys())
+
+    pooler_names = {n for n in expected if n.startswith("pooler.")}
+    missing = [n for n in expected if n not in mapping]
+    init_pooler = bool(pooler_names) and pooler_names <= set(missing)
+    if init_pooler:
+        missing = [n for n in missing if n not in pooler_names]
+    unexpected = [n for n in mapping if n not in expected]
+
+    flat, wrong = {}, []
+    for name, original in mapping.items():
+        if name not in expected:
+            continue
+        path = expected[name]
+        array = np.asarray(state_dict[original])
+        want = shapes[path].shape
+        torch_shape = tuple(reversed(want)) if path[-1] == "kernel" else want
+        if array.shape != torch_shape:
+            wrong.append(
+                f"{original} {_fmt_shape(array.shape)} (expected {_fmt_shape(torch_shape)})"
+            )
+            continue
+        flat[path] = np.ascontiguousarray(array.T if path[-1] == "kernel" else array, np.float32)
+
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            items = [f"{n} {_fmt_shape(_torch_shape(shapes[expected[n]], expected[n]))}"
+                     for n in missing]  # fmt: skip
+            parts.append(f"missing {len(missing)}: " + _fmt_list(items))
+        if unexpected:
+            items = [f"{mapping[n]} {_fmt_shape(np.shape(state_dict[mapping[n]]))}"
+                     for n in unexpected]  # fmt: skip
+            parts.append(f"unexpected {len(unexpected)}: " + _fmt_list(items))
+        if wrong:
+            parts.append(f"wrong shape {len(wrong)}: " + _fmt_list(wrong))
+        raise ValueError(
+            f"{source} does not match BertConfig(hidden_size={config.hidden_size}, "
+            f"num_hidden_layers={config.num_hidden_layers}, vocab_size={config.vocab_size}, "
+            f"...): " + "; ".join(parts)
+        )
+    if init_pooler:
+        warnings.warn(
+            f"{source} has no pooler weights (pooler.dense.*): the pooler is randomly "
+            "initialised, so pooled_output is not pretrained (sequence_output is).",
+            stacklevel=2,
+        )
+        flat.update(_pooler_init(config, shapes))
+    return _unflatten(flat)
+
+
+def _torch_shape(shape_struct, path) -> tuple[int, ...]:
+    shape = tuple(shape_struct.shape)
+    return tuple(reversed(shape)) if path[-1] == "kernel" else shape
+
+
+def bert_params_to_torch(params: Mapping) -> dict[str, np.ndarray]:
+    """Inverse of `bert_params_from_torch`: transformers-5 `BertModel` state-dict names,
+    float32 NumPy arrays (kernels transposed back to `[out, in]`)."""
+    out = {}
+    for path, v in _flatten(params).items():
+        a = np.asarray(v, dtype=np.float32)
+        out[torch_name(path)] = np.ascontiguousarray(a.T if path[-1] == "kernel" else a)
+    return out
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a `.safetensors` file as NumPy; bfloat16 / float16 upcast to float32.
+
+    Also takes a sharded checkpoint's `model.safetensors.index.json`.
+    """
+    from safetensors import safe_open
+
+    path = pathlib.Path(path)
+    if path.name.endswith(".index.json"):
+        files = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        out = {}
+        for f in files:
+            out.update(read_safetensors(path.parent / f))
+        return out
+    out = {}
+    with safe_open(str(path), framework="np") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+            try:
+                a = f.get_tensor(name)
+            except TypeError:  # NumPy has no bfloat16: read through JAX, which has it
+                with safe_open(str(path), framework="flax") as g:
+                    a = np.asarray(g.get_tensor(name).astype(jnp.float32))
+            if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
+                a = a.astype(np.float32)
+            out[name] = a
+    return out
+
+
+def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
+    """(config.json, weights file) from a local directory or a hub model name."""
+    p = pathlib.Path(name_or_path).expanduser()
+    if p.is_dir():
+        config = p / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"{p} has no config.json (a BERT checkpoint directory needs "
+                                    "config.json and model.safetensors)")  # fmt: skip
+        for weights in (p / "model.safetensors", p / "model.safetensors.index.json"):
+            if weights.is_file():
+                return config, weights
+        hint = (" (only pytorch_model.bin found: re-save it with transformers' "
+                "save_pretrained(..., safe_serialization=True))"
+                if (p / "pytorch_model.bin").exists() else "")  # fmt: skip
+        raise FileNotFoundError(f"{p} has no model.safetensors{hint}")
+    name = str(name_or_path)
+    if p.exists():
+        raise FileNotFoundError(f"{name} is a file: pass the checkpoint's directory")
+    # Hub ids are "name" or "org/name"; anything else is a local path that does not exist.
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise FileNotFoundError(f"{name}: no such checkpoint directory")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        config = hf_hub_download(name, "config.json")
+        weights = hf_hub_download(name, "model.safetensors")
+    except Exception as e:  # no internet, unknown repo, gated model, ...
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise OSError(
+            f"could not fetch '{name}' (config.json + model.safetensors) from the Hugging Face "
+            f"hub ({type(e).__name__}: {why}): with no internet, download them elsewhere "
+            f"(e.g. `hf download {name} config.json model.safetensors --local-dir DIR`) and "
+            f"pass the local directory DIR instead"
+        ) from e
+    return pathlib.Path(config), pathlib.Path(weights)
+
+
+def load_pretrained_bert(
+    name_or_path: str | os.PathLike = "bert-base-uncased", **config_overrides: Any
+) -> tuple[BertConfig, dict]:
+    """Pretrained BERT weights as `(BertConfig, params)` for `BertEncoder(config)`.
+
+    `name_or_path`: a local directory holding `config.json` and `model.safetensors` (either
+    naming convention: transformers-5 `BertModel` names, or the hub's older `bert.`-prefixed
+    `LayerNorm.gamma/beta` file with `cls.*` heads, which are ignored), or a hub model name,
+    downloaded with `huggingface_hub` (needs internet). `config_overrides` replace config
+    fields that do not change the weights' shapes, e.g. `dtype="bfloat16"`,
+    `hidden_dropout_prob=0.0` or `attention="performer"`.
+    Params are float32 jax arrays, whatever dtype the file stores.
+    """
+    config_file, weights_file = _resolve_checkpoint(name_or_path)
+    try:
+        hf = json.loads(pathlib.Path(config_file).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file} is not valid JSON: {e}") from e
+    config = BertConfig.from_hf_dict(hf, **config_overrides)
+    tensors = read_safetensors(weights_file)
+    params = bert_params_from_torch(tensors, config, source=str(weights_file))
+    return config, jax.tree_util.tree_map(jnp.asarray, params)
