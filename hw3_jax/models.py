@@ -1,0 +1,189 @@
+"""The notebook's sentiment classifier: BERT -> bidirectional GRU -> dropout -> 1 logit.
+
+`BertGRUSentiment` is the original PyTorch model parameter for parameter (bert-base-uncased +
+`nn.GRU(768, 256, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)` +
+`nn.Dropout(0.25)` + `nn.Linear(512, 1)`): 112,241,409 parameters, 2,759,169 of them
+trainable with the encoder frozen.
+
+Freezing happens in two places, for two reasons:
+- in the model (`freeze_encoder=True`): the encoder's output goes through
+  `jax.lax.stop_gradient`, as the notebook ran BERT under `torch.no_grad()`, so no backward
+  pass through BERT is computed at all;
+- in the optimizer (`make_optimizer(lr, trainable_mask(params))`): `optax.multi_transform`
+  routes frozen leaves to `optax.set_to_zero()`, so they get no update and Adam stores no
+  moments for them (its state holds `optax.MaskedNode()` there).
+
+Params tree: {"bert": BertEncoder params (exactly what `load_pretrained_bert` returns),
+"gru": `hw3_jax.gru.GRU` params ("l0", "l0_reverse", "l1", "l1_reverse"),
+"out": {"kernel" [D*hidden_dim, 1], "bias" [1]}}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hw3_jax.bert import BertConfig, BertEncoder
+from hw3_jax.gru import GRU
+
+ENCODER_KEY = "bert"
+
+
+class BertGRUSentiment(nn.Module):
+    """BERT encoder -> GRU -> [last layer's fwd; bwd final states] -> dropout -> Dense(1).
+
+    `__call__(input_ids [B, L] int, attention_mask [B, L] (1 = real token), *,
+    deterministic=True) -> logits [B] float32`. Dropout (BERT's, the GRU's between layers,
+    the head's) needs an rng named "dropout" when `deterministic=False`; with
+    `freeze_encoder=True` BERT's dropout is still active in training, as in the notebook
+    (`model.train()` put BERT in training mode although its gradients were off).
+
+    Sequence lengths are `attention_mask.sum(-1)`: the GRU sees only the real tokens of
+    each sequence (padding never reaches either direction's final state), so the logits do
+    not depend on how much padding a batch carries. Two switches reproduce the notebook
+    exactly instead: `gru_over_padding=True` (its GRU ran over the padded tensor) and
+    `encoder_attention_mask=False` (it called `self.bert(text)` without an attention mask).
+    """
+
+    bert: BertConfig = BertConfig()
+    hidden_dim: int = 256
+    n_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.25
+    gru_over_padding: bool = False
+    freeze_encoder: bool = True
+    encoder_attention_mask: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, *, deterministic: bool = True) -> jax.Array:
+        attention_mask = jnp.asarray(attention_mask)
+        embedded, _ = BertEncoder(self.bert, name=ENCODER_KEY)(
+            input_ids,
+            attention_mask if self.encoder_attention_mask else None,
+            deterministic=deterministic,
+        )  # [B, L, bert.hidden_size]
+        if self.freeze_encoder:
+            embedded = jax.lax.stop_gradient(embedded)
+        lengths = jnp.sum(attention_mask != 0, axis=-1)  # [B]
+        _, hidden = GRU(
+            self.hidden_dim,
+            num_layers=self.n_layers,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            over_padding=self.gru_over_padding,
+            dtype=self.dtype,
+            name="gru",
+        )(embedded, lengths, deterministic=deterministic)  # [n_layers * D, B, hidden_dim]
+        if self.bidirectional:
+            hidden = jnp.concatenate([hidden[-2], hidden[-1]], axis=-1)  # [B, 2 * hidden_dim]
+        else:
+            hidden = hidden[-1]
+        hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
+        # nn.Linear's init, U(+-1/sqrt(fan_in)) for kernel and bias, as the notebook's head had.
+        bound = 1.0 / np.sqrt(hidden.shape[-1])
+        logits = nn.Dense(
+            1,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+                key, shape, dtype, -bound, bound
+            ),
+            name="out",
+        )(hidden)  # [B, 1]
+        return logits[:, 0].astype(jnp.float32)
+
+
+def _dummy_batch(batch_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+    return jnp.zeros(batch_shape, jnp.int32), jnp.ones(batch_shape, jnp.int32)
+
+
+def init_params(model: nn.Module, rng: jax.Array, batch_shape: Sequence[int] = (1, 8)) -> dict:
+    """Freshly initialised params of a model taking (input_ids, attention_mask).
+
+    Jitted: one compiled program instead of hundreds of op-by-op dispatches."""
+    batch_shape = tuple(batch_shape)
+    return jax.jit(lambda r: model.init({"params": r}, *_dummy_batch(batch_shape))["params"])(rng)
+
+
+def param_shapes(model: nn.Module, batch_shape: Sequence[int] = (1, 8)) -> dict:
+    """The params tree as `jax.ShapeDtypeStruct`s, via `jax.eval_shape` (nothing allocated)."""
+    batch_shape = tuple(batch_shape)
+    return jax.eval_shape(
+        lambda: model.init(jax.random.key(0), *_dummy_batch(batch_shape))["params"]
+    )
+
+
+def count_params(tree: Any) -> int:
+    """Total number of elements over a tree's array leaves (arrays, NumPy arrays or
+    `jax.ShapeDtypeStruct`s from `jax.eval_shape`). Leaves without a shape count 0."""
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
+
+
+def trainable_mask(params: Mapping, freeze_encoder: bool = True) -> Any:
+    """A pytree of bools shaped like `params`: True = trained; False for every leaf under
+    "bert" when `freeze_encoder`."""
+
+    def trained(path, _):
+        return not (freeze_encoder and getattr(path[0], "key", None) == ENCODER_KEY)
+
+    return jax.tree_util.tree_map_with_path(trained, params)
+
+
+def count_trainable(params: Any, mask: Any) -> int:
+    """Elements of the leaves whose mask entry is True."""
+    return sum(
+        int(np.prod(p.shape))
+        for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
+        if m
+    )
+
+
+def freeze(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
+    """Apply `tx` to the leaves where `mask` is True; frozen leaves get zero updates and no
+    optimizer state (`optax.multi_transform` keeps `optax.MaskedNode()` in `tx`'s state
+    there, and `set_to_zero` has none)."""
+    labels = jax.tree.map(lambda m: "train" if m else "freeze", mask)
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+
+
+def make_optimizer(learning_rate: float, mask: Any | None = None) -> optax.GradientTransformation:
+    """Adam (the notebook's optimizer, PyTorch's defaults), frozen where `mask` is False."""
+    tx = optax.adam(learning_rate)
+    return tx if mask is None else freeze(tx, mask)
+
+
+def with_pretrained_encoder(params: Mapping, bert_params: Mapping) -> dict:
+    """`params` with its "bert" subtree replaced by `bert_params` (e.g. from
+    `load_pretrained_bert`). Raises ValueError listing every leaf whose path or shape differs,
+    i.e. when the model's BertConfig does not match the checkpoint's."""
+
+    def shapes(tree):
+        return {
+            jax.tree_util.keystr(p): tuple(v.shape)
+            for p, v in jax.tree_util.tree_leaves_with_path(tree)
+        }
+
+    old, new = shapes(params[ENCODER_KEY]), shapes(bert_params)
+    problems = [f"missing {k} {old[k]}" for k in old if k not in new]
+    problems += [f"unexpected {k} {new[k]}" for k in new if k not in old]
+    problems += [
+        f"{k}: {new[k]} (model has {old[k]})" for k in old if k in new and old[k] != new[k]
+    ]
+    if problems:
+        shown = "; ".join(problems[:12]) + (
+            f"; ... {len(problems) - 12} more" if len(problems) > 12 else ""
+        )
+        raise ValueError(
+            "pretrained encoder params do not fit the model's BERT (build the model with the "
+            f"config load_pretrained_bert returned): {shown}"
+        )
+    out = dict(params)
+    out[ENCODER_KEY] = bert_params
+    return out
