@@ -1,0 +1,378 @@
+"""Checkpoints of the training loop (orbax), and the loop's errors.
+
+Layout under `WORKDIR/checkpoints/`:
+  best/<step>/    params (+ model_state) and meta.json of the epoch with the lowest
+                  validation loss so far (the notebook's "keep the best valid loss");
+                  one kept. A new one is written only when the validation loss improves.
+  latest/<step>/  params, opt_state, (model_state,) loop counters and meta: what `resume`
+                  continues from; saved every `checkpoint_every_steps` and at each
+                  epoch end; the two newest kept.
+`<step>` is the global training step. Saves are synchronous: a step directory appears
+only when it is complete (orbax writes to a temporary name and renames), so a process
+killed mid-save leaves the previous checkpoints intact.
+
+Every failure to read a checkpoint becomes one `CheckpointError` naming the step
+directory; nothing on disk is deleted because of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot go on (non-finite loss, bad workdir, bad checkpoint)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint cannot be read, or belongs to a different model configuration."""
+
+
+class WorkdirError(TrainingError):
+    """The workdir cannot be written, or its disk lacks the room for checkpoints."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _key_name(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def path_str(path: tuple) -> str:
+    """A pytree key path as 'a/b/c'."""
+    return "/".join(_key_name(k) for k in path)
+
+
+def tree_signature(tree: Any) -> dict[str, str]:
+    """{'a/b/kernel': 'float32[768,256]', ...}: what must match to restore into `tree`."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "dtype"):
+            dims = ",".join(str(int(d)) for d in leaf.shape)
+            out[path_str(path)] = f"{np.dtype(leaf.dtype).name}[{dims}]"
+        else:
+            out[path_str(path)] = type(leaf).__name__
+    return out
+
+
+def signature_diff(saved: Mapping[str, str], current: Mapping[str, str], limit: int = 4) -> list:
+    """Human-readable differences between two tree signatures (at most `limit`)."""
+    diffs = []
+    for k in sorted(set(saved) | set(current)):
+        a, b = saved.get(k), current.get(k)
+        if a == b:
+            continue
+        if a is None:
+            diffs.append(f"{k} is new in this model ({b})")
+        elif b is None:
+            diffs.append(f"{k} is in the checkpoint only ({a})")
+        else:
+            diffs.append(f"{k}: checkpoint {a}, model {b}")
+    if len(diffs) > limit:
+        diffs = diffs[:limit] + [f"... and {len(diffs) - limit} more"]
+    return diffs
+
+
+def tree_nbytes(tree: Any) -> int:
+    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf by None and NumPy scalars by Python ones (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def check_workdir(workdir: str | os.PathLike, required_bytes: int) -> Path:
+    """Fail fast, before any training, if `workdir` cannot hold the run's checkpoints.
+
+    Creates the directory, writes and removes a probe file (the only reliable test of
+    writability: permissions, read-only mounts, quotas), then compares the free space
+    with `required_bytes`. Raises `WorkdirError` with the path and the fix.
+    """
+    wd = Path(workdir).expanduser().absolute()
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+        probe = wd / f".write_probe_{uuid.uuid4().hex}"
+        with open(probe, "wb") as f:
+            f.write(b"0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        why = e.strerror or str(e)
+        if e.errno == errno.ENOSPC:
+            why = "no space left on the device"
+        raise WorkdirError(
+            f"workdir {wd} is not writable ({why}); choose another --workdir"
+        ) from None
+    free = shutil.disk_usage(wd).free
+    if free < required_bytes:
+        raise WorkdirError(
+            f"workdir {wd} has {free / 2**20:.1f} MiB free, but the checkpoints of this run "
+            f"need about {required_bytes / 2**20:.1f} MiB; free some space or choose "
+            "another --workdir"
+        )
+    return wd
+
+
+def _abstract(tree: Any, sharding: Any | None) -> Any:
+    """ShapeDtypeStructs (with the target sharding) to restore into."""
+
+    def one(x):
+        x = np.asarray(x) if not hasattr(x, "shape") else x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(one, tree)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """orbax warns (absl) about read-only managers, which is what inference wants."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    if read_only and not directory.is_dir():
+        raise CheckpointError(f"no checkpoint in {directory} (train with this --workdir first)")
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+        # Synchronous: the loop donates its state buffers to the next step, so the
+        # arrays must be on disk before the step runs; also keeps kill-safety simple.
+        enable_async_checkpointing=False,
+        cleanup_tmp_directories=not read_only,  # half-written saves of a killed run
+        create=not read_only,
+        read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+    )
+    try:
+        with _quiet_absl():
+            return ocp.CheckpointManager(directory, options=options)
+    except Exception as e:  # noqa: BLE001 - any failure here is one clear error
+        raise CheckpointError(
+            f"cannot open the checkpoint directory {directory}: {type(e).__name__}: {e}"
+        ) from e
+
+
+# --------------------------------------------------------------------------- store
+
+
+class CheckpointStore:
+    """The 'best' and 'latest' checkpoint managers of one workdir."""
+
+    def __init__(self, workdir: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
+        self.root = Path(workdir).absolute() / "checkpoints"
+        self.best_dir = self.root / "best"
+        self.latest_dir = self.root / "latest"
+        self.read_only = read_only
+        self.keep_latest = keep_latest
+        if read_only and not self.root.is_dir():
+            raise CheckpointError(f"no checkpoint in {self.root} (train with this --workdir first)")
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+
+    # Managers are opened on first use (inference needs only 'best').
+    @property
+    def best(self) -> ocp.CheckpointManager:
+        if "best" not in self._managers:
+            self._managers["best"] = _manager(self.best_dir, 1, self.read_only)
+        return self._managers["best"]
+
+    @property
+    def latest(self) -> ocp.CheckpointManager:
+        if "latest" not in self._managers:
+            self._managers["latest"] = _manager(self.latest_dir, self.keep_latest, self.read_only)
+        return self._managers["latest"]
+
+    # -- queries
+    def has_any(self) -> bool:
+        return bool(self.best.all_steps() or self.latest.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.best.latest_step()
+
+    # -- saving
+    def save_latest(self, step: int, *, params, opt_state, model_state, loop, meta) -> None:
+        items = dict(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            loop=ocp.args.StandardSave(loop),
+            meta=ocp.args.JsonSave(json_safe(meta)),
+        )
+        if model_state:
+            items["model_state"] = ocp.args.StandardSave(model_state)
+        self._save(self.latest, step, items)
+
+    def save_best(self, step: int, *, params, model_state, meta) -> None:
+        items = dict(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(json_safe(meta)))
+        if model_state:
+            items["model_state"] = ocp.args.StandardSave(model_state)
+        self._save(self.best, step, items)
+
+    def _save(self, mgr: ocp.CheckpointManager, step: int, items: dict) -> None:
+        # The same step can exist from an attempt killed after this save and before the
+        # next 'latest' one: it is rewritten (with the same content, the run being
+        # deterministic).
+        if step in mgr.all_steps():
+            mgr.delete(step)
+        try:
+            mgr.save(step, args=ocp.args.Composite(**items), force=True)
+            mgr.wait_until_finished()
+        except OSError as e:
+            raise WorkdirError(
+                f"cannot write checkpoint {mgr.directory / str(step)}: {e.strerror or e}"
+            ) from e
+
+    def drop_best_after(self, step: int) -> list[int]:
+        """Delete best checkpoints newer than `step` (orphans of a killed attempt)."""
+        dropped = [s for s in self.best.all_steps() if s > step]
+        for s in dropped:
+            self.best.delete(s)
+        return dropped
+
+    # -- restoring
+    def read_meta(self, mgr: ocp.CheckpointManager, step: int) -> dict:
+        try:
+            out = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta = out["meta"]
+            if not isinstance(meta, dict) or "format_version" not in meta:
+                raise ValueError("meta.json lacks the training-loop fields")
+            return meta
+        except Exception as e:  # noqa: BLE001
+            raise self._error(mgr, step, e) from e
+
+    def restore_latest(self, template: Mapping[str, Any], sharding: Any) -> tuple[dict, dict]:
+        """Restore the newest 'latest' checkpoint into `template`'s structure.
+
+        `template`: {"params", "opt_state", "loop", "model_state"} (concrete or abstract
+        trees). Returns (restored trees, meta). The parameter and optimizer-state shapes
+        are compared first, so a checkpoint of another model configuration is reported
+        as such rather than as an orbax shape error.
+        """
+        step = self.latest_step()
+        if step is None:
+            raise CheckpointError(f"no checkpoint to resume from in {self.latest_dir}")
+        meta = self.read_meta(self.latest, step)
+        self._check_signature(self.latest, step, meta, template)
+        names = ["params", "opt_state", "loop"]
+        if template.get("model_state"):
+            names.append("model_state")
+        args = {n: ocp.args.StandardRestore(_abstract(template[n], sharding)) for n in names}
+        try:
+            out = self.latest.restore(step, args=ocp.args.Composite(**args))
+            trees = {n: out[n] for n in names}
+        except Exception as e:  # noqa: BLE001
+            raise self._error(self.latest, step, e) from e
+        trees.setdefault("model_state", {})
+        return trees, meta
+
+    def restore_best(self, template: Mapping[str, Any] | None = None, sharding: Any = None):
+        """(params, model_state, meta) of the best checkpoint.
+
+        Without a template the arrays come back in the saved structure (for inference,
+        where no model has been initialised yet).
+        """
+        step = self.best_step()
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint in {self.best_dir} (train with this --workdir first)"
+            )
+        meta = self.read_meta(self.best, step)
+        has_ms = bool(meta.get("has_model_state"))
+        if template is not None:
+            self._check_signature(self.best, step, meta, template, names=("params", "model_state"))
+            args = {"params": ocp.args.StandardRestore(_abstract(template["params"], sharding))}
+            if has_ms:
+                args["model_state"] = ocp.args.StandardRestore(
+                    _abstract(template["model_state"], sharding)
+                )
+        else:
+            args = {"params": ocp.args.StandardRestore()}
+            if has_ms:
+                args["model_state"] = ocp.args.StandardRestore()
+        try:
+            out = self.best.restore(step, args=ocp.args.Composite(**args))
+            params = out["params"]
+            model_state = out["model_state"] if has_ms else {}
+        except Exception as e:  # noqa: BLE001
+            raise self._error(self.best, step, e) from e
+        return params, model_state, meta
+
+    def _check_signature(
+        self, mgr, step, meta, template, names=("params", "opt_state", "model_state")
+    ):
+        saved = meta.get("signature", {})
+        for name in names:
+            current = tree_signature(template.get(name) or {})
+            if name not in saved and not current:
+                continue
+            diffs = signature_diff(saved.get(name, {}), current)
+            if diffs:
+                what = {
+                    "params": "a different model configuration",
+                    "opt_state": "a different optimizer or set of frozen parameters",
+                    "model_state": "a different model configuration (model state)",
+                }[name]
+                raise CheckpointError(
+                    f"checkpoint {mgr.directory / str(step)} was written for {what}: "
+                    + "; ".join(diffs)
+                    + ". Use the configuration it was trained with, or another --workdir."
+                )
+
+    def _error(self, mgr, step, e: Exception) -> CheckpointError:
+        older = [s for s in mgr.all_steps() if s != step]
+        hint = (
+            f" Older checkpoints in {mgr.directory} (steps {older}) were left untouched; "
+            f"move {mgr.directory / str(step)} away to use them."
+            if older
+            else " Nothing was deleted."
+        )
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = msg.split(" See full TensorStore details")[0]  # drop a long repr
+        return CheckpointError(
+            f"checkpoint {mgr.directory / str(step)} is corrupted or unreadable "
+            f"({type(e).__name__}: {msg[:300]}).{hint}"
+        )
+
+    def close(self) -> None:
+        for mgr in self._managers.values():
+            try:
+                mgr.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the real error
+                pass

@@ -1,0 +1,195 @@
+"""Tiny models and data for the training-loop tests, and a script for subprocess runs.
+
+As a script (the kill-and-resume and 8-device tests run it in a fresh interpreter):
+  python tests/_train_tiny.py --workdir DIR [--resume] [--print-steps] [--epochs N]
+      [--out FILE.npz]       train the tiny bag-of-embeddings model; save final params
+  python tests/_train_tiny.py --one-step --num-devices N --out FILE.npz
+      one training step (batch 12: padded to the device count), for the 8-device check
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class BagModel(nn.Module):
+    """Embedding -> masked mean -> MLP with dropout -> logits [B] (or [B, C])."""
+
+    vocab: int = 32
+    features: int = 16
+    num_classes: int | None = None  # None: one binary logit per example
+    dropout: float = 0.1
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, *, deterministic=True):
+        x = nn.Embed(self.vocab, self.features, name="embed")(input_ids).astype(self.dtype)
+        m = attention_mask.astype(self.dtype)[..., None]
+        x = (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+        x = nn.Dense(self.features, dtype=self.dtype, name="hidden")(x)
+        x = nn.relu(x)
+        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        out = nn.Dense(self.num_classes or 1, dtype=self.dtype, name="out")(x)
+        return out if self.num_classes else out[:, 0]
+
+
+class BNModel(nn.Module):
+    """A model with batch statistics (model_state), multiclass, on 'image' inputs."""
+
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, image, *, deterministic=True):
+        x = nn.Dense(8)(image)
+        x = nn.BatchNorm(use_running_average=deterministic)(x)
+        return nn.Dense(self.num_classes)(nn.relu(x))
+
+
+def make_examples(n, length=8, vocab=32, seed=0, num_classes=None):
+    """Token sequences whose label is easy to learn from the bag of tokens.
+
+    binary: 1 if most real tokens are below vocab // 2. multiclass: which third of the
+    vocabulary is most frequent.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, length + 1, size=n)
+    ids = np.zeros((n, length), np.int32)
+    mask = np.zeros((n, length), np.int32)
+    labels = np.zeros((n,), np.float32 if num_classes is None else np.int32)
+    for i, L in enumerate(lengths):
+        if num_classes is None:
+            y = rng.integers(0, 2)
+            lo, hi = (1, vocab // 2) if y else (vocab // 2, vocab)
+        else:
+            y = rng.integers(0, num_classes)
+            width = (vocab - 1) // num_classes
+            lo, hi = 1 + y * width, 1 + (y + 1) * width
+        major = rng.integers(lo, hi, size=L)
+        noise = rng.integers(1, vocab, size=L)
+        tok = np.where(rng.random(L) < 0.8, major, noise)
+        ids[i, :L] = tok
+        mask[i, :L] = 1
+        labels[i] = y
+    return {"input_ids": ids, "attention_mask": mask, "label": labels}
+
+
+class TinyData:
+    """train_batches(epoch) shuffled by (seed, epoch); eval batches padded with weight 0."""
+
+    def __init__(self, n_train=96, n_val=40, n_test=50, batch_size=12, seed=0, num_classes=None,
+                 length=8, vocab=32):
+        self.batch_size, self.seed = batch_size, seed
+        self.splits = {
+            "train": make_examples(n_train, length, vocab, seed, num_classes),
+            "validation": make_examples(n_val, length, vocab, seed + 1, num_classes),
+            "test": make_examples(n_test, length, vocab, seed + 2, num_classes),
+        }
+        self.steps_per_epoch = n_train // batch_size
+
+    def _batches(self, arrays, order, drop_last):
+        bs = self.batch_size
+        n = len(order)
+        stop = (n // bs) * bs if drop_last else n
+        for start in range(0, stop, bs):
+            idx = order[start:start + bs]
+            b = {k: v[idx] for k, v in arrays.items()}
+            b["weight"] = np.ones((len(idx),), np.float32)
+            if len(idx) < bs:  # pad the last partial batch, weight 0
+                pad = bs - len(idx)
+                b = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                     for k, v in b.items()}
+            yield b
+
+    def train_batches(self, epoch):
+        arrays = self.splits["train"]
+        n = len(arrays["label"])
+        order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        return self._batches(arrays, order, drop_last=True)
+
+    def eval_batches(self, split):
+        arrays = self.splits[split]
+        return self._batches(arrays, np.arange(len(arrays["label"])), drop_last=False)
+
+    def eval_steps(self, split):
+        return -(-len(self.splits[split]["label"]) // self.batch_size)
+
+
+def init_params(model, data, seed=0, key="input_ids"):
+    b = next(data.eval_batches("validation"))
+    inputs = [b["input_ids"], b["attention_mask"]] if key == "input_ids" else [b[key]]
+    # jit: one compilation instead of one per operation (seconds on a 2-core CPU)
+    return jax.jit(model.init)(jax.random.PRNGKey(seed), *inputs)["params"]
+
+
+def flat(tree):
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def main(argv=None):
+    from hw3_jax import train as T
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--print-steps", action="store_true")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--every", type=int, default=3)
+    ap.add_argument("--out")
+    ap.add_argument("--one-step", action="store_true")
+    ap.add_argument("--num-devices", type=int)
+    a = ap.parse_args(argv)
+
+    if a.one_step:  # one step on 1 device and on all devices, same process
+        import json
+
+        data = TinyData(batch_size=12)  # 12 rows: padded to 16 on 8 devices
+        model = BagModel()
+        params = init_params(model, data)
+        batch = next(data.train_batches(0))
+        out = {}
+        for n in (1, jax.device_count()):
+            cfg = T.TrainConfig(workdir=".", num_devices=n, seed=3)
+            dp = T.data_parallel(num_devices=n)
+            tx = T.make_optimizer(1e-2)
+            state = T.create_train_state(params, tx, dp)
+            step = T.make_train_step(model, tx, cfg, dp)
+            dev_batch = T.prepare_batch(batch, dp, cfg)
+            state, acc = step(state, T.init_accumulators(dp), dev_batch)
+            sums = np.asarray(acc["sums"])
+            out[n] = {
+                "loss": float(sums[0] / sums[2]),
+                "examples": float(sums[2]),
+                "batch_shards": len(dev_batch["input_ids"].addressable_shards),
+                "batch_rows": int(dev_batch["input_ids"].shape[0]),
+                "params": {k: v.tolist() for k, v in flat(state.params).items()},
+            }
+        print("RESULT " + json.dumps(out))
+        return
+
+    data = TinyData()
+    model = BagModel()
+    params = init_params(model, data)
+    cfg = T.TrainConfig(workdir=a.workdir, epochs=a.epochs, learning_rate=1e-2, seed=1,
+                        resume=a.resume, checkpoint_every_steps=a.every, progress=False,
+                        verbose=True, plot=False)
+    on_step = (lambda s: print(f"STEP {s}", flush=True)) if a.print_steps else None
+    res = T.train(model, params, data, cfg, on_step=on_step)
+    if a.out:
+        np.savez(a.out, **flat(res.params), **{"final/" + k: v
+                                                for k, v in flat(res.final_state.params).items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+"""The training loop (issue 4 §2) and its faults (issue 6 §2), on tiny models and data."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _train_tiny import BagModel, BNModel, TinyData, flat, init_params
+
+from hw3_jax import train as T
+from hw3_jax.checkpointing import CheckpointError, CheckpointStore, TrainingError, WorkdirError
+from hw3_jax.sharding import data_parallel, pad_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "_train_tiny.py"
+
+
+def cfg(workdir, **kw):
+    base = dict(workdir=str(workdir), epochs=2, learning_rate=1e-2, seed=1,
+                checkpoint_every_steps=3, progress=False, verbose=False, plot=False)
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+def run(workdir, model=None, data=None, **kw):
+    data = data or TinyData()
+    model = model or BagModel()
+    params = init_params(model, data)
+    return T.train(model, params, data, cfg(workdir, **kw)), model, data
+
+
+def assert_trees_equal(a, b):
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_loss_decreases_and_outputs_written(tmp_path):
+    res, _, _ = run(tmp_path, epochs=3, plot=True, verbose=True)
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[0] > losses[1] > losses[2]
+    assert res.history[-1]["val_accuracy"] >= 0.9
+    assert res.test_accuracy >= 0.9
+    for h in res.history:
+        for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time_s",
+                  "examples_per_s"):
+            assert np.isfinite(h[k]), k
+        assert h["train_examples"] == 96 and h["val_examples"] == 40
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "completed"
+    assert m["test_examples"] == 50  # the padded last batch counts each example once
+    assert m["test_accuracy"] == pytest.approx(res.test_accuracy)
+    assert m["val_accuracy"] == res.best["val_accuracy"]
+    assert m["config"]["learning_rate"] == 1e-2 and len(m["history"]) == 3
+    assert {"total_s", "train_s", "test_s"} <= set(m["timings"])
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_binary_loss_is_sigmoid_bce_weighted():
+    logits = jnp.array([2.0, -1.0, 0.5, 3.0])
+    labels = jnp.array([1.0, 0.0, 0.0, 1.0])
+    per, correct = T._per_example(logits, labels, "binary")
+    p = 1 / (1 + np.exp(-np.asarray(logits)))
+    manual = -(np.asarray(labels) * np.log(p) + (1 - np.asarray(labels)) * np.log(1 - p))
+    np.testing.assert_allclose(per, manual, rtol=1e-6)
+    np.testing.assert_array_equal(correct, [1, 1, 0, 1])
+    per_mc, correct_mc = T._per_example(jnp.array([[0.0, 2.0], [1.0, 0.0]]), jnp.array([1, 1]),
+                                        "multiclass")
+    np.testing.assert_allclose(per_mc, [np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(1.0))],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(correct_mc, [1, 0])
+    with pytest.raises(ValueError, match="multiclass"):
+        T._per_example(jnp.zeros((4, 3)), labels, "binary")
+
+
+def test_weight_zero_examples_never_count():
+    """Rows of weight 0 (with wrong labels) change neither metrics nor the update."""
+    data = TinyData(batch_size=12)
+    model = BagModel(dropout=0.0)
+    params = init_params(model, data)
+    batch = next(data.train_batches(0))
+    junk = {k: v[:5].copy() for k, v in batch.items()}
+    junk["label"] = 1 - junk["label"]
+    junk["weight"] = np.zeros(5, np.float32)
+    padded = {k: np.concatenate([batch[k], junk[k]]) for k in batch}
+
+    kw = dict(loss="binary", input_keys=("input_ids", "attention_mask"))
+    m1 = T.evaluate(model, params, [batch], **kw)
+    m2 = T.evaluate(model, params, [padded], **kw)
+    assert m2["examples"] == m1["examples"] == 12
+    assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-6)
+    assert m2["accuracy"] == m1["accuracy"]
+
+    dp = data_parallel()
+    c = T.TrainConfig(workdir=".")
+    tx = T.make_optimizer(1e-2)
+    step = T.make_train_step(model, tx, c, dp)
+    outs = []
+    for b in (batch, padded):
+        state, acc = step(T.create_train_state(params, tx, dp), T.init_accumulators(dp),
+                          T.prepare_batch(b, dp, c))
+        outs.append((state.params, np.asarray(acc["sums"])))
+    chex.assert_trees_all_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-6)
+
+
+def test_pad_batch_adds_weight_zero_rows():
+    b = {"x": np.arange(10).reshape(5, 2), "label": np.ones(5, np.float32)}
+    p = pad_batch(b, 4)
+    assert p["x"].shape == (8, 2) and p["weight"].tolist() == [1] * 5 + [0] * 3
+    np.testing.assert_array_equal(p["x"][5:], np.repeat(b["x"][-1:], 3, 0))
+    assert pad_batch(p, 4)["x"].shape == (8, 2)
+
+
+def test_frozen_params_unchanged_and_no_adam_moments(tmp_path):
+    data = TinyData()
+    model = BagModel()
+    params = init_params(model, data)
+    mask = jax.tree.map(lambda _: True, params)
+    mask["embed"] = jax.tree.map(lambda _: False, mask["embed"])
+    res = T.train(model, params, data, cfg(tmp_path), trainable_mask=mask)
+    final = res.final_state.params
+    np.testing.assert_array_equal(final["embed"]["embedding"], params["embed"]["embedding"])
+    assert not np.allclose(final["hidden"]["kernel"], params["hidden"]["kernel"])
+    # Adam moments only for the trainable leaves: mu and nu of hidden and out.
+    moments = [x for x in jax.tree.leaves(res.final_state.opt_state) if np.ndim(x) > 0]
+    trainable = [x for x in jax.tree.leaves({k: v for k, v in params.items() if k != "embed"})]
+    assert len(moments) == 2 * len(trainable)
+    assert sum(np.size(x) for x in moments) == 2 * sum(np.size(x) for x in trainable)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["params"]["trainable"] == sum(np.size(x) for x in trainable)
+
+
+def test_make_optimizer_is_pytorch_adam():
+    """One step of Adam from zero moments moves each parameter by lr (sign of the grad)."""
+    tx = T.make_optimizer(1e-3)
+    p = {"w": jnp.array([1.0, -2.0])}
+    g = {"w": jnp.array([0.5, -3.0])}
+    upd, _ = tx.update(g, tx.init(p), p)
+    np.testing.assert_allclose(upd["w"], [-1e-3, 1e-3], rtol=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_state(tmp_path, capsys):
+    """Mixed precision: bf16 model compute; params, Adam moments and the loss in f32."""
+    res, _, _ = run(tmp_path, model=BagModel(dtype=jnp.bfloat16), progress=True, epochs=1,
+                    val_split=None)
+    for x in jax.tree.leaves((res.final_state.params, res.final_state.opt_state)):
+        assert x.dtype in (jnp.float32, jnp.int32), x.dtype
+    assert np.isfinite(res.history[0]["train_loss"]) and res.best["epoch"] == 1
+    assert "epoch 1/1 train" in capsys.readouterr().err  # the tqdm bar
+
+
+def test_multiprocess_launch_detection(monkeypatch):
+    from hw3_jax import sharding
+
+    for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+              "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(k, raising=False)
+    assert not sharding.launched_multiprocess()
+    assert sharding.initialize_distributed() is False  # a single process: nothing to do
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "host-a")
+    assert not sharding.launched_multiprocess()
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "host-a,host-b")
+    assert sharding.launched_multiprocess()
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert sharding.launched_multiprocess()
+
+
+def test_multiclass_loss_path(tmp_path):
+    data = TinyData(num_classes=3, n_train=120, batch_size=12)
+    res, _, _ = run(tmp_path, model=BagModel(num_classes=3), data=data, loss="multiclass",
+                    epochs=3)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert res.test_accuracy > 0.6  # chance is 1/3
+
+
+class ImageData:
+    """Multiclass 'image' batches for a model with batch statistics."""
+
+    steps_per_epoch = 4
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(64, 5)).astype(np.float32)
+        self.y = (self.x[:, 0] > 0).astype(np.int32) + (self.x[:, 1] > 1).astype(np.int32)
+
+    def _b(self, idx):
+        return {"image": self.x[idx], "label": self.y[idx],
+                "weight": np.ones(len(idx), np.float32)}
+
+    def train_batches(self, epoch):
+        order = np.random.default_rng(epoch).permutation(48)
+        return (self._b(order[i:i + 12]) for i in range(0, 48, 12))
+
+    def eval_batches(self, split):
+        idx = np.arange(48, 64)
+        return iter([self._b(idx[:8]), self._b(idx[8:])])
+
+
+def test_model_state_batch_stats(tmp_path):
+    data, model = ImageData(), BNModel()
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), data.x[:4])
+    res = T.train(model, variables["params"], data,
+                  cfg(tmp_path, loss="multiclass", input_keys=("image",)),
+                  model_state={"batch_stats": variables["batch_stats"]})
+    bs0 = variables["batch_stats"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(res.model_state["batch_stats"]["BatchNorm_0"]["mean"], bs0)
+    loaded = T.load_for_inference(tmp_path)
+    chex.assert_trees_all_close(loaded.model_state, res.model_state)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class FlipValidation(TinyData):
+    """Validation labels flipped after the first epoch: the best epoch is epoch 1."""
+
+    calls = 0
+
+    def eval_batches(self, split):
+        if split == "validation":
+            self.calls += 1
+            if self.calls > 1:
+                for b in super().eval_batches(split):
+                    yield {**b, "label": 1.0 - b["label"]}
+                return
+        yield from super().eval_batches(split)
+
+
+def test_best_and_latest_semantics(tmp_path):
+    data = FlipValidation()
+    res, model, _ = run(tmp_path, data=data, epochs=3)
+    assert res.best["epoch"] == 1 and res.best["step"] == 8
+    assert res.history[1]["val_loss"] > res.history[0]["val_loss"]
+    store = CheckpointStore(tmp_path, read_only=True)
+    assert store.best.all_steps() == [8]
+    assert store.latest.all_steps() == [21, 24]  # keep_latest=2: mid-epoch 21, end 24
+    store.close()
+    loaded = T.load_for_inference(tmp_path)
+    assert loaded.step == 8 and loaded.val_accuracy == res.val_accuracy
+    assert loaded.config["epochs"] == 3
+    assert_trees_equal(loaded.params, res.params)
+    # the returned params are the best ones, not the last ones
+    best, last = flat(res.params), flat(res.final_state.params)
+    assert not np.allclose(best["out/kernel"], last["out/kernel"])
+    # the test metrics are those of the best params
+    m = T.evaluate(model, loaded.params, data.eval_batches("test"))
+    assert m["loss"] == pytest.approx(res.test_loss, rel=1e-6)
+
+
+def test_extra_metadata_and_template_restore(tmp_path):
+    res, model, data = run(tmp_path, epochs=1)
+    del res
+    T.train(model, init_params(model, data), data, cfg(tmp_path, epochs=1, overwrite=True),
+            extra_metadata={"model": {"features": 16}, "tokenizer": "x"})
+    loaded = T.load_for_inference(tmp_path, params_template=init_params(model, data))
+    assert loaded.extra == {"model": {"features": 16}, "tokenizer": "x"}
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["extra"]["tokenizer"] == "x"
+
+
+def test_existing_checkpoints_need_resume_or_overwrite(tmp_path):
+    run(tmp_path, epochs=1)
+    with pytest.raises(TrainingError, match="already holds checkpoints"):
+        run(tmp_path, epochs=1)
+    res, _, _ = run(tmp_path, epochs=1, overwrite=True)
+    assert res.best["epoch"] == 1
+
+
+def test_resume_of_finished_run_trains_no_more(tmp_path):
+    res, _, _ = run(tmp_path, epochs=2)
+    again, _, _ = run(tmp_path, epochs=2, resume=True)
+    assert again.history == res.history
+    assert again.test_loss == res.test_loss
+    assert int(again.final_state.step) == int(res.final_state.step) == 16
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def ref_run(tmp_path_factory):
+    """An uninterrupted 2-epoch run, the reference for the resume tests."""
+    res, _, _ = run(tmp_path_factory.mktemp("ref"), epochs=2)
+    return res
+
+
+@pytest.mark.parametrize("crash_at", [5, 8, 13])
+def test_resume_in_process_is_exact(tmp_path, crash_at, ref_run):
+    """A crash at a step (mid-epoch, at an epoch end, after a checkpoint) then resume."""
+    ref = ref_run
+
+    def boom(step):
+        if step == crash_at:
+            raise Crash
+
+    data, model = TinyData(), BagModel()
+    with pytest.raises(Crash):
+        T.train(model, init_params(model, data), data, cfg(tmp_path / "b"), on_step=boom)
+    res, _, _ = run(tmp_path / "b", epochs=2, resume=True)
+    assert_trees_equal(res.params, ref.params)
+    assert_trees_equal(res.final_state.params, ref.final_state.params)
+    assert len(res.history) == len(ref.history)
+    for a, b in zip(res.history, ref.history, strict=True):
+        for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "step"):
+            assert a[k] == b[k], k
+    assert res.test_loss == ref.test_loss
+
+
+def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, ref_run):
+    """Killed after the epoch's best checkpoint, before its latest one: same step rewritten."""
+    ref = ref_run
+    real = CheckpointStore.save_latest
+
+    def save_latest(self, step, **kw):
+        if kw["meta"]["progress"]["epoch_done"] and step == 8:
+            raise Crash
+        return real(self, step, **kw)
+
+    monkeypatch.setattr(CheckpointStore, "save_latest", save_latest)
+    with pytest.raises(Crash):
+        run(tmp_path / "b", epochs=2)
+    monkeypatch.setattr(CheckpointStore, "save_latest", real)
+    assert (tmp_path / "b/checkpoints/best/8").is_dir()
+    res, _, _ = run(tmp_path / "b", epochs=2, resume=True)
+    assert_trees_equal(res.params, ref.params)
+    assert res.test_loss == ref.test_loss
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    """issue 6: SIGKILL at a random step, --resume, same final metrics and parameters."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # 3 epochs x 8 steps, latest checkpoints every 3 steps.
+    kill_at = random.randint(2, 22)
+    ref = subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(tmp_path / "ref"),
+                          "--out", str(tmp_path / "ref.npz")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--workdir", str(tmp_path / "b"),
+                             "--print-steps"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    killed = False
+    for line in proc.stdout:
+        if line.strip() == f"STEP {kill_at}":
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+    proc.wait(timeout=300)
+    assert killed and proc.returncode == -signal.SIGKILL, f"kill at {kill_at}"
+
+    res = subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(tmp_path / "b"),
+                          "--resume", "--out", str(tmp_path / "b.npz")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"kill at {kill_at}: " + res.stderr[-2000:]
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "b.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} (kill at {kill_at})")
+    ma = json.loads((tmp_path / "ref/metrics.json").read_text())
+    mb = json.loads((tmp_path / "b/metrics.json").read_text())
+    for k in ("test_loss", "test_accuracy", "val_accuracy", "val_loss", "best", "steps"):
+        assert ma[k] == mb[k], f"{k} (kill at {kill_at})"
+    strip = lambda h: [{k: v for k, v in e.items() if "time" not in k and "per_s" not in k}
+                       for e in h]
+    assert strip(ma["history"]) == strip(mb["history"]), f"kill at {kill_at}"
+
+
+@pytest.mark.slow
+def test_eight_devices_one_step_equals_one_device():
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--one-step"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    r = json.loads(line[len("RESULT "):])
+    one, eight = r["1"], r["8"]
+    assert eight["batch_shards"] == 8 and eight["batch_rows"] == 16  # 12 padded to 16
+    assert one["examples"] == eight["examples"] == 12
+    assert abs(one["loss"] - eight["loss"]) <= 1e-5
+    for k in one["params"]:
+        np.testing.assert_allclose(eight["params"][k], one["params"][k], atol=1e-5, err_msg=k)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_nonfinite_loss_stops_and_keeps_best(tmp_path):
+    with pytest.raises(TrainingError, match=r"non-finite .* at step 11 \(epoch 2\)") as e:
+        run(tmp_path, epochs=3, debug_nan_at_step=11, log_every_steps=100)
+    assert "best checkpoint so far" in str(e.value) and str(tmp_path) in str(e.value)
+    loaded = T.load_for_inference(tmp_path)
+    assert loaded.step == 8
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(loaded.params))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and "non-finite" in m["error"]
+    # nothing non-finite was written as 'latest' either
+    store = CheckpointStore(tmp_path, read_only=True)
+    assert max(store.latest.all_steps()) < 11
+    store.close()
+
+
+def test_nonfinite_loss_before_any_epoch(tmp_path):
+    with pytest.raises(TrainingError, match="no best checkpoint yet"):
+        run(tmp_path, debug_nan_at_step=2, log_every_steps=1)
+
+
+def test_nonfinite_steps_skipped_when_allowed(tmp_path):
+    res, _, _ = run(tmp_path, debug_nan_at_step=3, fail_on_nonfinite=False)
+    assert res.history[0]["nonfinite_steps_skipped"] == 1
+    assert res.history[0]["train_examples"] == 84  # the skipped batch does not count
+    assert np.isfinite(res.test_loss)
+
+
+def _truncate_largest(step_dir: Path) -> Path:
+    files = [p for p in step_dir.rglob("*") if p.is_file() and "params" in p.parts]
+    target = max(files, key=lambda p: p.stat().st_size)
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+# A failed orbax read leaves tensorstore futures whose callbacks find asyncio's loop
+# closed; they are reported (harmlessly) when collected: collect them here.
+_ORBAX_LEFTOVERS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@_ORBAX_LEFTOVERS
+@pytest.mark.parametrize("what", ["array", "meta"])
+def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
+    run(tmp_path, epochs=1)
+    latest = tmp_path / "checkpoints" / "latest"
+    steps = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+    assert steps == [6, 8]
+    if what == "array":
+        _truncate_largest(latest / "8")
+    else:
+        (latest / "8" / "meta" / "metadata").write_text('{"format_vers')
+    before = sorted(str(p) for p in (tmp_path / "checkpoints").rglob("*"))
+    with pytest.raises(CheckpointError) as e:
+        run(tmp_path, epochs=2, resume=True)
+    msg = str(e.value)
+    assert str(latest / "8") in msg and "corrupted" in msg and "6" in msg
+    assert "\n" not in msg
+    after = sorted(str(p) for p in (tmp_path / "checkpoints").rglob("*"))
+    assert after == before  # older checkpoints (and the bad one) left in place
+    gc.collect()
+
+
+@_ORBAX_LEFTOVERS
+def test_corrupted_best_checkpoint_for_inference(tmp_path):
+    run(tmp_path, epochs=1)
+    _truncate_largest(tmp_path / "checkpoints" / "best" / "8")
+    with pytest.raises(CheckpointError, match="best/8"):
+        T.load_for_inference(tmp_path)
+    gc.collect()
+
+
+def test_checkpoint_of_another_model_configuration(tmp_path):
+    run(tmp_path, epochs=1)
+    other = BagModel(features=8)
+    data = TinyData()
+    with pytest.raises(CheckpointError, match="different model configuration") as e:
+        T.train(other, init_params(other, data), data, cfg(tmp_path, resume=True))
+    assert str(tmp_path / "checkpoints" / "latest" / "8") in str(e.value)
+    assert "hidden/kernel" in str(e.value)
+    assert (tmp_path / "checkpoints" / "latest" / "6").is_dir()
+    with pytest.raises(CheckpointError, match="different model configuration"):
+        T.load_for_inference(tmp_path, params_template=init_params(other, data))
+
+
+def test_changed_frozen_set_is_reported(tmp_path):
+    run(tmp_path, epochs=1)
+    data, model = TinyData(), BagModel()
+    params = init_params(model, data)
+    mask = jax.tree.map(lambda _: True, params)
+    mask["embed"]["embedding"] = False
+    with pytest.raises(CheckpointError, match="frozen parameters"):
+        T.train(model, params, data, cfg(tmp_path, resume=True), trainable_mask=mask)
+
+
+class Untouchable(TinyData):
+    def train_batches(self, epoch):
+        raise AssertionError("training started")
+
+
+def test_unwritable_workdir_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(WorkdirError, match="not writable") as e:
+        run(blocker / "run", data=Untouchable())
+    assert str(blocker / "run") in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_workdir_fails_before_training(tmp_path):
+    wd = tmp_path / "ro"
+    wd.mkdir()
+    wd.chmod(0o500)
+    try:
+        with pytest.raises(WorkdirError, match="not writable"):
+            run(wd, data=Untouchable())
+    finally:
+        wd.chmod(0o700)
+
+
+def test_no_free_disk_fails_before_training(tmp_path, monkeypatch):
+    with pytest.raises(WorkdirError, match="MiB free"):
+        run(tmp_path, data=Untouchable(), min_free_bytes=1 << 62)
+    # and the estimate from the state size is what is checked by default
+    from hw3_jax import checkpointing
+
+    usage = checkpointing.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+                        lambda p: usage._replace(free=1000))
+    with pytest.raises(WorkdirError, match="need about"):
+        run(tmp_path, data=Untouchable())
+
+
+def test_load_for_inference_without_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        T.load_for_inference(tmp_path / "nothing")
+
+
+def test_empty_training_data_is_an_error(tmp_path):
+    class Empty(TinyData):
+        def train_batches(self, epoch):
+            return iter(())
+
+    with pytest.raises(TrainingError, match="no training batches"):
+        run(tmp_path, data=Empty())
+
+
+def test_optimizer_state_partition_matches_optax():
+    """make_optimizer with a mask == optax.partition(adam, set_to_zero) by hand."""
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    mask = {"a": True, "b": False}
+    tx = T.make_optimizer(1e-3, mask)
+    ref = optax.partition({"t": optax.adam(1e-3), "f": optax.set_to_zero()},
+                          {"a": "t", "b": "f"})
+    g = {"a": jnp.array([1.0, -1.0, 2.0]), "b": jnp.array([5.0, 5.0])}
+    u1, _ = tx.update(g, tx.init(params), params)
+    u2, _ = ref.update(g, ref.init(params), params)
+    chex.assert_trees_all_close(u1, u2)
+    np.testing.assert_array_equal(u1["b"], 0)
