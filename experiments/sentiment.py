@@ -1,0 +1,302 @@
+"""Q4: sentiment analysis with Transformers, the homework notebook as a program.
+
+    python -m experiments.sentiment                       # embedded default: synthetic reviews,
+                                                          # small encoder trained from scratch
+    python -m experiments.sentiment --encoder bert-base-uncased
+                                                          # the notebook's recipe on IMDB (tfds)
+    python -m experiments.sentiment --imdb-archive ../shared/data/aclImdb_v1.tar.gz \\
+        --encoder scratch                                 # real data, offline, from scratch
+    python -m experiments.sentiment predict --workdir runs/sentiment "Avengers was great!!"
+
+Training is `hw3_jax.train.train` (the project's one loop); this file only turns the
+command line into a configuration: data, tokenizer, model, and the loop's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The notebook's recipe (pretrained, frozen encoder): 2 epochs, batch 128, 512 tokens.
+    "pretrained": dict(epochs=2, batch_size=128, max_length=512, lr=1e-3),
+    # The embedded default: synthetic reviews, a small encoder trained from scratch; fits
+    # in 3 minutes of a 2-core CPU.
+    "scratch-synthetic": dict(
+        epochs=3, batch_size=64, max_length=64, lr=1e-3,
+        hidden_size=128, layers=2, heads=4, intermediate_size=256, gru_hidden=128,
+        vocab_size=4000,
+    ),
+    # IMDB from scratch: a small encoder sized for ~20 minutes of a 2-core CPU.
+    "scratch-imdb": dict(
+        epochs=3, batch_size=64, max_length=256, lr=1e-3,
+        hidden_size=128, layers=2, heads=4, intermediate_size=256, gru_hidden=128,
+        vocab_size=16000,
+    ),
+}
+
+NOTEBOOK_SENTENCES = (
+    "Justice League is terrible. I hated it.",
+    "Avengers was great!!",
+)
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.sentiment",
+        description="Sentiment analysis on IMDB (or the embedded synthetic set) with a BERT "
+        "encoder and a bidirectional GRU. Subcommands: train (default), predict.",
+    )
+    sub = p.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train, keep the best checkpoint, evaluate on test")
+    _train_args(t)
+    pr = sub.add_parser("predict", help="probability that each text is positive")
+    pr.add_argument("texts", nargs="*", help="texts to score (none: read lines from stdin)")
+    pr.add_argument("--workdir", default="runs/sentiment", help="a workdir written by train")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def _train_args(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--data", choices=("imdb", "synthetic"), default=None,
+                   help="imdb (tensorflow-datasets, or --imdb-archive) or the embedded "
+                   "synthetic set; default: imdb with a pretrained encoder or an archive, "
+                   "synthetic otherwise")
+    t.add_argument("--imdb-archive", default=None, metavar="PATH",
+                   help="read IMDB offline from an aclImdb_v1.tar.gz (official layout)")
+    t.add_argument("--encoder", default="scratch",
+                   help="bert-base-uncased (or another hub name), a local directory with "
+                   "config.json + model.safetensors, or 'scratch' (default)")
+    t.add_argument("--attention", choices=("softmax", "performer", "local"), default="softmax")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--max-length", type=int, default=None,
+                   help="tokens per review including [CLS] and [SEP] (notebook: 512)")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--workdir", default="runs/sentiment")
+    t.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    t.add_argument("--overwrite", action="store_true", help="discard checkpoints in --workdir")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="compute dtype (default: bfloat16 on TPU/GPU, float32 on CPU)")
+    t.add_argument("--vocab", default=None, metavar="PATH",
+                   help="WordPiece vocab.txt or tokenizer.json for a pretrained encoder "
+                   "whose directory has none")
+    # Sizes of a from-scratch encoder (ignored with a pretrained one).
+    t.add_argument("--hidden-size", type=int, default=None)
+    t.add_argument("--layers", type=int, default=None)
+    t.add_argument("--heads", type=int, default=None)
+    t.add_argument("--intermediate-size", type=int, default=None)
+    t.add_argument("--vocab-size", type=int, default=None, help="WordPiece vocabulary to train")
+    t.add_argument("--gru-hidden", type=int, default=None, help="GRU hidden size (notebook 256)")
+    t.add_argument("--local-window", type=int, default=64)
+    t.add_argument("--performer-features", type=int, default=128)
+    t.add_argument("--unfreeze", action="store_true",
+                   help="fine-tune a pretrained encoder instead of freezing it")
+    t.add_argument("--notebook-parity", action="store_true",
+                   help="run BERT without attention mask and the GRU over padding, as the "
+                   "notebook did")
+    t.add_argument("--synthetic-size", type=int, default=6000,
+                   help="synthetic reviews in the train split (test has as many)")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after N steps (smoke runs)")
+    t.add_argument("--limit", type=int, default=None,
+                   help="use at most N examples of each split (quick runs on a CPU)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on other flags (the notebook's recipe when pretrained)."""
+    pretrained = args.encoder != "scratch"
+    if args.data is None:
+        args.data = "imdb" if (pretrained or args.imdb_archive) else "synthetic"
+    if args.imdb_archive and args.data != "imdb":
+        raise UserError("--imdb-archive goes with --data imdb (or leave --data out)")
+    preset = "pretrained" if pretrained else f"scratch-{args.data}"
+    for key, value in PRESETS[preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.preset = preset
+    if args.max_length < 8 or args.max_length > 512:
+        raise UserError(f"--max-length must be between 8 and 512, got {args.max_length}")
+    if args.batch_size < 1 or args.epochs < 0:
+        raise UserError("--batch-size must be >= 1 and --epochs >= 0")
+    return args
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _default_dtype() -> str:
+    import jax
+
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def _limit(data, n: int | None):
+    """At most `n` examples of each split (the first ones: splits are already shuffled)."""
+    if n is None:
+        return data
+    import numpy as np
+
+    cut = {s: getattr(data, s).subset(np.arange(min(n, len(getattr(data, s)))))
+           for s in ("train", "validation", "test")}
+    return dataclasses.replace(data, **cut)
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    from hw3_jax.sharding import initialize_distributed
+
+    initialize_distributed()  # before JAX touches a device; a no-op unless launched so
+    import jax
+    import jax.numpy as jnp
+
+    from hw3_jax import input_pipeline as ip
+    from hw3_jax import models
+    from hw3_jax.bert import BertConfig, load_pretrained_bert
+    from hw3_jax.predict import SentimentPredictor, model_metadata
+    from hw3_jax.train import TrainConfig, train
+
+    dtype = args.dtype or _default_dtype()
+    pretrained = args.encoder != "scratch"
+    overrides = dict(attention=args.attention, dtype=dtype, local_window=args.local_window,
+                     performer_features=args.performer_features)
+    if pretrained:  # weights first: a bad encoder path fails before minutes of tokenizing
+        bert_cfg, bert_params = load_pretrained_bert(args.encoder, **overrides)
+        if args.max_length > bert_cfg.max_position_embeddings:
+            raise UserError(f"--max-length {args.max_length} exceeds the encoder's "
+                            f"{bert_cfg.max_position_embeddings} positions")
+    data = ip.build_sentiment_data(
+        args.data, imdb_archive=args.imdb_archive,
+        encoder=(args.vocab or args.encoder) if pretrained else "scratch",
+        workdir=args.workdir, max_length=args.max_length, batch_size=args.batch_size,
+        seed=args.seed, vocab_size=args.vocab_size or 8000,
+        synthetic_train=args.synthetic_size, synthetic_test=args.synthetic_size,
+        progress=not args.no_progress,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    data = _limit(data, args.limit)
+    if not pretrained:
+        bert_cfg = BertConfig(
+            vocab_size=data.vocab_size, hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers, num_attention_heads=args.heads,
+            intermediate_size=args.intermediate_size, max_position_embeddings=args.max_length,
+            pad_token_id=data.pad_id, **overrides)
+    elif data.vocab_size > bert_cfg.vocab_size:
+        raise UserError(f"the tokenizer has {data.vocab_size} tokens but the encoder only "
+                        f"{bert_cfg.vocab_size}: pass the encoder's own vocabulary (--vocab)")
+    model = models.BertGRUSentiment(
+        bert=bert_cfg, hidden_dim=args.gru_hidden or 256,
+        freeze_encoder=pretrained and not args.unfreeze,
+        gru_over_padding=args.notebook_parity, encoder_attention_mask=not args.notebook_parity,
+        dtype=jnp.dtype(dtype))
+    params = models.init_params(model, jax.random.key(args.seed))
+    if pretrained:
+        params = models.with_pretrained_encoder(params, bert_params)
+    mask = models.trainable_mask(params, freeze_encoder=model.freeze_encoder)
+    n_all, n_train = models.count_params(params), models.count_trainable(params, mask)
+    sizes = {s: data.num_examples(s) for s in ("train", "validation", "test")}
+    origin = (args.imdb_archive or "tfds") if args.data == "imdb" else "embedded"
+    print(f"data: {args.data} ({origin})"
+          f"; train {sizes['train']:,} / validation {sizes['validation']:,} / test "
+          f"{sizes['test']:,}; vocabulary {data.vocab_size:,}; buckets {list(data.buckets)}")
+    print(f"model: encoder {args.encoder} ({bert_cfg.num_hidden_layers} layers, hidden "
+          f"{bert_cfg.hidden_size}, {args.attention} attention), GRU {model.hidden_dim}x"
+          f"{model.n_layers} bidirectional; {n_all:,} parameters, {n_train:,} trainable; "
+          f"{dtype} on {jax.device_count()} {jax.default_backend()} device(s)")
+    config = TrainConfig(
+        workdir=args.workdir, epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+        resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps,
+        progress=not args.no_progress)
+    extra = model_metadata(model, args.max_length)
+    extra["run"] = {k: v for k, v in vars(args).items() if k != "command"}
+    extra["data"] = data.info
+    result = train(model, params, data, config, mask, extra_metadata=extra)
+
+    predictor = SentimentPredictor(model, result.params, data.tokenizer)
+    predictions = {r.text: r.p_positive for r in predictor.score(NOTEBOOK_SENTENCES)}
+    for text, p in predictions.items():
+        print(f"P(positive) = {p:.4f}  {text}")
+    metrics_file = Path(args.workdir) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["predictions"] = predictions
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
+          f"{metrics.get('test_examples')} reviews; metrics in {metrics_file}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    from hw3_jax.predict import SentimentPredictor
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    if not texts:
+        raise UserError("no text to score: pass texts as arguments or lines on stdin")
+    if not Path(args.workdir).is_dir():
+        raise UserError(f"workdir {args.workdir} does not exist: train first "
+                        "(python -m experiments.sentiment --workdir DIR) or pass --workdir")
+    predictor = SentimentPredictor.load(args.workdir)
+    t0 = time.perf_counter()
+    results = predictor.score(texts)
+    failed = 0
+    for r in results:
+        failed += r.error is not None
+        if args.json:
+            print(json.dumps(r.as_dict(), ensure_ascii=False))
+        elif r.error is None:
+            print(f"{r.p_positive:.4f}\t{r.text}")
+        else:
+            print(f"error\t{r.text!r}: {r.error}")
+    print(f"{len(results) - failed} scored, {failed} rejected in "
+          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "predict", "-h", "--help"):
+        argv = ["train", *argv]
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            return _predict_command(args)
+        return _train_command(_resolve(args))
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user-facing errors become one line
+        if not _is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: Exception) -> bool:
+    from hw3_jax.checkpointing import TrainingError
+
+    names = {type(c).__name__ for c in type(e).__mro__}
+    return isinstance(e, UserError | TrainingError | FileNotFoundError | OSError) or (
+        "DataError" in names
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
