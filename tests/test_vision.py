@@ -1,0 +1,309 @@
+"""The CNN and row-GRU image classifiers, the image transforms and the Q1 experiment."""
+
+from __future__ import annotations
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from experiments import cnn_vs_rnn as exp
+from hw3_jax.vision import (
+    CNNClassifier,
+    RowGRUClassifier,
+    multiply_adds,
+    pad_images,
+    sequential_steps,
+    shift_images,
+    upsample_images,
+)
+
+MODELS = {"cnn": CNNClassifier(), "rnn": RowGRUClassifier(input_width=8)}
+
+
+_PARAMS: dict = {}
+
+
+def _params(model, shape=(8, 8), seed=0):
+    """Initial parameters, cached per (model, shape, seed); the tests never mutate them.
+
+    jit: one compilation instead of one per initializer op (op-by-op is slow to compile)."""
+    key = (repr(model), shape, seed)
+    if key not in _PARAMS:
+        _PARAMS[key] = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, *shape)))["params"]
+    return _PARAMS[key]
+
+
+def _images(n=3, shape=(8, 8), seed=1):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+class ShapesTest(chex.TestCase, parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("cnn", "rnn")
+    def test_logits_shape_and_dtype(self, key):
+        model = MODELS[key]
+        params = _params(model)
+        logits = self.variant(lambda p, x: model.apply({"params": p}, x))(params, _images())
+        chex.assert_shape(logits, (3, 10))
+        chex.assert_type(logits, jnp.float32)
+        chex.assert_tree_all_finite(logits)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("cnn", "rnn")
+    def test_bfloat16_compute_keeps_float32_params_and_logits(self, key):
+        model = MODELS[key].clone(dtype=jnp.bfloat16)
+        params = _params(model)
+        chex.assert_trees_all_equal_dtypes(params, jax.tree.map(jnp.float32, params))
+        logits = self.variant(lambda p, x: model.apply({"params": p}, x))(params, _images())
+        chex.assert_type(logits, jnp.float32)
+        ref = jax.jit(MODELS[key].apply)({"params": params}, _images())
+        np.testing.assert_allclose(logits, ref, atol=0.1)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_cnn_takes_any_height_and_width(self):
+        model = MODELS["cnn"]
+        params = _params(model)
+        apply = self.variant(lambda p, x: model.apply({"params": p}, x))
+        for shape in [(8, 8), (13, 5), (1, 1), (28, 28), (8, 8, 1)]:
+            chex.assert_shape(apply(params, _images(2, shape)), (2, 10))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_rnn_takes_any_height_but_only_its_width(self):
+        model = MODELS["rnn"]
+        params = _params(model)
+        apply = self.variant(lambda p, x: model.apply({"params": p}, x))
+        for height in (1, 5, 8, 30):
+            chex.assert_shape(apply(params, _images(2, (height, 8))), (2, 10))
+        with pytest.raises(ValueError, match="rows of width 8, got width 12"):
+            apply(params, _images(2, (8, 12)))
+
+    def test_comparable_parameter_budgets(self):
+        counts = {k: exp.count_params(_params(m)) for k, m in MODELS.items()}
+        assert counts == {"cnn": 14_378, "rnn": 14_858}
+
+
+class VariableSizeTest(chex.TestCase):
+    def test_rnn_lengths_skip_bottom_padding_exactly(self):
+        model = MODELS["rnn"]
+        params = _params(model)
+        x = _images(4)
+        padded = pad_images(x, bottom=5)
+        ref = model.apply({"params": params}, x)
+        masked = model.apply({"params": params}, padded, jnp.full((4,), 8))
+        unmasked = model.apply({"params": params}, padded)
+        np.testing.assert_allclose(masked, ref, atol=1e-6)
+        assert np.max(np.abs(unmasked - ref)) > 1e-3  # the blank rows do change the state
+
+    def test_rnn_mixed_heights_in_one_batch(self):
+        """Images of heights 3, 8 and 6 in one padded batch = each run alone."""
+        model = MODELS["rnn"]
+        params = _params(model)
+        heights = [3, 8, 6]
+        images = [_images(1, (h, 8), seed=h) for h in heights]
+        batch = np.concatenate([pad_images(im, bottom=8 - im.shape[1]) for im in images])
+        logits = model.apply({"params": params}, batch, jnp.array(heights))
+        for i, im in enumerate(images):
+            np.testing.assert_allclose(logits[i], model.apply({"params": params}, im)[0],
+                                       atol=1e-6)
+
+    def test_cnn_bigger_canvas_changes_the_global_average(self):
+        model = MODELS["cnn"]
+        params = _params(model)
+        x = _images(2)
+        bigger = model.apply({"params": params}, pad_images(x, 2, 2, 2, 2))
+        assert np.max(np.abs(bigger - model.apply({"params": params}, x))) > 1e-4
+
+    def test_experiment_variants_report_refusal_and_exactness(self):
+        splits = exp.load_digits_splits(0)
+        x, y = splits.test_x[:40], splits.test_y[:40]
+        out = {k: exp.variable_size(m, _params(m), x, y) for k, m in MODELS.items()}
+        assert set(out["cnn"]) == {v.key for v in exp.size_variants(8, 8)}
+        for key in ("wider", "bigger", "upsampled"):
+            assert out["cnn"][key]["runs"] is True
+            assert out["rnn"][key]["runs"] is False
+            assert "width" in out["rnn"][key]["error"]
+        for key in ("taller_bottom", "taller_centred", "stretched"):
+            assert out["rnn"][key]["runs"] is True
+        lengths = out["rnn"]["taller_bottom_lengths"]
+        assert lengths["max_abs_logit_change"] < 1e-5
+        assert lengths["accuracy"] == out["rnn"]["original"]["accuracy"]
+        assert out["cnn"]["taller_bottom_lengths"]["runs"] is None
+        assert out["cnn"]["stretched"]["shape"] == [16, 8]
+
+
+class DepthAndWorkTest(chex.TestCase):
+    def test_sequential_steps(self):
+        assert [sequential_steps(MODELS["cnn"], s) for s in (8, 64, 256)] == [6, 6, 6]
+        assert [sequential_steps(MODELS["rnn"], s) for s in (8, 64, 256)] == [9, 65, 257]
+
+    def test_multiply_adds_match_the_weights(self):
+        # RNN: every weight of the GRU is used once per row, the head once.
+        p = _params(MODELS["rnn"])
+        per_row = p["gru"]["l0"]["weight_ih"].size + p["gru"]["l0"]["weight_hh"].size
+        assert multiply_adds(MODELS["rnn"], 8, 8) == 8 * per_row + p["head"]["kernel"].size
+        # CNN: conv kernels at every position (conv2 after the 2x2 pool), the head once.
+        p = _params(MODELS["cnn"])
+        k = [p[f"conv{i}"]["kernel"].size for i in range(3)]
+        expected = 64 * k[0] + 64 * k[1] + 16 * k[2] + p["head"]["kernel"].size
+        assert multiply_adds(MODELS["cnn"], 8, 8) == expected
+        assert multiply_adds(MODELS["cnn"], 9, 9) == 81 * (k[0] + k[1]) + 25 * k[2] + 320
+
+
+class TransformsTest(chex.TestCase):
+    X = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+
+    def test_shift_down_right_up_left(self):
+        np.testing.assert_array_equal(
+            shift_images(self.X, 1, 0), [[0, 0, 0, 0], [1, 2, 3, 4], [5, 6, 7, 8]])
+        np.testing.assert_array_equal(
+            shift_images(self.X, 0, 2), [[0, 0, 1, 2], [0, 0, 5, 6], [0, 0, 9, 10]])
+        np.testing.assert_array_equal(
+            shift_images(self.X, -1, -1), [[6, 7, 8, 0], [10, 11, 12, 0], [0, 0, 0, 0]])
+        np.testing.assert_array_equal(
+            shift_images(self.X, -2, 1), [[0, 9, 10, 11], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+    def test_shift_edge_cases(self):
+        np.testing.assert_array_equal(shift_images(self.X, 0, 0), self.X)
+        np.testing.assert_array_equal(shift_images(self.X, 3, 0), np.zeros((3, 4)))
+        np.testing.assert_array_equal(shift_images(self.X, 0, -4), np.zeros((3, 4)))
+        batch = np.stack([self.X, 2 * self.X])
+        out = shift_images(batch, 1, 1)
+        np.testing.assert_array_equal(out[1], 2 * shift_images(self.X, 1, 1))
+        assert out.dtype == np.float32 and batch[0, 0, 0] == 1  # input untouched
+
+    def test_pad_and_upsample(self):
+        x = np.array([[1, 2], [3, 4]], np.float32)
+        np.testing.assert_array_equal(
+            pad_images(x, top=1, right=1), [[0, 0, 0], [1, 2, 0], [3, 4, 0]])
+        np.testing.assert_array_equal(
+            upsample_images(x, 2), [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+        np.testing.assert_array_equal(upsample_images(x, 2, 1), [[1, 2], [1, 2], [3, 4], [3, 4]])
+
+
+class DataTest(chex.TestCase):
+    def test_digits_split_is_deterministic_and_disjoint(self):
+        a, b, c = exp.load_digits_splits(0), exp.load_digits_splits(0), exp.load_digits_splits(1)
+        assert a.sizes() == {"train": 1257, "val": 180, "test": 360}
+        np.testing.assert_array_equal(a.test_x, b.test_x)
+        assert not np.array_equal(a.test_x, c.test_x)
+        flat = {s: {x.tobytes() for x in getattr(a, f"{s}_x")} for s in ("train", "val", "test")}
+        # (a few digits images are exact duplicates of one another, so compare by majority)
+        assert len(flat["test"] & flat["train"]) < 5
+        assert a.train_x.dtype == np.float32 and 0 <= a.train_x.min() and a.train_x.max() <= 1
+
+    def test_batches_static_shapes_weights_and_order(self):
+        splits = exp.load_digits_splits(0)
+        data = exp.ImageData(splits, batch_size=100, seed=3)
+        assert data.steps_per_epoch == 13
+        batches = list(data.train_batches(0))
+        assert len(batches) == 13
+        for b in batches:
+            assert b["image"].shape == (100, 8, 8) and b["label"].dtype == np.int32
+        weights = np.concatenate([b["weight"] for b in batches])
+        assert weights.sum() == 1257 and weights[-43:].sum() == 0
+        seen = np.concatenate([b["label"] for b in batches])[:1257]
+        np.testing.assert_array_equal(np.bincount(seen), np.bincount(splits.train_y))
+        again = list(data.train_batches(0))
+        np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
+        other = next(data.train_batches(1))
+        assert not np.array_equal(batches[0]["label"], other["label"])
+        val = list(data.eval_batches("validation"))
+        assert sum(b["weight"].sum() for b in val) == 180
+        with pytest.raises(ValueError, match="unknown split"):
+            data.eval_batches("nope")
+
+
+@pytest.mark.parametrize("key", ["cnn", "rnn"])
+def test_short_training_run_beats_chance(key, tmp_path):
+    """Three epochs through the project's training loop (hw3_jax.train)."""
+    splits = exp.load_digits_splits(0)
+    data = exp.ImageData(splits, batch_size=64, seed=0)
+    model = exp.build_models(splits.image_shape)[key]
+    params = exp.init_params(model, splits.image_shape, 0)
+    res = exp.train_model(model, params, data, epochs=3, learning_rate=3e-3, seed=0,
+                          workdir=str(tmp_path))
+    assert len(res.history) == 3
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    acc = exp.accuracy(exp.make_predict(model), res.params, splits.test_x, splits.test_y)
+    assert acc > 0.4  # chance is 0.1
+    assert acc == pytest.approx(res.test_accuracy, abs=1e-6)  # the loop's evaluation agrees
+
+
+def test_shift_accuracies_zero_shift_is_plain_accuracy():
+    splits = exp.load_digits_splits(0)
+    model = MODELS["cnn"]
+    params = _params(model)
+    predict = exp.make_predict(model)
+    x, y = splits.test_x[:50], splits.test_y[:50]
+    out = exp.shift_accuracies(predict, params, x, y, distances=(0, 1))
+    assert out["0"]["mean"] == exp.accuracy(predict, params, x, y)
+    assert set(out["1"]) == {"mean", "up", "down", "left", "right"}
+    assert out["1"]["down"] == exp.accuracy(predict, params, shift_images(x, 1, 0), y)
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        exp.parse_args(["--epochs", "0"])
+    assert e.value.code == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_mnist_without_internet_is_one_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(exp, "_reachable", lambda host, port, timeout=5.0: False)
+    assert exp.main(["--data", "mnist", "--tfds-data-dir", str(tmp_path), "--epochs", "1",
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --data mnist:") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_experiment_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    assert exp.main(["--epochs", "2", "--latency-reps", "2", "--sides", "8", "16",
+                     "--out", str(out)]) == 0
+    r = json.loads((out / "cnn_vs_rnn.json").read_text())
+    assert r["command"] == ("python -m experiments.cnn_vs_rnn --epochs 2 --seed 0 "
+                            "--latency-reps 2 --sides 8 16")
+    assert [row["side"] for row in r["latency_vs_side"]] == [8, 16]
+    for key in ("cnn", "rnn"):
+        m = r["models"][key]
+        assert m["test_accuracy"] > 0.2 and len(m["history"]) == 2
+        assert m["latency_ms_1"] > 0 and m["epoch_time_s"] > 0
+        assert set(m["shift_accuracy"]) == {"0", "1", "2"}
+    assert r["latency_vs_side"][1]["rnn_sequential_steps"] == 17
+    md = (out / "cnn_vs_rnn.md").read_text()
+    assert "| parameters | 14,378 | 14,858 |" in md
+    for name in ("accuracy", "speed", "shift"):
+        assert (out / f"cnn_vs_rnn_{name}.png").stat().st_size > 10_000
+    body = exp.q1_markdown(r)
+    assert "14,378" in body and r["command"] in body
+
+
+@pytest.mark.slow
+def test_mnist_path_offline_with_tfds_mock_data(tmp_path, monkeypatch):
+    """The --data mnist code path on tensorflow-datasets' mock data (no download)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow")
+    monkeypatch.setattr(exp, "_reachable", lambda host, port, timeout=5.0: True)
+    with tfds.testing.mock_data(num_examples=96):
+        splits = exp.load_mnist_splits(0, data_dir=str(tmp_path / "tfds"))
+        assert splits.image_shape == (28, 28)
+        assert splits.sizes() == {"train": 88, "val": 8, "test": 96}
+        assert splits.train_x.dtype == np.float32 and 0 <= splits.train_x.min()
+        assert splits.train_x.max() <= 1 and splits.train_y.dtype == np.int32
+        out = tmp_path / "out"
+        assert exp.main(["--data", "mnist", "--tfds-data-dir", str(tmp_path / "tfds"),
+                         "--epochs", "1", "--latency-reps", "1", "--sides", "28",
+                         "--out", str(out)]) == 0
+    r = json.loads((out / "cnn_vs_rnn.json").read_text())
+    assert r["config"]["image_shape"] == [28, 28] and r["command"].startswith(
+        "python -m experiments.cnn_vs_rnn --data mnist")
+    # The RNN's input projection grows with the row width (28), the CNN's parameters do not.
+    assert r["models"]["cnn"]["params"] == 14_378 and r["models"]["rnn"]["params"] == 18_698
