@@ -106,6 +106,14 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--performer-features", type=int, default=128)
     t.add_argument("--unfreeze", action="store_true",
                    help="fine-tune a pretrained encoder instead of freezing it")
+    t.add_argument("--cache-encoder", action="store_true",
+                   help="frozen pretrained encoder only: compute its outputs once per review "
+                   "(dropout off) and train only the GRU head on them, instead of running "
+                   "BERT every epoch. Differs from the notebook, whose frozen BERT kept its "
+                   "dropout on in training. Outputs are stored memory-mapped in "
+                   "WORKDIR/cache (or $HW3_JAX_CACHE) and reused by the next run")
+    t.add_argument("--cache-dtype", choices=("float16", "bfloat16", "float32"),
+                   default="float16", help="storage dtype of --cache-encoder's outputs")
     t.add_argument("--notebook-parity", action="store_true",
                    help="run BERT without attention mask and the GRU over padding, as the "
                    "notebook did")
@@ -115,6 +123,8 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--limit", type=int, default=None,
                    help="use at most N examples of each split (quick runs on a CPU)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Test option (hidden): the loss of this training step (1-based) is forced to NaN.
+    t.add_argument("--debug-nan-at-step", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -133,6 +143,14 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--max-length must be between 8 and 512, got {args.max_length}")
     if args.batch_size < 1 or args.epochs < 0:
         raise UserError("--batch-size must be >= 1 and --epochs >= 0")
+    if args.cache_encoder and (not pretrained or args.unfreeze):
+        raise UserError("--cache-encoder needs a frozen pretrained encoder: pass --encoder "
+                        "NAME_OR_PATH and leave out --unfreeze")
+    if args.cache_encoder and args.notebook_parity:
+        raise UserError("--cache-encoder cannot go with --notebook-parity: without the "
+                        "attention mask each output depends on its batch's padding")
+    if not args.lr > 0:  # also NaN
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
     return args
 
 
@@ -173,11 +191,28 @@ def _train_command(args: argparse.Namespace) -> int:
     pretrained = args.encoder != "scratch"
     overrides = dict(attention=args.attention, dtype=dtype, local_window=args.local_window,
                      performer_features=args.performer_features)
+    _check_workdir_early(args)
     if pretrained:  # weights first: a bad encoder path fails before minutes of tokenizing
-        bert_cfg, bert_params = load_pretrained_bert(args.encoder, **overrides)
+        try:
+            bert_cfg, bert_params = load_pretrained_bert(args.encoder, **overrides)
+        except ValueError as e:  # not a BERT config, bad JSON, mis-shaped weights
+            raise UserError(f"cannot use encoder {args.encoder}: {e}") from None
         if args.max_length > bert_cfg.max_position_embeddings:
             raise UserError(f"--max-length {args.max_length} exceeds the encoder's "
                             f"{bert_cfg.max_position_embeddings} positions")
+
+    def scratch_config(vocab_size: int, pad_id: int) -> BertConfig:
+        try:
+            return BertConfig(
+                vocab_size=vocab_size, hidden_size=args.hidden_size,
+                num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                intermediate_size=args.intermediate_size,
+                max_position_embeddings=args.max_length, pad_token_id=pad_id, **overrides)
+        except ValueError as e:  # e.g. --hidden-size not a multiple of --heads
+            raise UserError(f"invalid encoder size: {e}") from None
+
+    if not pretrained:  # sizes checked before minutes of tokenizing
+        scratch_config(args.vocab_size or 8000, 0)
     data = ip.build_sentiment_data(
         args.data, imdb_archive=args.imdb_archive,
         encoder=(args.vocab or args.encoder) if pretrained else "scratch",
@@ -189,11 +224,7 @@ def _train_command(args: argparse.Namespace) -> int:
     )
     data = _limit(data, args.limit)
     if not pretrained:
-        bert_cfg = BertConfig(
-            vocab_size=data.vocab_size, hidden_size=args.hidden_size,
-            num_hidden_layers=args.layers, num_attention_heads=args.heads,
-            intermediate_size=args.intermediate_size, max_position_embeddings=args.max_length,
-            pad_token_id=data.pad_id, **overrides)
+        bert_cfg = scratch_config(data.vocab_size, data.pad_id)
     elif data.vocab_size > bert_cfg.vocab_size:
         raise UserError(f"the tokenizer has {data.vocab_size} tokens but the encoder only "
                         f"{bert_cfg.vocab_size}: pass the encoder's own vocabulary (--vocab)")
@@ -219,13 +250,20 @@ def _train_command(args: argparse.Namespace) -> int:
     config = TrainConfig(
         workdir=args.workdir, epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
         resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps,
-        progress=not args.no_progress)
+        progress=not args.no_progress, debug_nan_at_step=args.debug_nan_at_step)
     extra = model_metadata(model, args.max_length)
     extra["run"] = {k: v for k, v in vars(args).items() if k != "command"}
     extra["data"] = data.info
-    result = train(model, params, data, config, mask, extra_metadata=extra)
+    if args.cache_encoder:  # the same loop, on the head alone and the stored outputs
+        head, head_params, head_data = _cached_encoder_setup(args, model, params, data, extra)
+        config = dataclasses.replace(config, input_keys=head_data.input_keys)
+        result = train(head, head_params, head_data, config, None, extra_metadata=extra)
+        best = {**params, **result.params}  # the full model: frozen encoder + trained head
+    else:
+        result = train(model, params, data, config, mask, extra_metadata=extra)
+        best = result.params
 
-    predictor = SentimentPredictor(model, result.params, data.tokenizer)
+    predictor = SentimentPredictor(model, best, data.tokenizer)
     predictions = {r.text: r.p_positive for r in predictor.score(NOTEBOOK_SENTENCES)}
     for text, p in predictions.items():
         print(f"P(positive) = {p:.4f}  {text}")
@@ -238,15 +276,68 @@ def _train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cached_encoder_setup(args: argparse.Namespace, model, params, data, extra: dict):
+    """--cache-encoder: (head module, head params, data of stored encoder outputs).
+
+    The frozen encoder's params go into the workdir once (a file named by their hash,
+    recorded in `extra`), so that `predict` rebuilds the full BertGRUSentiment from a
+    checkpoint that holds only the head."""
+    from hw3_jax import encoder_cache as ec
+    from hw3_jax import input_pipeline as ip
+
+    bert_params, head_params = ec.split_params(params)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved = ec.save_encoder_params(workdir, bert_params)
+    cached = ec.build_cached_encoder_data(
+        data, model.bert, bert_params, dtype=args.cache_dtype,
+        attention_mask=model.encoder_attention_mask, cache_dir=ip.default_cache_dir(workdir),
+        progress=not args.no_progress, log=print)
+    info = cached.info["encoder_cache"]
+    extra["encoder_cache"] = {"encoder_params": saved, "encoder_dropout": False, **info}
+    print(f"encoder outputs ready in {info['seconds']:.1f} s; training the head only "
+          f"(encoder dropout off, unlike the notebook)")
+    return ec.head_of(model), head_params, cached
+
+
+def _check_workdir_early(args: argparse.Namespace) -> None:
+    """Workdir problems found before the data is read and a tokenizer trained (minutes on
+    IMDB): not writable, or holding a run that neither --resume nor --overwrite claims."""
+    from hw3_jax.checkpointing import CheckpointStore, check_workdir
+
+    wd = check_workdir(args.workdir, 0)  # free space is checked by the loop, sized by the model
+    store = CheckpointStore(wd)
+    try:
+        has_run = store.has_any()
+    finally:
+        store.close()
+    if has_run and not (args.resume or args.overwrite):
+        raise UserError(f"{wd} already holds checkpoints of a run: pass --resume to continue "
+                        "it, --overwrite to start over, or use another --workdir")
+    tok = wd / "tokenizer.json"
+    if has_run and args.overwrite and not args.resume and tok.is_file():
+        # Starting over trains a new vocabulary: the old run's may come from other data or
+        # another --vocab-size (the pipeline reuses a WORKDIR/tokenizer.json that exists).
+        tok.unlink()
+
+
 # ----------------------------------------------------------------------------- predict
+
+
+def _one_line(text: str) -> str:
+    """`text` for a plain-output line: as is, or escaped when it holds line breaks, control
+    or other non-printable characters (which would break or garble the line)."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _predict_command(args: argparse.Namespace) -> int:
     from hw3_jax.predict import SentimentPredictor
 
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    if not args.texts and sys.stdin.isatty():  # do not wait for typing that never comes
+        raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
+    texts = args.texts or _stdin_lines()
     if not texts:
-        raise UserError("no text to score: pass texts as arguments or lines on stdin")
+        raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
     if not Path(args.workdir).is_dir():
         raise UserError(f"workdir {args.workdir} does not exist: train first "
                         "(python -m experiments.sentiment --workdir DIR) or pass --workdir")
@@ -257,14 +348,33 @@ def _predict_command(args: argparse.Namespace) -> int:
     for r in results:
         failed += r.error is not None
         if args.json:
-            print(json.dumps(r.as_dict(), ensure_ascii=False))
+            line = json.dumps(r.as_dict(), ensure_ascii=False)
         elif r.error is None:
-            print(f"{r.p_positive:.4f}\t{r.text}")
+            line = f"{r.p_positive:.4f}\t{_one_line(r.text)}"
         else:
-            print(f"error\t{r.text!r}: {r.error}")
+            line = f"error\t{r.text!r}: {r.error}"
+        if not _encodable(line):  # undecodable input bytes, or a terminal that cannot show it
+            line = json.dumps(r.as_dict()) if args.json else ascii(line)[1:-1]
+        print(line)
     print(f"{len(results) - failed} scored, {failed} rejected in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _stdin_lines() -> list[str]:
+    buf = getattr(sys.stdin, "buffer", None)
+    if buf is None:  # a text stream (e.g. replaced in tests)
+        return [line.rstrip("\n") for line in sys.stdin]
+    # Bytes, so that a line that is not UTF-8 gets its own error instead of ending the call.
+    return [line.rstrip(b"\r\n").decode("utf-8", "surrogateescape") for line in buf]
+
+
+def _encodable(line: str) -> bool:
+    try:
+        line.encode(sys.stdout.encoding or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
 
 
 # ----------------------------------------------------------------------------- main
@@ -291,11 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(e: Exception) -> bool:
     from hw3_jax.checkpointing import TrainingError
+    from hw3_jax.input_pipeline import DataError
 
-    names = {type(c).__name__ for c in type(e).__mro__}
-    return isinstance(e, UserError | TrainingError | FileNotFoundError | OSError) or (
-        "DataError" in names
-    )
+    return isinstance(e, UserError | TrainingError | DataError | OSError)
 
 
 if __name__ == "__main__":

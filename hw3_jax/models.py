@@ -35,6 +35,57 @@ from hw3_jax.gru import GRU
 ENCODER_KEY = "bert"
 
 
+class GRUHead(nn.Module):
+    """The classifier on top of the encoder: GRU -> [last layer's fwd; bwd final states] ->
+    dropout -> Dense(1).
+
+    `__call__(features [B, L, F] (any float dtype; the GRU computes in `dtype`),
+    attention_mask [B, L] (1 = real token), *, deterministic=True) -> logits [B] float32`.
+    Params: {"gru": `hw3_jax.gru.GRU` params, "out": {"kernel", "bias"}}, the names
+    `BertGRUSentiment` has beside "bert": it runs this module in its own scope, so a head
+    trained alone on cached encoder outputs (`experiments.sentiment --cache-encoder`) is
+    `BertGRUSentiment`'s params minus "bert", and the same rng gives the same dropout masks.
+    """
+
+    hidden_dim: int = 256
+    n_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.25
+    gru_over_padding: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, attention_mask, *, deterministic: bool = True) -> jax.Array:
+        attention_mask = jnp.asarray(attention_mask)
+        lengths = jnp.sum(attention_mask != 0, axis=-1)  # [B]
+        _, hidden = GRU(
+            self.hidden_dim,
+            num_layers=self.n_layers,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            over_padding=self.gru_over_padding,
+            dtype=self.dtype,
+            name="gru",
+        )(features, lengths, deterministic=deterministic)  # [n_layers * D, B, hidden_dim]
+        if self.bidirectional:
+            hidden = jnp.concatenate([hidden[-2], hidden[-1]], axis=-1)  # [B, 2 * hidden_dim]
+        else:
+            hidden = hidden[-1]
+        hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
+        # nn.Linear's init, U(+-1/sqrt(fan_in)) for kernel and bias, as the notebook's head had.
+        bound = 1.0 / np.sqrt(hidden.shape[-1])
+        logits = nn.Dense(
+            1,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+                key, shape, dtype, -bound, bound
+            ),
+            name="out",
+        )(hidden)  # [B, 1]
+        return logits[:, 0].astype(jnp.float32)
+
+
 class BertGRUSentiment(nn.Module):
     """BERT encoder -> GRU -> [last layer's fwd; bwd final states] -> dropout -> Dense(1).
 
@@ -71,33 +122,11 @@ class BertGRUSentiment(nn.Module):
         )  # [B, L, bert.hidden_size]
         if self.freeze_encoder:
             embedded = jax.lax.stop_gradient(embedded)
-        lengths = jnp.sum(attention_mask != 0, axis=-1)  # [B]
-        _, hidden = GRU(
-            self.hidden_dim,
-            num_layers=self.n_layers,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            over_padding=self.gru_over_padding,
-            dtype=self.dtype,
-            name="gru",
-        )(embedded, lengths, deterministic=deterministic)  # [n_layers * D, B, hidden_dim]
-        if self.bidirectional:
-            hidden = jnp.concatenate([hidden[-2], hidden[-1]], axis=-1)  # [B, 2 * hidden_dim]
-        else:
-            hidden = hidden[-1]
-        hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
-        # nn.Linear's init, U(+-1/sqrt(fan_in)) for kernel and bias, as the notebook's head had.
-        bound = 1.0 / np.sqrt(hidden.shape[-1])
-        logits = nn.Dense(
-            1,
-            dtype=self.dtype,
-            kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-            bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-                key, shape, dtype, -bound, bound
-            ),
-            name="out",
-        )(hidden)  # [B, 1]
-        return logits[:, 0].astype(jnp.float32)
+        # The head lives in this module's own scope, so the tree stays {"bert", "gru", "out"}.
+        head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
+                       self.gru_over_padding, self.dtype)
+        nn.share_scope(self, head)
+        return head(embedded, attention_mask, deterministic=deterministic)
 
 
 def _dummy_batch(batch_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:

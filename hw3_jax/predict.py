@@ -11,6 +11,7 @@ not a string) gets a one-line error in its result while the others are scored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,29 @@ def model_from_metadata(meta: dict[str, Any]) -> BertGRUSentiment:
     return BertGRUSentiment(bert=BertConfig.from_dict(meta["bert"]), **fields)
 
 
+@functools.lru_cache(maxsize=8)
+def _logits_fn(model: BertGRUSentiment):
+    """jit(logits)(params, input_ids, attention_mask), one per model configuration: every
+    predictor of the same model (a reload, the one after training) shares its compilations."""
+    return jax.jit(
+        lambda p, ids, mask: model.apply({"params": p}, ids, mask, deterministic=True))
+
+
+def _full_params(workdir: Path, meta: dict[str, Any], params: Any) -> Any:
+    """A `--cache-encoder` run checkpoints only the head ({"gru", "out"}); its frozen
+    encoder's params are a file in the workdir (named in the metadata), joined here."""
+    from hw3_jax import encoder_cache
+
+    saved = (meta.get("encoder_cache") or {}).get("encoder_params")
+    if saved is None or "bert" in params:
+        return params
+    path = workdir / saved
+    if not path.is_file():
+        raise ip.DataError(f"{path} is missing: it holds the frozen encoder of this "
+                           "--cache-encoder run; train again into this workdir")
+    return encoder_cache.join_params(params, encoder_cache.load_encoder_params(path))
+
+
 @dataclasses.dataclass
 class Scored:
     """The result for one input: `p_positive` or `error`, never both."""
@@ -68,8 +92,7 @@ class SentimentPredictor:
         self.batch_size = batch_size
         trunc = tokenizer.truncation or {}
         self.max_length = int(trunc.get("max_length", 512))
-        self._logits = jax.jit(
-            lambda p, ids, mask: model.apply({"params": p}, ids, mask, deterministic=True))
+        self._logits = _logits_fn(model)
 
     @classmethod
     def load(cls, workdir: str | Path, batch_size: int = 32) -> SentimentPredictor:
@@ -87,25 +110,41 @@ class SentimentPredictor:
             raise ip.DataError(f"{tok_file} is missing: the workdir's tokenizer is needed to "
                                "score text; train again into this workdir")
         tokenizer = ip.load_tokenizer_file(tok_file, int(meta.get("max_length", 512)))
-        return cls(model_from_metadata(meta), ckpt.params, tokenizer, batch_size)
+        return cls(model_from_metadata(meta), _full_params(workdir, meta, ckpt.params),
+                   tokenizer, batch_size)
 
     def score(self, texts: Sequence[Any]) -> list[Scored]:
         """One `Scored` per input, in order. Texts longer than the model's max length are
-        truncated; any Unicode is accepted; empty or whitespace-only texts get an error."""
+        truncated; any Unicode is accepted. Texts with nothing to score (empty, whitespace,
+        control or format characters only) and strings that are not valid Unicode (unpaired
+        surrogates, as Python makes of undecodable bytes) get an error."""
         results = [Scored(t) for t in texts]
         valid = []
         for i, r in enumerate(results):
-            if not isinstance(r.text, str):
-                r.error = f"not a string ({type(r.text).__name__})"
-            elif not ip.clean_text(r.text).strip():
-                r.error = "empty or whitespace-only text: nothing to score"
-            else:
+            r.error = self._problem(r.text)
+            if r.error is None:
                 valid.append(i)
         if valid:
             probs = self._probabilities([results[i].text for i in valid])
             for i, p in zip(valid, probs, strict=True):
                 results[i].p_positive = float(p)
         return results
+
+    def _problem(self, text: Any) -> str | None:
+        if not isinstance(text, str):
+            return f"not a string ({type(text).__name__})"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # the tokenizer would reject the whole batch
+            return "not valid Unicode (unpaired surrogates, e.g. from bytes that are not UTF-8)"
+        cleaned = ip.clean_text(text)
+        if not cleaned.strip():
+            return "empty or whitespace-only text: nothing to score"
+        norm = self.tokenizer.normalizer
+        if norm is not None and not norm.normalize_str(cleaned).strip():
+            # e.g. only control characters or zero-width spaces, which normalization removes
+            return "no text left after normalization (only control or format characters)"
+        return None
 
     def predict_sentiment(self, text: str) -> float:
         """The notebook's `predict_sentiment`, as the probability that `text` is positive

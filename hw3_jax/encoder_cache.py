@@ -1,0 +1,432 @@
+"""A frozen encoder's outputs computed once: the data behind `--cache-encoder`.
+
+With the pretrained encoder frozen, BERT's output for a review is the same every epoch once
+its dropout is off, so it can be computed in one pass over each split and stored; training
+then runs only the head (`models.GRUHead`) on the stored outputs, through the same loop
+(`hw3_jax.train.train`, `input_keys=("features", "attention_mask")`). This is not exactly
+the notebook's recipe: its frozen BERT kept dropout on in training (`model.train()`), while
+cached outputs are deterministic (dropout off), as the notebook's BERT was at evaluation.
+
+Storage: per split, one array `[total real tokens, hidden]` in float16 (or bfloat16 /
+float32) holding only the real tokens of every review, back to back (like
+`input_pipeline.TokenizedSplit`); batches are padded with zeros at batch time. The array is
+an `.npy` file memory-mapped from the cache directory, so RAM holds only what the OS pages
+in, and a second run with the same encoder, tokens and dtype reads it instead of
+encoding again. Its name carries a hash of the encoder's weights and config, the split's
+token ids and the dtype.
+
+Batches of `CachedEncoderData` are those of `SentimentData` (the same bucket lengths,
+the same examples in the same order for a given seed and epoch), with the token ids
+replaced by the encoder's outputs:
+  {"features": [B, L, hidden] float16, "attention_mask": int32 [B, L], "label": float32 [B],
+   "weight": float32 [B]}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hw3_jax import input_pipeline as ip
+from hw3_jax.bert import BertConfig, BertEncoder
+from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
+from hw3_jax.sharding import data_parallel, pad_batch, replicate, shard_batch
+
+__all__ = [
+    "CACHE_DTYPES",
+    "INPUT_KEYS",
+    "CachedEncoderData",
+    "FeatureSplit",
+    "build_cached_encoder_data",
+    "encode_split",
+    "head_of",
+    "join_params",
+    "load_encoder_params",
+    "params_digest",
+    "save_encoder_params",
+    "split_params",
+]
+
+CACHE_DTYPES = ("float16", "bfloat16", "float32")
+INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
+FEATURE_FORMAT = 1  # bump when the stored arrays change meaning
+SPLITS = ("train", "validation", "test")
+
+
+def _np_dtype(name: str) -> np.dtype:
+    if name not in CACHE_DTYPES:
+        raise ip.DataError(f"unknown cache dtype {name!r}: use one of {', '.join(CACHE_DTYPES)}")
+    return np.dtype(jnp.dtype(name))  # bfloat16 is ml_dtypes' NumPy type
+
+
+# --------------------------------------------------------------------------- model and params
+
+
+def head_of(model: BertGRUSentiment) -> GRUHead:
+    """The head of `model` as a module of its own, applied as
+    `head.apply({"params": params_without_bert}, features, attention_mask, ...)`."""
+    return GRUHead(model.hidden_dim, model.n_layers, model.bidirectional, model.dropout,
+                   model.gru_over_padding, model.dtype)
+
+
+def split_params(params: Mapping) -> tuple[Any, dict]:
+    """BertGRUSentiment params -> (encoder params, head params {"gru", "out"})."""
+    return params[ENCODER_KEY], {k: v for k, v in params.items() if k != ENCODER_KEY}
+
+
+def join_params(head_params: Mapping, encoder_params: Any) -> dict:
+    """The inverse of `split_params`: a full BertGRUSentiment params tree."""
+    return {ENCODER_KEY: encoder_params, **head_params}
+
+
+def params_digest(tree: Any) -> str:
+    """A hash of a params tree's paths, shapes, dtypes and values."""
+    h = hashlib.blake2b(digest_size=12)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+        h.update(a.view(np.uint8).ravel())
+    return h.hexdigest()
+
+
+def save_encoder_params(directory: str | os.PathLike, params: Any) -> str:
+    """Write the frozen encoder's params as `encoder-<digest>.safetensors` in `directory`
+    (unless it is there already) and return that file name. The digest in the name means
+    a run never overwrites the encoder another run in the same workdir refers to."""
+    from safetensors.numpy import save_file
+
+    name = f"encoder-{params_digest(params)}.safetensors"
+    path = Path(directory) / name
+    if not path.is_file():
+        flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep="/")
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(tmp))
+        os.replace(tmp, path)  # never a half-written file under the final name
+    return name
+
+
+def load_encoder_params(path: str | os.PathLike) -> dict:
+    """The params tree written by `save_encoder_params` (float32 jax arrays)."""
+    from safetensors.numpy import load_file
+
+    flat = load_file(str(path))
+    return jax.tree.map(jnp.asarray, flax.traverse_util.unflatten_dict(flat, sep="/"))
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclasses.dataclass
+class FeatureSplit:
+    """Encoder outputs of N examples: example i is features[starts[i] : starts[i] +
+    lengths[i]] ([length_i, hidden]; [CLS] ... [SEP], no padding)."""
+
+    features: np.ndarray  # [total tokens, hidden] cache dtype (often a read-only memmap)
+    starts: np.ndarray  # int64 [N]
+    lengths: np.ndarray  # int32 [N]
+    labels: np.ndarray  # int8 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.features.shape[1])
+
+    def example(self, i: int) -> np.ndarray:
+        return np.asarray(self.features[self.starts[i]:self.starts[i] + self.lengths[i]])
+
+    def batch(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(features [len(rows), length, hidden], attention_mask int32 [len(rows), length])
+        of examples `rows`, zero-padded to `length`."""
+        lens = self.lengths[rows].astype(np.int64)
+        pos = np.arange(length, dtype=np.int64)[None, :]
+        mask = pos < lens[:, None]
+        gather = np.minimum(self.starts[rows][:, None] + pos, len(self.features) - 1)
+        x = np.asarray(self.features[gather])  # a copy, also from a memmap
+        x[~mask] = 0
+        return x, mask.astype(np.int32)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(lengths), np.int64)
+    if len(lengths):
+        starts[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
+    return starts
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder_fn(config: BertConfig, use_mask: bool, dtype: str):
+    """jit(params, ids [B, L], mask [B, L]) -> sequence output [B, L, hidden] in `dtype`,
+    dropout off. Cached per (config, mask, dtype): each bucket length compiles once."""
+    encoder = BertEncoder(config)
+
+    def fn(params, ids, mask):
+        x, _ = encoder.apply({"params": params}, ids, mask if use_mask else None,
+                             deterministic=True)
+        return x.astype(jnp.dtype(dtype))
+
+    return jax.jit(fn)
+
+
+def encode_split(config: BertConfig, params: Any, split: ip.TokenizedSplit, *,
+                 buckets: tuple[int, ...], batch_size: int, pad_id: int = 0,
+                 dtype: str = "float16", attention_mask: bool = True,
+                 out: np.ndarray | None = None, progress: bool = False,
+                 desc: str = "encoding") -> FeatureSplit:
+    """One deterministic pass of the encoder over every example of `split`.
+
+    Batches are bucketed by length (a few static shapes) and sharded over all local
+    devices; only each example's real tokens are kept, written into `out` ([total tokens,
+    hidden], e.g. a memmap) or a new array. `params` may be replicated already."""
+    np_dtype = _np_dtype(dtype)
+    lengths = split.lengths.astype(np.int32)
+    starts = _offsets(lengths)
+    total = int(lengths.sum())
+    if out is None:
+        out = np.empty((total, config.hidden_size), np_dtype)
+    if out.shape != (total, config.hidden_size):
+        raise ValueError(f"out has shape {out.shape}, expected {(total, config.hidden_size)}")
+    dp = data_parallel()
+    params = replicate(params, dp)
+    fn = _encoder_fn(config, attention_mask, dtype)
+    bb = ip.BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
+    plan = bb.plan(0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(split), desc=desc, unit="review", leave=False, dynamic_ncols=True)
+
+    def host_batches() -> Iterator[tuple[np.ndarray, int, dict]]:
+        for length, idx in plan:
+            b = bb.batch(length, idx)
+            yield idx, length, pad_batch({"input_ids": b["input_ids"],
+                                          "attention_mask": b["attention_mask"]},
+                                         dp.local_num_devices)
+
+    for idx, length, b in ip.prefetch(host_batches(), 2):  # the next batch builds meanwhile
+        b = shard_batch(b, dp)
+        x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]  # [n, L, H]
+        lens = lengths[idx]
+        real = np.arange(length)[None, :] < lens[:, None]  # row-major: example by example
+        within = np.arange(int(lens.sum())) - np.repeat(_offsets(lens), lens)
+        out[np.repeat(starts[idx], lens) + within] = x[real]
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return FeatureSplit(out, starts, lengths, split.labels)
+
+
+def _tokens_digest(split: ip.TokenizedSplit) -> str:
+    """A hash of the split's token ids, example by example (not of the shared buffer)."""
+    lens = split.lengths.astype(np.int64)
+    within = np.arange(int(lens.sum())) - np.repeat(_offsets(lens), lens)
+    ids = split.ids[np.repeat(split.starts, lens) + within]
+    h = hashlib.blake2b(digest_size=12)
+    h.update(lens.astype(np.int32).tobytes())
+    h.update(ids.astype(np.int32).tobytes())
+    h.update(split.labels.astype(np.int8).tobytes())
+    return h.hexdigest()
+
+
+def load_or_encode_features(config: BertConfig, params: Any, split: ip.TokenizedSplit,
+                            name: str, *, cache_dir: str | os.PathLike | None,
+                            encoder_digest: str, buckets: tuple[int, ...], batch_size: int,
+                            pad_id: int = 0, dtype: str = "float16",
+                            attention_mask: bool = True,
+                            progress: bool = False) -> tuple[FeatureSplit, dict]:
+    """The encoder's outputs for `split` from `cache_dir`, else computed and stored there
+    (memory-mapped). `cache_dir=None`: computed into memory. Returns (features, info)."""
+    np_dtype = _np_dtype(dtype)
+    total = int(split.lengths.sum())
+    nbytes = total * config.hidden_size * np_dtype.itemsize
+    info: dict[str, Any] = {"examples": len(split), "tokens": total, "bytes": nbytes,
+                            "dtype": dtype, "cache_hit": False, "path": None}
+    t0 = time.perf_counter()
+    path = None
+    if cache_dir is not None:
+        key = json.dumps({"v": FEATURE_FORMAT, "encoder": encoder_digest,
+                          "config": config.to_dict(), "mask": attention_mask, "dtype": dtype,
+                          "tokens": _tokens_digest(split)}, sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        path = Path(cache_dir) / f"features-{name}-{dtype}-{digest}.npy"
+        info["path"] = str(path)
+        hit = _open_features(path, (total, config.hidden_size), np_dtype)
+        if hit is not None:
+            info.update(cache_hit=True, seconds=time.perf_counter() - t0)
+            return FeatureSplit(hit, _offsets(split.lengths), split.lengths.astype(np.int32),
+                                split.labels), info
+    out = None
+    tmp = None
+    if path is not None:
+        _check_space(path.parent, nbytes)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
+        disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype,
+                                       shape=(total, config.hidden_size))
+        out = mm.view(np_dtype)
+    try:
+        fs = encode_split(config, params, split, buckets=buckets, batch_size=batch_size,
+                          pad_id=pad_id, dtype=dtype, attention_mask=attention_mask, out=out,
+                          progress=progress, desc=f"encoding {name}")
+        if path is not None:
+            mm.flush()
+            del mm, out, fs
+            os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+            fs = FeatureSplit(_open_features(path, (total, config.hidden_size), np_dtype),
+                              _offsets(split.lengths), split.lengths.astype(np.int32),
+                              split.labels)
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - t0
+    info.update(seconds=seconds, reviews_per_s=len(split) / seconds if seconds > 0 else None)
+    return fs, info
+
+
+def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np.ndarray | None:
+    try:
+        mm = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # a damaged file is recomputed, never fatal
+        return None
+    if mm.shape != shape or mm.dtype.itemsize != np_dtype.itemsize:
+        return None
+    return mm.view(np_dtype)
+
+
+def _check_space(directory: Path, nbytes: int) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+    except OSError as e:
+        raise ip.DataError(f"cannot use {directory} for the encoder outputs: {e}") from None
+    need = nbytes + (256 << 20)
+    if free < need:
+        raise ip.DataError(
+            f"the encoder outputs need {need / 2**30:.1f} GiB in {directory} but only "
+            f"{free / 2**30:.1f} GiB are free: lower --max-length or --limit, or set "
+            "HW3_JAX_CACHE to a folder on a larger disk")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class CachedEncoderData:
+    """`SentimentData`'s batches, with the frozen encoder's stored outputs in place of the
+    token ids (see the module docstring). Same training-loop interface: `train_batches`,
+    `eval_batches`, `steps_per_epoch`, `eval_steps`; single process only."""
+
+    input_keys = INPUT_KEYS
+
+    def __init__(self, data: ip.SentimentData, features: Mapping[str, FeatureSplit],
+                 info: dict | None = None):
+        if data.process_count != 1:
+            raise ip.DataError("cached encoder outputs work in a single process only; "
+                               "run without --cache-encoder on several hosts")
+        for name in SPLITS:
+            if len(features[name]) != data.num_examples(name):
+                raise ValueError(f"{name}: {len(features[name])} feature rows for "
+                                 f"{data.num_examples(name)} examples")
+        self.data, self.features = data, dict(features)
+        self.info = dict(data.info, encoder_cache=info or {})
+        self.batch_size, self.eval_batch_size = data.batch_size, data.eval_batch_size
+        self.buckets, self.prefetch = data.buckets, data.prefetch
+        # The same bucketed plans as SentimentData: the same examples in the same batches.
+        common = dict(buckets=data.buckets, pad_id=data.pad_id)
+        self._train = ip.BucketedBatches(data.train, batch_size=data.batch_size, shuffle=True,
+                                         seed=data.seed, **common)
+        self._eval = {name: ip.BucketedBatches(getattr(data, name),
+                                               batch_size=data.eval_batch_size, **common)
+                      for name in SPLITS}
+
+    @property
+    def tokenizer(self):
+        return self.data.tokenizer
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self._train)
+
+    def num_examples(self, split: str) -> int:
+        return self.data.num_examples(split)
+
+    def eval_steps(self, split: str) -> int:
+        return len(self._eval[ip.SentimentData._name(split)])
+
+    def _batch(self, fs: FeatureSplit, batch_size: int, length: int,
+               idx: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(idx)
+        weight = np.zeros(batch_size, np.float32)
+        weight[:n] = 1.0
+        rows = idx if n == batch_size else idx[np.arange(batch_size) % n]  # weight-0 repeats
+        feats, mask = fs.batch(rows, length)
+        return {"features": feats, "attention_mask": mask,
+                "label": fs.labels[rows].astype(np.float32), "weight": weight}
+
+    def _batches(self, fs, batch_size, plan) -> Iterator[dict[str, np.ndarray]]:
+        for length, idx in plan:
+            yield self._batch(fs, batch_size, length, idx)
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Shuffled training batches of `epoch`, as `SentimentData.train_batches`."""
+        plan = self._train.plan(epoch)[start_step:]
+        return ip.prefetch(self._batches(self.features["train"], self.batch_size, plan),
+                           self.prefetch)
+
+    def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
+        """Every example of `split` once, in fixed order (padding rows weight 0)."""
+        name = ip.SentimentData._name(split)
+        return ip.prefetch(self._batches(self.features[name], self.eval_batch_size,
+                                         self._eval[name].plan(0)), self.prefetch)
+
+
+def build_cached_encoder_data(data: ip.SentimentData, config: BertConfig, params: Any, *,
+                              dtype: str = "float16", attention_mask: bool = True,
+                              cache_dir: str | os.PathLike | None = None,
+                              progress: bool = False,
+                              log: Any = None) -> CachedEncoderData:
+    """Encode every split of `data` once (or read the stored outputs) and wrap them.
+
+    `log`: a callable taking one line per split (e.g. `print`), or None."""
+    if data.process_count != 1:
+        raise ip.DataError("cached encoder outputs work in a single process only; "
+                           "run without --cache-encoder on several hosts")
+    _np_dtype(dtype)
+    digest = params_digest(params)
+    features, info = {}, {"dtype": dtype, "encoder_digest": digest, "splits": {}}
+    t0 = time.perf_counter()
+    for name in SPLITS:
+        fs, got = load_or_encode_features(
+            config, params, getattr(data, name), name, cache_dir=cache_dir,
+            encoder_digest=digest, buckets=tuple(data.buckets),
+            batch_size=data.eval_batch_size, pad_id=data.pad_id, dtype=dtype,
+            attention_mask=attention_mask, progress=progress)
+        features[name] = fs
+        info["splits"][name] = got
+        if log is not None:
+            how = ("read from cache" if got["cache_hit"] else
+                   f"encoded in {got['seconds']:.1f} s ({got['reviews_per_s']:.1f} reviews/s)")
+            where = f" at {got['path']}" if got["path"] else " in memory"
+            log(f"encoder outputs, {name}: {got['examples']:,} reviews, {got['tokens']:,} "
+                f"tokens, {got['bytes'] / 2**20:,.1f} MiB {dtype}, {how}{where}")
+    info["seconds"] = time.perf_counter() - t0
+    return CachedEncoderData(data, features, info)

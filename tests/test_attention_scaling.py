@@ -1,0 +1,40 @@
+"""Smoke test of `python -m experiments.attention_scaling --quick`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import attention_scaling
+
+
+@pytest.mark.slow
+def test_quick_run_writes_json_and_plots(tmp_path, capsys):
+    rc = attention_scaling.main(["--quick", "--max-t", "512", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "attention_scaling.json").read_text())
+    assert data["config"]["lengths"] == [256, 512]
+    ok = [r for r in data["records"] if r["status"] == "ok"]
+    assert {(r["method"], r["mode"]) for r in ok} == {
+        (m, mode) for m in ("softmax", "performer", "local") for mode in ("fwd", "fwd_bwd")
+    }
+    assert all(r["median_s"] > 0 and r["temp_bytes"] >= 0 for r in ok)
+    assert set(data["targets"]) >= {
+        "favor_fwd_over_softmax_fwd_at_8192",
+        "max_growth_per_doubling_from_4096",
+        "performer_temp_over_softmax_temp_at_8192",
+    }
+    rows = data["error"]["regimes"][0]["rows"]
+    assert {r["sampler"] for r in rows} == {"orthogonal", "iid"}
+    for name in ("time", "memory", "error"):
+        assert (tmp_path / f"attention_scaling_{name}.png").stat().st_size > 1000
+    assert "crossover performer_fwd" in capsys.readouterr().out
+
+
+def test_bad_arguments_exit_with_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        attention_scaling.parse_args(["--min-t", "1024", "--max-t", "256"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--min-t" in err[-1]

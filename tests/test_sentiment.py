@@ -1,0 +1,378 @@
+"""End to end through the sentiment command line (`experiments.sentiment.main`).
+
+A tiny encoder on the embedded synthetic set, so that a run takes seconds once compiled: one
+run trained per module (`trained`) is shared by the prediction tests and is the
+uninterrupted reference of the resume test. Runs in this process share compiled steps (the
+loop and the predictor cache them per model), so only a new model or loss setting compiles.
+The loop's own fault tests (SIGKILL at a random step, corrupted checkpoints, disk full) are
+in tests/test_train.py; the data sources' own in tests/test_input_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.sentiment import NOTEBOOK_SENTENCES, main
+from hw3_jax.predict import SentimentPredictor
+from hw3_jax.train import load_for_inference
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 300  # synthetic reviews in the training part (70/30 train/validation) and in test
+TINY = [
+    "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
+    "--gru-hidden", "16", "--vocab-size", "200", "--max-length", "32",
+    "--synthetic-size", str(SIZE), "--batch-size", "32", "--no-progress", "--seed", "0",
+]  # fmt: skip
+EPOCHS = 2
+# Facts of a run that differ between identical runs: wall-clock times.
+TIME_KEYS = {"epoch_time_s", "train_time_s", "val_time_s", "examples_per_s"}
+
+
+def run_main(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    """main(argv) with stdout/stderr captured (and stdin replaced): (exit code, out, err)."""
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    try:
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(argv)
+    finally:
+        sys.stdin = old_stdin
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_cli(args: list, *, stdin: bytes = b"", timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m experiments.sentiment ARGS` in a fresh interpreter (the real exit path)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "experiments.sentiment", *args], cwd=ROOT,
+                          input=stdin, capture_output=True, timeout=timeout, env=env)
+
+
+def metrics_of(workdir: Path) -> dict:
+    return json.loads((workdir / "metrics.json").read_text())
+
+
+def assert_one_error_line(rc: int, err: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+def without_times(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in history]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two workdirs hold the same training run: history, test numbers, best parameters."""
+    ma, mb = metrics_of(a), metrics_of(b)
+    assert without_times(ma["history"]) == without_times(mb["history"])
+    for k in ("steps", "best", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+              "test_examples", "predictions"):
+        assert ma[k] == mb[k], k
+    pa, pb = load_for_inference(a).params, load_for_inference(b).params
+    assert jax.tree.structure(pa) == jax.tree.structure(pb)
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One uninterrupted 2-epoch run of the tiny model: its workdir and output."""
+    wd = tmp_path_factory.mktemp("sentiment") / "run"
+    rc, out, err = run_main(["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY])
+    return {"workdir": wd, "rc": rc, "out": out, "err": err}
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_evaluate_predict(trained):
+    wd = trained["workdir"]
+    assert trained["rc"] == 0, trained["err"]
+    assert "Traceback" not in trained["err"]
+    m = metrics_of(wd)
+    assert m["status"] == "completed" and m["error"] is None
+    sizes = m["extra"]["data"]["sizes"]
+    assert sizes == {"train": 210, "validation": 90, "test": SIZE}  # 70/30 split of 300
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
+    for h in m["history"]:
+        assert h["train_examples"] == sizes["train"] and h["val_examples"] == sizes["validation"]
+        for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert math.isfinite(h[k]), k
+    assert m["test_examples"] == SIZE  # every test review counted once, padding never
+    assert math.isfinite(m["test_loss"]) and 0.0 <= m["test_accuracy"] <= 1.0
+    assert 0.0 <= m["val_accuracy"] <= 1.0
+    assert m["val_loss"] == min(h["val_loss"] for h in m["history"])  # best by val loss
+    assert (wd / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (wd / "tokenizer.json").is_file()
+    assert set(m["predictions"]) == set(NOTEBOOK_SENTENCES)
+    for p in m["predictions"].values():
+        assert 0.0 <= p <= 1.0
+    assert f"on {SIZE} reviews" in trained["out"]
+    # The best checkpoint, reloaded, scores as the model did at the end of training.
+    pred = SentimentPredictor.load(wd)
+    for text, p in m["predictions"].items():
+        assert pred.predict_sentiment(text) == pytest.approx(p, abs=1e-6)
+
+
+def test_stop_interrupt_resume_equals_uninterrupted(trained, tmp_path, monkeypatch):
+    """--max-steps at the end of epoch 1, then --resume interrupted (Ctrl-C) in epoch 2,
+    then --resume to the end: the same run as the uninterrupted one, exactly (CPU)."""
+    import hw3_jax.train as train_mod
+
+    assert trained["rc"] == 0
+    steps_per_epoch = metrics_of(trained["workdir"])["history"][0]["step"]
+    wd = tmp_path / "run"
+    args = ["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY]
+    # The same vocabulary as the reference run: training a WordPiece vocabulary twice on the
+    # same texts can give two (huggingface/tokenizers#1794), and a workdir's tokenizer.json
+    # is used when present.
+    wd.mkdir()
+    shutil.copy(trained["workdir"] / "tokenizer.json", wd / "tokenizer.json")
+
+    rc, _, err = run_main([*args, "--max-steps", str(steps_per_epoch)])
+    assert rc == 0, err
+    assert [h["epoch"] for h in metrics_of(wd)["history"]] == [1]
+
+    real_train = train_mod.train
+
+    def interrupted_train(*a, **kw):
+        def on_step(step):
+            if step == steps_per_epoch + 2:
+                raise KeyboardInterrupt
+        return real_train(*a, **kw, on_step=on_step)
+
+    monkeypatch.setattr(train_mod, "train", interrupted_train)
+    rc, _, err = run_main([*args, "--resume"])
+    assert rc == 130 and "--resume" in err and "Traceback" not in err
+    monkeypatch.setattr(train_mod, "train", real_train)
+
+    rc, out, err = run_main([*args, "--resume"])
+    assert rc == 0, err
+    assert "resumed from" in out
+    assert_same_run(trained["workdir"], wd)
+
+
+def test_existing_run_needs_resume_or_overwrite(trained):
+    rc, _, err = run_main(["--workdir", str(trained["workdir"]), *TINY])
+    assert_one_error_line(rc, err)
+    assert "--resume" in err and "--overwrite" in err
+
+
+def test_overwrite_retrains_the_tokenizer(trained, tmp_path):
+    """--overwrite starts afresh: the tokenizer of the old run (other data) is not reused."""
+    wd = tmp_path / "run"
+    rc, _, err = run_main(["--workdir", str(wd), "--epochs", "1", "--max-steps", "1", *TINY])
+    assert rc == 0, err
+    old = (wd / "tokenizer.json").read_text()
+    rc, _, err = run_main(["--workdir", str(wd), "--epochs", "0", "--overwrite", *TINY,
+                           "--synthetic-size", str(SIZE + 100)])
+    assert rc == 0, err
+    assert (wd / "tokenizer.json").read_text() != old
+    assert metrics_of(wd)["extra"]["data"]["sizes"]["test"] == SIZE + 100
+
+
+@pytest.mark.slow  # compiles a training step with a forced NaN
+def test_nan_loss_stops_and_keeps_best(trained, tmp_path):
+    steps_per_epoch = metrics_of(trained["workdir"])["history"][0]["step"]
+    wd = tmp_path / "run"
+    rc, _, err = run_main(["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY,
+                           "--debug-nan-at-step", str(steps_per_epoch + 2)])
+    assert_one_error_line(rc, err)
+    assert "non-finite" in err and f"step {steps_per_epoch + 2}" in err
+    assert "best checkpoint" in err
+    m = metrics_of(wd)
+    assert m["status"] == "failed" and "non-finite" in m["error"]
+    assert [h["epoch"] for h in m["history"]] == [1] and m["best"]["epoch"] == 1
+    pred = SentimentPredictor.load(wd)  # the best checkpoint (epoch 1) still loads
+    for r in pred.score(list(NOTEBOOK_SENTENCES)):
+        assert r.error is None and 0.0 <= r.p_positive <= 1.0
+
+
+@pytest.mark.slow  # compiles the model in bfloat16
+def test_bfloat16_trains_and_evaluates(tmp_path):
+    wd = tmp_path / "run"
+    rc, out, err = run_main(["--workdir", str(wd), "--epochs", "1", "--dtype", "bfloat16",
+                             *TINY])
+    assert rc == 0, err
+    assert "bfloat16 on" in out
+    m = metrics_of(wd)
+    assert m["extra"]["model"]["dtype"] == "bfloat16"
+    assert m["test_examples"] == SIZE
+    assert math.isfinite(m["test_loss"]) and 0.0 <= m["test_accuracy"] <= 1.0
+    assert math.isfinite(m["history"][0]["val_loss"])
+    ckpt = load_for_inference(wd)  # parameters stay float32; only the compute is bfloat16
+    assert {np.asarray(x).dtype for x in jax.tree.leaves(ckpt.params)} == {np.dtype("float32")}
+    for p in m["predictions"].values():
+        assert 0.0 <= p <= 1.0
+
+
+# --------------------------------------------------------------------------- predict
+
+LONG = "a truly wonderful film, " * 4200  # 100,800 characters: truncated to 32 tokens
+VALID = [
+    "Avengers was great!!",
+    LONG,
+    "great movie 😀🎬👍 loved it",
+    "这部电影非常好看",  # Chinese
+    "كان الفيلم رائعا",  # Arabic
+    "यह फिल्म बहुत अच्छी थी",  # Hindi
+    "bad\x00movie\x07 \x1b[31mawful\x1b[0m",  # control characters among words
+    "line one\nline two\ttabbed",
+]
+INVALID = [
+    "",
+    "   \t\n  ",
+    "\x00\x01\x02\x7f",  # only control characters: nothing left to score
+    "\u200b\ufeff",  # only zero-width format characters
+]
+
+
+def test_predict_plain(trained):
+    wd = str(trained["workdir"])
+    rc, out, err = run_main(["predict", "--workdir", wd, *NOTEBOOK_SENTENCES])
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line, text in zip(lines, NOTEBOOK_SENTENCES, strict=True):
+        p, shown = line.split("\t")
+        assert shown == text and 0.0 <= float(p) <= 1.0
+    assert "2 scored, 0 rejected" in err
+    # Line breaks and control characters in a text do not break the one-line format.
+    rc, out, err = run_main(["predict", "--workdir", wd, VALID[-2], VALID[-1]])
+    assert rc == 0, err
+    assert len(out.splitlines()) == 2 and "\x1b" not in out
+
+
+def test_predict_json_every_kind_of_input(trained):
+    texts = [VALID[0], INVALID[0], *VALID[1:], *INVALID[1:]]
+    rc, out, err = run_main(["predict", "--workdir", str(trained["workdir"]), "--json", *texts])
+    assert rc == 1  # some inputs were rejected
+    assert "Traceback" not in err
+    assert f"{len(VALID)} scored, {len(INVALID)} rejected" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == texts  # one object per input, in order
+    for r in rows:
+        if r["text"] in INVALID:
+            assert set(r) == {"text", "error"} and r["error"], r
+        else:
+            assert set(r) == {"text", "p_positive"}, r
+            assert 0.0 <= r["p_positive"] <= 1.0
+    # All valid: exit 0. The long text scores as its first tokens do (truncation).
+    rc, out, _ = run_main(["predict", "--workdir", str(trained["workdir"]), "--json",
+                           LONG, LONG[:400]])
+    assert rc == 0
+    p_long, p_start = (json.loads(line)["p_positive"] for line in out.splitlines())
+    assert p_long == pytest.approx(p_start, abs=1e-6)
+
+
+def test_predict_reads_stdin(trained):
+    rc, out, err = run_main(["predict", "--workdir", str(trained["workdir"]), "--json"],
+                            stdin="Avengers was great!!\n\nJustice League is terrible.\n")
+    assert rc == 1, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [("error" in r) for r in rows] == [False, True, False]
+
+
+@pytest.mark.slow  # a fresh interpreter: imports, checkpoint restore, compilation
+def test_predict_subprocess_undecodable_bytes(trained):
+    """Bytes that are not UTF-8, in argv and on stdin, get a per-input error; the rest is
+    scored; the real process exits 1 with no traceback."""
+    wd = str(trained["workdir"])
+    proc = run_cli(["predict", "--workdir", wd, "--json", b"caf\xe9 \xff", "Avengers was great!!"])
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert "error" in rows[0] and 0.0 <= rows[1]["p_positive"] <= 1.0
+    proc = run_cli(["predict", "--workdir", wd], stdin=b"good\n\xff\xfe bad bytes\nbad\n")
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("error\t")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _archive(path: Path, folders: list[str]) -> Path:
+    """A small .tar.gz in the official aclImdb layout with two reviews per folder."""
+    with tarfile.open(path, "w:gz") as tar:
+        for folder in folders:
+            for i in range(2):
+                data = f"review {i} of {folder}<br />fine".encode()
+                info = tarfile.TarInfo(f"aclImdb/{folder}/{i}_{7 if 'pos' in folder else 2}.txt")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
+    """name -> (argv, stdin, a word the message must contain)."""
+    (tmp / "empty").mkdir()
+    (tmp / "not_gzip.tar.gz").write_text("this is not an archive\n")
+    (tmp / "a_file").write_text("x")
+    no_test_neg = _archive(tmp / "no_test_neg.tar.gz", ["train/pos", "train/neg", "test/pos"])
+    w = str(tmp / "w")
+    return {
+        "missing archive": (["--imdb-archive", str(tmp / "missing.tar.gz"), "--workdir", w,
+                             *TINY], None, "does not exist"),
+        "not gzip": (["--imdb-archive", str(tmp / "not_gzip.tar.gz"), "--workdir", w, *TINY],
+                     None, "not a readable"),
+        "archive without test/neg": (["--imdb-archive", str(no_test_neg), "--workdir", w,
+                                      *TINY], None, "test/neg is missing"),
+        "predict: no checkpoint": (["predict", "--workdir", str(tmp / "empty"), "good"], None,
+                                   "no checkpoint"),
+        "predict: no workdir": (["predict", "--workdir", str(tmp / "nowhere"), "good"], None,
+                                "does not exist"),
+        "predict: no text": (["predict", "--workdir", str(tmp / "empty")], "", "no text"),
+        "unwritable workdir": (["--workdir", str(tmp / "a_file" / "sub"), *TINY], None,
+                               "not writable"),
+        "max-length too small": (["--workdir", w, *TINY, "--max-length", "4"], None,
+                                 "--max-length"),
+        "max-length too large": (["--workdir", w, *TINY, "--max-length", "1000"], None,
+                                 "--max-length"),
+        "lr zero": (["--workdir", w, *TINY, "--lr", "0"], None, "--lr"),
+        "heads not dividing hidden": (["--workdir", w, *TINY, "--heads", "3"], None,
+                                      "divisible"),
+    }
+
+
+CASE_NAMES = [
+    "missing archive", "not gzip", "archive without test/neg", "predict: no checkpoint",
+    "predict: no workdir", "predict: no text", "unwritable workdir", "max-length too small",
+    "max-length too large", "lr zero", "heads not dividing hidden",
+]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_one_error_line(name, tmp_path):
+    argv, stdin, word = _bad_cases(tmp_path)[name]
+    rc, out, err = run_main(argv, stdin=stdin)
+    assert_one_error_line(rc, err)
+    assert word in err, err
+    assert not (tmp_path / "w" / "tokenizer.json").exists()  # failed before any data work
+
+
+def test_bad_input_real_process(tmp_path):
+    """The real exit path: status 2, one line on stderr, no traceback."""
+    cases = _bad_cases(tmp_path)
+    for name in ("missing archive", "predict: no checkpoint"):
+        argv, _, word = cases[name]
+        proc = run_cli(argv, timeout=120)
+        err = proc.stderr.decode()
+        assert_one_error_line(proc.returncode, err)
+        assert word in err

@@ -1,0 +1,187 @@
+"""`--cache-encoder`: a frozen encoder's outputs computed once, the head trained on them.
+
+A tiny random BERT written by the test (config.json + model.safetensors + tokenizer.json,
+the layout `--encoder PATH` reads) on the embedded synthetic set, cut with `--limit`. Its
+dropout is 0, so the notebook's recipe (encoder run every step) and the cached one must
+train the same head on the same batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from experiments.sentiment import NOTEBOOK_SENTENCES, main
+from hw3_jax import encoder_cache as ec
+from hw3_jax import input_pipeline as ip
+from hw3_jax.bert import BertConfig, bert_params_to_torch, init_bert_params
+from hw3_jax.predict import SentimentPredictor
+from hw3_jax.train import load_for_inference
+
+SIZE = 200  # synthetic reviews in the training part and in test
+LIMIT = 64  # examples per split actually used
+ARGS = [
+    "--data", "synthetic", "--synthetic-size", str(SIZE), "--limit", str(LIMIT),
+    "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--gru-hidden", "8",
+    "--no-progress", "--seed", "0",
+]  # fmt: skip
+TIME_KEYS = {"epoch_time_s", "train_time_s", "val_time_s", "examples_per_s"}
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def history(workdir: Path) -> list[dict]:
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in metrics["history"]]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory) -> Path:
+    """A random tiny pretrained-style encoder folder, with a vocabulary of the synthetic set."""
+    d = tmp_path_factory.mktemp("tiny-encoder")
+    raw = ip.make_synthetic(0, SIZE, SIZE)
+    tok = ip.train_wordpiece_tokenizer(raw.train.texts, vocab_size=300, max_length=32)
+    tok.save(str(d / "tokenizer.json"))
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    params = init_bert_params(cfg, jax.random.key(0))
+    save_file(bert_params_to_torch(params), str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps(cfg.to_dict() | {"model_type": "bert"}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def cached_run(encoder_dir, tmp_path_factory) -> dict:
+    wd = tmp_path_factory.mktemp("cached")
+    rc, out, err = run_main(["--encoder", str(encoder_dir), "--workdir", str(wd),
+                             "--cache-encoder", "--cache-dtype", "float32", *ARGS])
+    assert rc == 0, err
+    return {"workdir": wd, "out": out}
+
+
+def test_cached_run_trains_the_head_and_stores_outputs(cached_run):
+    wd = cached_run["workdir"]
+    metrics = json.loads((wd / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["test_examples"] == LIMIT
+    assert len(metrics["history"]) == 2
+    assert metrics["config"]["input_keys"] == list(ec.INPUT_KEYS)
+    info = metrics["extra"]["encoder_cache"]
+    assert info["encoder_dropout"] is False
+    sizes = {"train": LIMIT, "validation": round(0.3 * SIZE), "test": LIMIT}
+    assert {k: v["examples"] for k, v in info["splits"].items()} == sizes
+    for split in info["splits"].values():
+        assert not split["cache_hit"]
+        assert Path(split["path"]).is_file()
+    # The checkpoint holds the head only; the frozen encoder is one file beside it.
+    ckpt = load_for_inference(wd)
+    assert set(ckpt.params) == {"gru", "out"}
+    assert (wd / info["encoder_params"]).is_file()
+    assert cached_run["out"].count("reviews/s") == 3  # one encoding pass per split
+
+
+def test_second_run_reads_the_stored_outputs_and_trains_identically(cached_run, encoder_dir):
+    wd = cached_run["workdir"]
+    before = history(wd)
+    rc, out, err = run_main(["--encoder", str(encoder_dir), "--workdir", str(wd),
+                             "--cache-encoder", "--cache-dtype", "float32", "--overwrite",
+                             *ARGS])
+    assert rc == 0, err
+    assert out.count("read from cache") == 3
+    assert history(wd) == before
+
+
+def _batches(encoder_dir: Path, tmp: Path, dtype: str):
+    data = ip.build_sentiment_data("synthetic", encoder=str(encoder_dir), workdir=tmp,
+                                   max_length=32, batch_size=16, synthetic_train=SIZE,
+                                   synthetic_test=SIZE, progress=False)
+    data = ip.SentimentData(data.train, data.validation, data.test.subset(np.arange(40)),
+                            data.tokenizer, batch_size=16, max_length=32)
+    return data
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("float16", 2e-2)])
+def test_head_on_cached_outputs_equals_full_model(cached_run, encoder_dir, tmp_path, dtype,
+                                                  atol):
+    predictor = SentimentPredictor.load(cached_run["workdir"])
+    model, params = predictor.model, predictor.params
+    data = _batches(encoder_dir, tmp_path, dtype)
+    cached = ec.build_cached_encoder_data(data, model.bert, params["bert"], dtype=dtype,
+                                          cache_dir=None)
+    head = ec.head_of(model)
+    _, head_params = ec.split_params(params)
+    n = 0
+    for tokens, feats in zip(data.eval_batches("test"), cached.eval_batches("test"),
+                             strict=True):
+        np.testing.assert_array_equal(tokens["attention_mask"], feats["attention_mask"])
+        np.testing.assert_array_equal(tokens["weight"], feats["weight"])
+        assert feats["features"].dtype == np.dtype(jax.numpy.dtype(dtype))
+        full = model.apply({"params": params}, tokens["input_ids"], tokens["attention_mask"])
+        mine = head.apply({"params": head_params}, feats["features"], feats["attention_mask"])
+        chex.assert_trees_all_close(mine, full, atol=atol, rtol=0)
+        n += int(feats["weight"].sum())
+    assert n == 40
+
+
+def test_predict_from_the_workdir(cached_run):
+    wd = str(cached_run["workdir"])
+    rc, out, err = run_main(["predict", "--workdir", wd, "--json", *NOTEBOOK_SENTENCES])
+    assert rc == 0, err
+    got = {r["text"]: r["p_positive"] for r in map(json.loads, out.splitlines())}
+    # The same full model (frozen encoder + best head) as the training run scored with.
+    trained = json.loads((cached_run["workdir"] / "metrics.json").read_text())["predictions"]
+    assert set(got) == set(NOTEBOOK_SENTENCES)
+    for text, p in got.items():
+        assert abs(p - trained[text]) < 1e-6
+
+
+def test_predict_names_a_missing_encoder_file(cached_run, tmp_path):
+    import shutil
+
+    wd = tmp_path / "copy"
+    shutil.copytree(cached_run["workdir"], wd)
+    for f in wd.glob("encoder-*.safetensors"):
+        f.unlink()
+    rc, _, err = run_main(["predict", "--workdir", str(wd), "good"])
+    assert rc == 2
+    assert err.count("\n") == 1 and "--cache-encoder" in err
+
+
+def test_same_training_as_the_uncached_recipe_when_the_encoder_has_no_dropout(
+        cached_run, encoder_dir, tmp_path):
+    """The encoder has dropout 0: both paths see the same outputs, batches and head
+    dropout masks (GRUHead runs in BertGRUSentiment's own scope), so they train alike."""
+    rc, _, err = run_main(["--encoder", str(encoder_dir), "--workdir", str(tmp_path), *ARGS])
+    assert rc == 0, err
+    a, b = history(tmp_path), history(cached_run["workdir"])
+    for ha, hb in zip(a, b, strict=True):
+        for k, v in ha.items():
+            assert v == pytest.approx(hb[k], rel=1e-4, abs=1e-5), k
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--encoder", "scratch"], "frozen pretrained encoder"),
+    (["--unfreeze"], "frozen pretrained encoder"),
+    (["--notebook-parity"], "--notebook-parity"),
+])
+def test_cache_encoder_needs_a_frozen_pretrained_encoder(encoder_dir, tmp_path, extra,
+                                                         needle):
+    argv = ["--encoder", str(encoder_dir), "--workdir", str(tmp_path), "--cache-encoder",
+            *ARGS, *extra]
+    rc, _, err = run_main(argv)
+    assert rc == 2
+    assert err.count("\n") == 1 and needle in err
