@@ -930,6 +930,11 @@ class SentimentData:
                       for name in ("train", "validation", "test")}
 
     @property
+    def prefetch(self) -> int:
+        """Alias of `prefetch_batches`."""
+        return self.prefetch_batches
+
+    @property
     def steps_per_epoch(self) -> int:
         return len(self._train)
 
@@ -1061,28 +1066,41 @@ def build_sentiment_data(
     def split_of(n: int):
         return split_indices(n, train_fraction, seed)
 
-    t0 = time.perf_counter()
-    if str(encoder) == "scratch":
-        saved = wd / "tokenizer.json" if wd is not None else None
-        if saved is not None and saved.is_file():
-            tok = load_tokenizer_file(saved, max_length)
-            info["tokenizer"] = f"reused {saved}"
-        else:
-            r = raw()
-            tr_idx, _ = split_of(len(r.train))
-            texts = [r.train.texts[i] for i in tr_idx]
-            tok = train_wordpiece_tokenizer(texts, vocab_size=vocab_size,
-                                            max_length=max_length, length=len(texts))
-            info["tokenizer"] = f"trained on {len(texts)} training texts"
+    # What the scratch tokenizer was trained on, to warn when a workdir is reused otherwise.
+    trained_on = {"source": source_id, "seed": seed, "train_fraction": train_fraction,
+                  "vocab_size": vocab_size}
+    scratch = str(encoder) == "scratch"
+    saved = wd / "tokenizer.json" if wd is not None else None
+    if scratch and saved is not None and saved.is_file():
+        t0 = time.perf_counter()
+        tok = load_tokenizer_file(saved, max_length)
+        info["tokenizer"] = f"reused {saved}"
+        try:
+            before = json.loads((wd / "tokenizer_source.json").read_text())
+        except (OSError, ValueError):
+            before = None
+        if before is not None and before != trained_on:
+            log.warning("reusing %s, which was trained on other data or settings (%s); use "
+                        "a new workdir to train a new vocabulary", saved, before)
+    elif scratch:
+        r = raw()
+        t0 = time.perf_counter()
+        tr_idx, _ = split_of(len(r.train))
+        texts = [r.train.texts[i] for i in tr_idx]
+        tok = train_wordpiece_tokenizer(texts, vocab_size=vocab_size,
+                                        max_length=max_length, length=len(texts))
+        info["tokenizer"] = f"trained on {len(texts)} training texts"
     else:
+        t0 = time.perf_counter()
         tok = load_pretrained_tokenizer(encoder, max_length)
         info["tokenizer"] = f"pretrained {encoder}"
     info["tokenizer_s"] = time.perf_counter() - t0
-    if wd is not None:
+    if saved is not None and not info["tokenizer"].startswith("reused"):
         try:
             wd.mkdir(parents=True, exist_ok=True)
-            if str(encoder) != "scratch" or not (wd / "tokenizer.json").is_file():
-                tok.save(str(wd / "tokenizer.json"))
+            tok.save(str(saved))
+            if scratch:
+                (wd / "tokenizer_source.json").write_text(json.dumps(trained_on, indent=1))
         except OSError as e:
             raise DataError(f"cannot write the tokenizer into workdir {wd}: {e}") from None
 

@@ -298,7 +298,7 @@ def test_bad_tokenizer_sources(tmp_path, monkeypatch):
         ip.load_pretrained_tokenizer("some-user/some-bert-that-is-not-cached")
 
 
-def test_scratch_tokenizer_is_saved_and_reused(tmp_path):
+def test_scratch_tokenizer_is_saved_and_reused(tmp_path, caplog):
     raw = ip.make_synthetic(0, 400, 50)
     tok = ip.train_wordpiece_tokenizer(raw.train.texts, vocab_size=500, max_length=64)
     assert [tok.token_to_id(t) for t in ip.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
@@ -317,6 +317,11 @@ def test_scratch_tokenizer_is_saved_and_reused(tmp_path):
     assert second.info["tokenizer"].startswith("reused")
     assert ip.tokenizer_fingerprint(second.tokenizer) == ip.tokenizer_fingerprint(
         first.tokenizer)
+    # The workdir's vocabulary is kept (a checkpoint there was trained with it), with a
+    # warning when the data or settings differ from those it was trained on.
+    with caplog.at_level(logging.WARNING):
+        third = ip.build_sentiment_data("synthetic", **(kw | {"seed": 1}))
+    assert third.info["tokenizer"].startswith("reused") and "trained on other data" in caplog.text
 
 
 # --------------------------------------------------------------------------- cache
