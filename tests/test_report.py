@@ -1,0 +1,208 @@
+"""experiments.report: docs/answers.md matches results/, and the section generators."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from experiments import report, sentiment_answers
+from experiments.answer_text import reflow
+from experiments.recurrence import q2_from_results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+
+def test_committed_answers_match_results():
+    """The CI check: regenerating docs/answers.md from results/ changes nothing."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.report", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+def test_check_fails_on_a_drifted_number_and_rewrite_fixes_it(tmp_path, capsys):
+    answers = tmp_path / "answers.md"
+    text = (ROOT / "docs" / "answers.md").read_text()
+    assert "8,192 sequences of even length" in text
+    answers.write_text(text.replace("8,192 sequences of even length",
+                                    "8,000 sequences of even length"))
+    args = ["--answers", str(answers), "--results", str(RESULTS), "--only", "q2"]
+    assert report.main(["--check", *args]) == 1
+    diff = capsys.readouterr().out
+    assert "-- 8,000 sequences of even length" in diff
+    assert "+- 8,192 sequences of even length" in diff
+    assert report.main(args) == 0
+    assert answers.read_text() == text
+    assert report.main(["--check", *args]) == 0
+
+
+def test_text_outside_the_markers_is_kept(tmp_path):
+    answers = tmp_path / "answers.md"
+    answers.write_text("# Title\n\nfree text\n\n## Q3\n\n<!-- BEGIN q3 -->\nold\n<!-- END q3 -->\n"
+                       "\nafter\n")
+    assert report.main(["--answers", str(answers), "--results", str(tmp_path), "--only",
+                        "q3"]) == 0
+    new = answers.read_text()
+    assert new.startswith("# Title\n\nfree text\n\n## Q3\n\n<!-- BEGIN q3 -->\n\n")
+    assert new.endswith("\n\n<!-- END q3 -->\n\nafter\n")
+    assert "old" not in new
+    # No results/attention_scaling.json in tmp_path: the section says which command makes it.
+    assert "*Not measured yet:* `python -m experiments.attention_scaling`" in new
+
+
+def test_missing_markers_and_folders_are_one_line_errors(tmp_path, capsys):
+    answers = tmp_path / "answers.md"
+    answers.write_text("## Q1\n\nno markers\n")
+    assert report.main(["--answers", str(answers), "--results", str(RESULTS)]) == 2
+    assert "no <!-- BEGIN q1 -->" in capsys.readouterr().err
+    assert report.main(["--answers", str(answers), "--results", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_every_section_renders_without_results(tmp_path):
+    for name, section in report.SECTIONS.items():
+        text = section(tmp_path)
+        assert "Not measured yet" in text, name
+
+
+def test_q2_numbers_come_from_the_json(tmp_path):
+    r = json.loads((RESULTS / "recurrence.json").read_text())
+    text = " ".join(q2_from_results(RESULTS).split())
+    assert f"{r['scan_vs_closed_form']['even']['n_saturated']:,} final outputs are saturated" \
+        in text
+    r["scan_vs_closed_form"]["even"]["n_saturated"] = 1234
+    r["training"]["final_weights"]["w_rec"][0] = -0.5  # a run that did not converge
+    r["training"]["max_abs_w_rec_plus_1"] = 0.5
+    (tmp_path / "recurrence.json").write_text(json.dumps(r))
+    text = " ".join(q2_from_results(tmp_path).split())
+    assert "1,234 final outputs are saturated" in text
+    assert "All 8 runs find" not in text and "The 8 runs end with" in text
+
+
+def test_q3_from_a_quick_run_shape():
+    """q3_markdown on a hand-made result with the experiment's JSON layout."""
+    def rec(method, mode, t, s, mib):
+        return {"method": method, "mode": mode, "T": t, "status": "ok", "median_s": s,
+                "temp_bytes": int(mib * 2**20)}
+
+    recs = []
+    for t, k in ((256, 1), (512, 2)):
+        for mode, f in (("fwd", 1.0), ("fwd_bwd", 3.0)):
+            recs += [rec("softmax", mode, t, f * 0.01 * k * k, 4 * k * k),
+                     rec("performer", mode, t, f * 0.015 * k, 8),
+                     rec("local", mode, t, f * 0.012 * k, 10 * k)]
+    rows = [{"sampler": s, "features": m, "rel_error_mean": e, "tv_mean": 0.1}
+            for s in ("orthogonal", "iid") for m, e in ((16, 0.8), (64, 0.4))]
+    r = {"command": "python -m experiments.attention_scaling --quick",
+         "config": {"lengths": [256, 512], "batch": 1, "heads": 8, "head_dim": 64,
+                    "dtype": "float32", "performer_features": 256, "local_window": 128,
+                    "reps": 2},
+         "machine": {"backend": "cpu", "cpu_count": 2}, "records": recs,
+         "crossover": {k: {"T": 400.0, "bound": "interpolated"} for k in
+                       ("performer_fwd", "performer_fwd_bwd", "local_fwd", "local_fwd_bwd")},
+         "targets": {}, "wall_s": 42.0,
+         "error": {"T": 1024, "draws": 2, "features": [16, 64],
+                   "regimes": [{"sigma": 0.5, "logit_std": 0.25, "local_window": 128,
+                                "local_rel_error": 0.05, "local_tv": 0.01, "rows": rows}]}}
+    text = report.q3_markdown(r)
+    flat = " ".join(text.split())  # prose is re-wrapped: compare it without line breaks
+    assert "| 512 | 40.0 / 120 | 30.0 / 90.0 | 24.0 / 72.0 | 16 | 8 | 20 |" in text
+    assert "multiplied the time by 4.0 (exact" in flat
+    assert "$T \\approx 400$" in flat
+    assert "$m^{-0.50}$" in flat  # 0.8 -> 0.4 over 4x the features
+
+
+def _fake_run(workdir: pathlib.Path, status: str = "completed") -> None:
+    workdir.mkdir(parents=True)
+    history = [{"epoch": e, "train_loss": 0.6 / e, "train_accuracy": 0.7 + 0.1 * e,
+                "val_loss": 0.5 / e, "val_accuracy": 0.75 + 0.1 * e, "epoch_time_s": 900.0 / e}
+               for e in (1, 2)]
+    metrics = {
+        "status": status, "history": history, "best": {"epoch": 2}, "test_loss": 0.25,
+        "test_accuracy": 0.9061, "test_examples": 25000, "steps": 274,
+        "params": {"total": 112241409, "trainable": 2759169},
+        "devices": {"backend": "gpu", "kind": "NVIDIA H100", "num_devices": 1},
+        "extra": {"run": {"data": "imdb", "encoder": "bert-base-uncased", "epochs": 2,
+                          "batch_size": 128, "max_length": 512, "lr": 0.001,
+                          "attention": "softmax", "workdir": str(workdir),
+                          "preset": "pretrained", "seed": 0, "synthetic_size": 6000},
+                  "data": {"sizes": {"train": 17500, "validation": 7500, "test": 25000}},
+                  "bert": {"num_hidden_layers": 12, "hidden_size": 768}},
+        "predictions": {s: 0.1 for s in sentiment_answers.NOTEBOOK_SENTENCES},
+    }
+    (workdir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_q4_with_a_collected_run(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(RESULTS / "sentiment_facts.json", results)
+    _fake_run(tmp_path / "run")
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
+                                   "bert", "--out", str(results), "--no-predict"]) == 0
+    collected = json.loads((results / "sentiment_bert.json").read_text())
+    assert collected["command"] == ("python -m experiments.sentiment --encoder "
+                                    f"bert-base-uncased --workdir {tmp_path / 'run'}")
+    text = sentiment_answers.q4_from_results(results)
+    flat = " ".join(text.split())
+    assert "| 2 (best) | 0.300 | 90.00% | 0.250 | 95.00% | 7.5 min |" in text
+    assert "accuracy **90.61%**" in flat
+    assert "| Q4a | Avengers was great!! | 0.1000 |" in text
+    assert "has no collected run yet" not in flat  # a pretrained run exists
+    assert "**112,241,409** = BERT 109,482,240 + GRU 2,758,656 + linear 513" in flat
+    assert "**17,500** train / **7,500** validation" in flat
+    # An unfinished run is refused with one line.
+    _fake_run(tmp_path / "running", status="running")
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "running"),
+                                   "--name", "x", "--out", str(results)]) == 2
+    assert "not completed" in capsys.readouterr().err
+
+
+def test_facts_file_matches_a_fresh_measurement(shared_data):
+    """results/sentiment_facts.json is what the tokenizer and the model give today."""
+    facts = json.loads((RESULTS / "sentiment_facts.json").read_text())
+    tok = sentiment_answers.tokenizer_facts(shared_data / "bert-base-uncased" / "vocab.txt")
+    for key in ("vocab_size", "example_tokens", "example_ids", "example_ids_with_specials",
+                "special_ids", "long_review_ids", "long_review_first_last"):
+        assert tok[key] == facts["tokenizer"][key], key
+    assert tok["vocab_size"] == 30522
+    assert tok["example_ids"] == [7592, 2088, 2129, 2024, 2017, 1029]
+    assert tok["special_ids"] == {"[CLS]": 101, "[SEP]": 102, "[PAD]": 0, "[UNK]": 100}
+    prm = sentiment_answers.param_facts()
+    assert prm == facts["params"]
+    assert (prm["total"], prm["trainable_frozen_encoder"]) == (112_241_409, 2_759_169)
+    assert (facts["splits"]["train"], facts["splits"]["validation"],
+            facts["splits"]["test"]) == (17_500, 7_500, 25_000)
+
+
+def test_reflow_keeps_math_and_code_whole():
+    text = ("A paragraph with $a + b = c$ inline math and `some code here` that is long enough "
+            "to be wrapped somewhere in the middle of it, twice or more, at a width of forty.\n\n"
+            "$$x = 1 +\n  2$$\n\n| a | b |\n| - | - |\n\n- an item that is long enough to wrap "
+            "onto a second line here\n- another")
+    out = reflow(text, width=40)
+    assert "$a + b = c$" in out and "`some code here`" in out
+    assert "$$x = 1 + 2$$" in out
+    assert "| a | b |\n| - | - |" in out
+    assert "\n  onto" in out or "\n  a second" in out or "\n  line" in out
+    assert all(len(line) <= 40 for line in out.splitlines() if not line.startswith(("$", "|")))
+
+
+def test_run_command():
+    from experiments.sentiment import PRESETS
+
+    # The preset's own values need no flags; other values do; the workdir is always given.
+    run = {**PRESETS["scratch-synthetic"], "data": "synthetic", "encoder": "scratch",
+           "preset": "scratch-synthetic", "workdir": "runs/s", "seed": 0}
+    assert sentiment_answers.run_command(run) == "python -m experiments.sentiment --workdir runs/s"
+    run.update(seed=1, epochs=PRESETS["scratch-synthetic"]["epochs"] + 1)
+    assert sentiment_answers.run_command(run) == (
+        f"python -m experiments.sentiment --epochs {run['epochs']} --seed 1 --workdir runs/s")
+    run = {**PRESETS["scratch-imdb"], "data": "imdb", "encoder": "scratch",
+           "imdb_archive": "a.tar.gz", "preset": "scratch-imdb", "workdir": "w", "seed": 0,
+           "limit": 2000, "synthetic_size": 123}  # ignored: not synthetic data
+    assert sentiment_answers.run_command(run) == (
+        "python -m experiments.sentiment --imdb-archive a.tar.gz --limit 2000 --workdir w")
