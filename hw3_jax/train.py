@@ -70,6 +70,7 @@ __all__ = [
     "data_parallel",
     "evaluate",
     "init_accumulators",
+    "learning_rate_schedule",
     "load_for_inference",
     "make_eval_step",
     "make_optimizer",
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 LOSSES = ("binary", "multiclass")
+LR_SCHEDULES = ("constant", "cosine")
 
 # Config fields that may change between a run and its resumption without a warning.
 _RESUME_FREE_FIELDS = {
@@ -96,6 +98,10 @@ class TrainConfig:
     workdir: str
     epochs: int = 1
     learning_rate: float = 1e-3  # PyTorch's Adam default, as the notebook
+    # "constant" (the notebook); "cosine": decays to 0 by the run's last step. Both start
+    # with a linear warmup from 0 over `warmup_steps` (0: none).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     seed: int = 0  # dropout keys; the data object has its own seed for the order
     resume: bool = False  # continue from WORKDIR/checkpoints/latest if present
     overwrite: bool = False  # delete existing checkpoints instead of refusing to start
@@ -124,6 +130,10 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if isinstance(self.input_keys, str):
             object.__setattr__(self, "input_keys", (self.input_keys,))
         object.__setattr__(self, "input_keys", tuple(self.input_keys))
@@ -174,8 +184,9 @@ def _labels(trainable_mask: Any) -> Any:
     return jax.tree.map(lambda m: "trainable" if m else "frozen", trainable_mask)
 
 
-def make_optimizer(learning_rate: float = 1e-3, trainable_mask: Any = None):
-    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8).
+def make_optimizer(learning_rate: float | optax.Schedule = 1e-3, trainable_mask: Any = None):
+    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8); `learning_rate` a float or
+    an optax schedule (see `learning_rate_schedule`).
 
     `trainable_mask`: a pytree of bools shaped like the parameters (False = frozen), e.g.
     `models.trainable_mask(params)`. Frozen parameters get `set_to_zero`, so no Adam
@@ -187,6 +198,31 @@ def make_optimizer(learning_rate: float = 1e-3, trainable_mask: Any = None):
         return adam
     partition = getattr(optax, "partition", None) or optax.multi_transform
     return partition({"trainable": adam, "frozen": optax.set_to_zero()}, _labels(trainable_mask))
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: int | None = None):
+    """The learning rate as optax takes it: `config.learning_rate` itself when constant
+    without warmup (so the optimizer state is plain Adam's, as before schedules existed),
+    else an optax schedule of the step count (which the checkpointed Adam state holds, so a
+    resumed run continues the schedule). `total_steps`: the run's training steps, needed
+    for "cosine"."""
+    lr, warmup = config.learning_rate, config.warmup_steps
+    if config.lr_schedule == "constant":
+        if not warmup:
+            return lr
+        return optax.linear_schedule(0.0, lr, warmup)  # then lr from step `warmup` on
+    if not total_steps:
+        raise ValueError("lr_schedule='cosine' needs the number of training steps: a data "
+                         "object with steps_per_epoch, or max_steps")
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
+
+
+def _total_steps(config: TrainConfig, data) -> int | None:
+    spe = _steps_per_epoch(data)
+    total = None if spe is None else spe * config.epochs
+    if config.max_steps is not None:
+        total = config.max_steps if total is None else min(total, config.max_steps)
+    return total
 
 
 # --------------------------------------------------------------------------- steps
@@ -348,25 +384,27 @@ _STEP_FIELDS = ("seed", "loss", "input_keys", "label_key", "weight_key", "debug_
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_steps(model, learning_rate, mask_key, step_key, dp):
+def _cached_steps(model, lr_key, mask_key, step_key, dp):
     mask = None if mask_key is None else jax.tree_util.tree_unflatten(mask_key[0], mask_key[1])
-    tx = make_optimizer(learning_rate, mask)
-    cfg = TrainConfig(workdir=".", **dict(step_key))
+    cfg = TrainConfig(workdir=".", **dict(step_key), **dict(lr_key[:-1]))
+    tx = make_optimizer(learning_rate_schedule(cfg, lr_key[-1]), mask)
     return tx, make_train_step(model, tx, cfg, dp, mask), make_eval_step(model, cfg, dp)
 
 
-def _steps_for(model, config: TrainConfig, dp: DataParallel, mask):
+def _steps_for(model, config: TrainConfig, dp: DataParallel, mask, total_steps=None):
     """(tx, train_step, eval_step), shared by train() calls with the same model and
     settings in one process, so that they compile once (jit caches per function)."""
     step_key = tuple((f, getattr(config, f)) for f in _STEP_FIELDS)
+    lr_key = (("learning_rate", config.learning_rate), ("lr_schedule", config.lr_schedule),
+              ("warmup_steps", config.warmup_steps), total_steps)
     mask_key = None
     if mask is not None:
         leaves, treedef = jax.tree_util.tree_flatten(mask)
         mask_key = (treedef, tuple(leaves))
     try:
-        return _cached_steps(model, config.learning_rate, mask_key, step_key, dp)
+        return _cached_steps(model, lr_key, mask_key, step_key, dp)
     except TypeError:  # an unhashable model: build them afresh
-        tx = make_optimizer(config.learning_rate, mask)
+        tx = make_optimizer(learning_rate_schedule(config, total_steps), mask)
         return tx, make_train_step(model, tx, config, dp, mask), make_eval_step(model, config, dp)
 
 
@@ -556,7 +594,7 @@ def train(
     dp = data_parallel(num_devices=config.num_devices)
     mask = None if trainable_mask is None else jax.tree.map(bool, trainable_mask)
     params = _to_float32(params)
-    tx, train_step, eval_step = _steps_for(model, config, dp, mask)
+    tx, train_step, eval_step = _steps_for(model, config, dp, mask, _total_steps(config, data))
 
     # Preflight: the workdir must take the checkpoints before any time is spent.
     state_bytes = tree_nbytes(params) + tree_nbytes(jax.eval_shape(tx.init, params))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from experiments.sentiment import NOTEBOOK_SENTENCES, main
@@ -30,7 +31,8 @@ from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train import load_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 300  # synthetic reviews in the training part (70/30 train/validation) and in test
+SIZE = 300  # synthetic reviews in the training part (split 70/30 into train/validation)
+TEST_SIZE = SIZE // 5  # the CLI's synthetic test part: a fifth of --synthetic-size
 TINY = [
     "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
     "--gru-hidden", "16", "--vocab-size", "200", "--max-length", "32",
@@ -77,17 +79,30 @@ def without_times(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in history]
 
 
+def final_params(workdir: Path):
+    """The parameters of the last 'latest' checkpoint (the end of training)."""
+    latest = workdir / "checkpoints" / "latest"
+    step = max(int(d.name) for d in latest.iterdir() if d.name.isdigit())
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(latest / str(step) / "params")
+
+
+def assert_trees_equal(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def assert_same_run(a: Path, b: Path) -> None:
-    """Two workdirs hold the same training run: history, test numbers, best parameters."""
+    """Two workdirs hold the same training run: history, test numbers, best and final
+    parameters, bit for bit."""
     ma, mb = metrics_of(a), metrics_of(b)
     assert without_times(ma["history"]) == without_times(mb["history"])
     for k in ("steps", "best", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
               "test_examples", "predictions"):
         assert ma[k] == mb[k], k
-    pa, pb = load_for_inference(a).params, load_for_inference(b).params
-    assert jax.tree.structure(pa) == jax.tree.structure(pb)
-    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_trees_equal(load_for_inference(a).params, load_for_inference(b).params)
+    assert_trees_equal(final_params(a), final_params(b))
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +116,7 @@ def trained(tmp_path_factory) -> dict:
 # --------------------------------------------------------------------------- train
 
 
+@pytest.mark.slow  # the module's one compilation of the tiny model (shared by what follows)
 def test_train_evaluate_predict(trained):
     wd = trained["workdir"]
     assert trained["rc"] == 0, trained["err"]
@@ -108,13 +124,14 @@ def test_train_evaluate_predict(trained):
     m = metrics_of(wd)
     assert m["status"] == "completed" and m["error"] is None
     sizes = m["extra"]["data"]["sizes"]
-    assert sizes == {"train": 210, "validation": 90, "test": SIZE}  # 70/30 split of 300
+    assert sizes == {"train": 210, "validation": 90, "test": TEST_SIZE}  # 70/30 split of 300
     assert [h["epoch"] for h in m["history"]] == [1, 2]
     for h in m["history"]:
         assert h["train_examples"] == sizes["train"] and h["val_examples"] == sizes["validation"]
         for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert math.isfinite(h[k]), k
-    assert m["test_examples"] == SIZE  # every test review counted once, padding never
+    # Every test review counted once, padding never (60 = one full batch of 32 + 28).
+    assert m["test_examples"] == TEST_SIZE
     assert math.isfinite(m["test_loss"]) and 0.0 <= m["test_accuracy"] <= 1.0
     assert 0.0 <= m["val_accuracy"] <= 1.0
     assert m["val_loss"] == min(h["val_loss"] for h in m["history"])  # best by val loss
@@ -123,13 +140,14 @@ def test_train_evaluate_predict(trained):
     assert set(m["predictions"]) == set(NOTEBOOK_SENTENCES)
     for p in m["predictions"].values():
         assert 0.0 <= p <= 1.0
-    assert f"on {SIZE} reviews" in trained["out"]
+    assert f"on {TEST_SIZE} reviews" in trained["out"]
     # The best checkpoint, reloaded, scores as the model did at the end of training.
     pred = SentimentPredictor.load(wd)
     for text, p in m["predictions"].items():
         assert pred.predict_sentiment(text) == pytest.approx(p, abs=1e-6)
 
 
+@pytest.mark.slow  # three runs
 def test_stop_interrupt_resume_equals_uninterrupted(trained, tmp_path, monkeypatch):
     """--max-steps at the end of epoch 1, then --resume interrupted (Ctrl-C) in epoch 2,
     then --resume to the end: the same run as the uninterrupted one, exactly (CPU)."""
@@ -177,14 +195,15 @@ def test_existing_run_needs_resume_or_overwrite(trained):
 def test_overwrite_retrains_the_tokenizer(trained, tmp_path):
     """--overwrite starts afresh: the tokenizer of the old run (other data) is not reused."""
     wd = tmp_path / "run"
-    rc, _, err = run_main(["--workdir", str(wd), "--epochs", "1", "--max-steps", "1", *TINY])
-    assert rc == 0, err
+    shutil.copytree(trained["workdir"], wd)
     old = (wd / "tokenizer.json").read_text()
     rc, _, err = run_main(["--workdir", str(wd), "--epochs", "0", "--overwrite", *TINY,
                            "--synthetic-size", str(SIZE + 100)])
     assert rc == 0, err
     assert (wd / "tokenizer.json").read_text() != old
-    assert metrics_of(wd)["extra"]["data"]["sizes"]["test"] == SIZE + 100
+    assert metrics_of(wd)["extra"]["data"]["sizes"]["test"] == (SIZE + 100) // 5
+    steps = [d.name for d in (wd / "checkpoints").glob("*/*") if d.name.isdigit()]
+    assert steps == []  # the old run's checkpoints are gone (0 epochs: none new)
 
 
 @pytest.mark.slow  # compiles a training step with a forced NaN
@@ -213,7 +232,7 @@ def test_bfloat16_trains_and_evaluates(tmp_path):
     assert "bfloat16 on" in out
     m = metrics_of(wd)
     assert m["extra"]["model"]["dtype"] == "bfloat16"
-    assert m["test_examples"] == SIZE
+    assert m["test_examples"] == TEST_SIZE
     assert math.isfinite(m["test_loss"]) and 0.0 <= m["test_accuracy"] <= 1.0
     assert math.isfinite(m["history"][0]["val_loss"])
     ckpt = load_for_inference(wd)  # parameters stay float32; only the compute is bfloat16
@@ -289,20 +308,27 @@ def test_predict_reads_stdin(trained):
     assert [("error" in r) for r in rows] == [False, True, False]
 
 
-@pytest.mark.slow  # a fresh interpreter: imports, checkpoint restore, compilation
-def test_predict_subprocess_undecodable_bytes(trained):
-    """Bytes that are not UTF-8, in argv and on stdin, get a per-input error; the rest is
-    scored; the real process exits 1 with no traceback."""
-    wd = str(trained["workdir"])
-    proc = run_cli(["predict", "--workdir", wd, "--json", b"caf\xe9 \xff", "Avengers was great!!"])
+def test_predict_undecodable_argv(trained):
+    """What Python makes of argv bytes that are not UTF-8 (lone surrogates): a per-input
+    error, printed as valid JSON, while the other text is scored."""
+    rc, out, err = run_main(["predict", "--workdir", str(trained["workdir"]), "--json",
+                             "caf\udce9 \udcff", "Avengers was great!!"])
+    assert rc == 1 and "Traceback" not in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0] == {"text": "caf\udce9 \udcff", "error": rows[0]["error"]}
+    assert 0.0 <= rows[1]["p_positive"] <= 1.0
+
+
+def test_predict_real_process_undecodable_stdin(trained):
+    """Bytes that are not UTF-8 on stdin: that line gets an error, the others are scored,
+    and the real process exits 1 with no traceback."""
+    proc = run_cli(["predict", "--workdir", str(trained["workdir"])],
+                   stdin=b"good\n\xff\xfe bad bytes\nbad\n")
     assert proc.returncode == 1, proc.stderr.decode()
     assert b"Traceback" not in proc.stderr
-    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    assert "error" in rows[0] and 0.0 <= rows[1]["p_positive"] <= 1.0
-    proc = run_cli(["predict", "--workdir", wd], stdin=b"good\n\xff\xfe bad bytes\nbad\n")
-    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
     lines = proc.stdout.decode().splitlines()
-    assert len(lines) == 3 and lines[1].startswith("error\t")
+    assert len(lines) == 3 and lines[1].startswith("error\t") and "\\udcff" in lines[1]
+    assert all(0.0 <= float(line.split("\t")[0]) <= 1.0 for line in (lines[0], lines[2]))
 
 
 # --------------------------------------------------------------------------- bad input

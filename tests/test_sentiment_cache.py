@@ -22,7 +22,12 @@ from safetensors.numpy import save_file
 from experiments.sentiment import NOTEBOOK_SENTENCES, main
 from hw3_jax import encoder_cache as ec
 from hw3_jax import input_pipeline as ip
-from hw3_jax.bert import BertConfig, bert_params_to_torch, init_bert_params
+from hw3_jax.bert import (
+    BertConfig,
+    bert_params_to_torch,
+    init_bert_params,
+    load_pretrained_bert,
+)
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train import load_for_inference
 
@@ -105,13 +110,14 @@ def test_second_run_reads_the_stored_outputs_and_trains_identically(cached_run, 
     assert history(wd) == before
 
 
-def _batches(encoder_dir: Path, tmp: Path, dtype: str):
+def _small_data(encoder_dir: Path, tmp: Path) -> ip.SentimentData:
+    """The synthetic set through the tiny encoder's tokenizer; 40 test reviews (a partial
+    last batch)."""
     data = ip.build_sentiment_data("synthetic", encoder=str(encoder_dir), workdir=tmp,
                                    max_length=32, batch_size=16, synthetic_train=SIZE,
                                    synthetic_test=SIZE, progress=False)
-    data = ip.SentimentData(data.train, data.validation, data.test.subset(np.arange(40)),
+    return ip.SentimentData(data.train, data.validation, data.test.subset(np.arange(40)),
                             data.tokenizer, batch_size=16, max_length=32)
-    return data
 
 
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("float16", 2e-2)])
@@ -119,22 +125,48 @@ def test_head_on_cached_outputs_equals_full_model(cached_run, encoder_dir, tmp_p
                                                   atol):
     predictor = SentimentPredictor.load(cached_run["workdir"])
     model, params = predictor.model, predictor.params
-    data = _batches(encoder_dir, tmp_path, dtype)
+    data = _small_data(encoder_dir, tmp_path)
     cached = ec.build_cached_encoder_data(data, model.bert, params["bert"], dtype=dtype,
                                           cache_dir=None)
     head = ec.head_of(model)
     _, head_params = ec.split_params(params)
+    full_fn = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, mask))
+    head_fn = jax.jit(lambda x, mask: head.apply({"params": head_params}, x, mask))
     n = 0
     for tokens, feats in zip(data.eval_batches("test"), cached.eval_batches("test"),
                              strict=True):
         np.testing.assert_array_equal(tokens["attention_mask"], feats["attention_mask"])
         np.testing.assert_array_equal(tokens["weight"], feats["weight"])
         assert feats["features"].dtype == np.dtype(jax.numpy.dtype(dtype))
-        full = model.apply({"params": params}, tokens["input_ids"], tokens["attention_mask"])
-        mine = head.apply({"params": head_params}, feats["features"], feats["attention_mask"])
+        full = full_fn(tokens["input_ids"], tokens["attention_mask"])
+        mine = head_fn(feats["features"], feats["attention_mask"])
         chex.assert_trees_all_close(mine, full, atol=atol, rtol=0)
         n += int(feats["weight"].sum())
     assert n == 40
+
+
+@pytest.mark.parametrize("dtype", ec.CACHE_DTYPES)
+def test_stored_outputs_are_reread_exactly(encoder_dir, tmp_path, dtype):
+    """Only real tokens are stored, one .npy per split (bfloat16 as its bit pattern), and
+    a second call reads it back bit for bit instead of encoding again."""
+    data = _small_data(encoder_dir, tmp_path)
+    cfg, params = load_pretrained_bert(encoder_dir)
+    kw = dict(cache_dir=tmp_path / "features", encoder_digest=ec.params_digest(params),
+              buckets=tuple(data.buckets), batch_size=16, dtype=dtype)
+    first, info1 = ec.load_or_encode_features(cfg, params, data.test, "test", **kw)
+    again, info2 = ec.load_or_encode_features(cfg, params, data.test, "test", **kw)
+    assert not info1["cache_hit"] and info2["cache_hit"] and info1["path"] == info2["path"]
+    assert first.features.shape == (int(data.test.lengths.sum()), cfg.hidden_size)
+    assert again.features.dtype == np.dtype(jax.numpy.dtype(dtype))
+    np.testing.assert_array_equal(np.asarray(first.features).view(np.uint8),
+                                  np.asarray(again.features).view(np.uint8))
+    # An example's stored outputs are the encoder's on that example alone (up to float
+    # rounding: other batch shapes, then the storage dtype).
+    alone = ec.encode_split(cfg, params, data.test.subset(np.array([3])), buckets=(32,),
+                            batch_size=1, dtype="float32")
+    tol = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
+    np.testing.assert_allclose(again.example(3).astype(np.float32), alone.example(0),
+                               rtol=tol, atol=tol)
 
 
 def test_predict_from_the_workdir(cached_run):
@@ -161,6 +193,7 @@ def test_predict_names_a_missing_encoder_file(cached_run, tmp_path):
     assert err.count("\n") == 1 and "--cache-encoder" in err
 
 
+@pytest.mark.slow  # a second training run, compiling the full model's step
 def test_same_training_as_the_uncached_recipe_when_the_encoder_has_no_dropout(
         cached_run, encoder_dir, tmp_path):
     """The encoder has dropout 0: both paths see the same outputs, batches and head
