@@ -586,6 +586,12 @@ def targets(records, calib, args, extra) -> dict:
         "met": None if worst is None else worst <= TARGETS["max_growth_per_doubling_from_4096"],
         "per_step": growth,
         "method": f"median over {extra.get('rounds')} interleaved rounds of t(2T)/t(T)",
+        # Average growth per doubling over the whole range (geometric mean of the steps).
+        "geomean_per_doubling": {
+            name: float(np.prod(list(steps.values())) ** (1 / len(steps)))
+            for name, steps in growth.items()
+            if steps
+        },
         "per_step_from_sweep_medians": sweep,
     }
     base = extra.get("baseline")
