@@ -82,13 +82,15 @@ def test_cached_run_trains_the_head_and_stores_outputs(cached_run):
     wd = cached_run["workdir"]
     metrics = json.loads((wd / "metrics.json").read_text())
     assert metrics["status"] == "completed"
-    assert metrics["test_examples"] == LIMIT
     assert len(metrics["history"]) == 2
     assert metrics["config"]["input_keys"] == list(ec.INPUT_KEYS)
     info = metrics["extra"]["encoder_cache"]
     assert info["encoder_dropout"] is False
-    sizes = {"train": LIMIT, "validation": round(0.3 * SIZE), "test": LIMIT}
+    # Every example of each split (cut by --limit) encoded once.
+    sizes = {k: min(LIMIT, n) for k, n in metrics["extra"]["data"]["sizes"].items()}
     assert {k: v["examples"] for k, v in info["splits"].items()} == sizes
+    assert metrics["test_examples"] == sizes["test"]
+    assert metrics["history"][0]["val_examples"] == sizes["validation"]
     for split in info["splits"].values():
         assert not split["cache_hit"]
         assert Path(split["path"]).is_file()
