@@ -213,8 +213,8 @@ def _category(name: str, calls: int, ops: dict) -> str:
     if any(k in meta for k in ("threefry", "random_bits", "Dropout", "random_wrap")) \
             or rtype.startswith("u32"):
         return "dropout RNG+masks"
-    if "/bert/" in meta:
-        return "encoder fwd"
+    if "/bert/" in meta:  # a backward op here would mean the freezing leaks gradients
+        return "encoder bwd" if "transpose(" in meta else "encoder fwd"
     if "/gru/" in meta or "GRU" in meta:
         if "transpose(" not in meta:
             return "GRU fwd"

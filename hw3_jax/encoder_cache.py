@@ -274,6 +274,7 @@ def load_or_encode_features(config: BertConfig, params: Any, split: ip.Tokenized
     out = None
     tmp = None
     if path is not None:
+        _drop_orphans(path)
         _check_space(path.parent, nbytes)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
@@ -311,6 +312,19 @@ def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np
     if mm.shape != shape or mm.dtype.itemsize != np_dtype.itemsize:
         return None
     return mm.view(np_dtype)
+
+
+def _drop_orphans(path: Path) -> None:
+    """Delete half-written copies of `path` left by killed runs (their process is gone):
+    they can be gigabytes."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(path.name) + 2:-len(".tmp")])
+            os.kill(pid, 0)  # raises when no such process
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, OSError):  # not ours, or a live process of another user
+            continue
 
 
 def _check_space(directory: Path, nbytes: int) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import chex
@@ -162,6 +164,20 @@ def test_stored_outputs_are_reread_exactly(encoder_dir, tmp_path, dtype):
     assert again.features.dtype == np.dtype(jax.numpy.dtype(dtype))
     np.testing.assert_array_equal(np.asarray(first.features).view(np.uint8),
                                   np.asarray(again.features).view(np.uint8))
+    # A killed run's half-written file is deleted by the next one that writes; a live
+    # writer's is left alone.
+    path = Path(info1["path"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = path.with_name(f".{path.name}.{dead.pid}.tmp")
+    live = path.with_name(f".{path.name}.{os.getppid()}.tmp")  # a running process
+    orphan.write_bytes(b"x")
+    live.write_bytes(b"x")
+    path.unlink()
+    _, info3 = ec.load_or_encode_features(cfg, params, data.test, "test", **kw)
+    assert not info3["cache_hit"] and path.is_file()
+    assert not orphan.exists() and live.exists()
+    live.unlink()
     # An example's stored outputs are the encoder's on that example alone (up to float
     # rounding: other batch shapes, then the storage dtype).
     alone = ec.encode_split(cfg, params, data.test.subset(np.array([3])), buckets=(32,),
