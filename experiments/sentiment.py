@@ -107,6 +107,16 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--vocab-size", type=int, default=None, help="WordPiece vocabulary to train")
     t.add_argument("--gru-hidden", type=int, default=None, help="GRU hidden size (notebook 256)")
     t.add_argument("--gru-layers", type=int, default=None, help="GRU layers (notebook 2)")
+    t.add_argument("--encoder-dropout", type=float, default=None,
+                   help="the encoder's hidden dropout (BERT's hidden_dropout_prob; default "
+                   "0.1): more regularises a small encoder trained from scratch")
+    t.add_argument("--init-embeddings", choices=("random", "ppmi-svd"), default=None,
+                   help="a scratch encoder's word embeddings: random (BERT's init) or PPMI+SVD "
+                   "word vectors counted on the training texts and, with --imdb-archive, the "
+                   "50,000 unlabelled reviews (about a minute on a CPU)")
+    t.add_argument("--readout", choices=("final", "concat"), default=None,
+                   help="what the classifier reads of the GRU: its final states (the "
+                   "notebook) or [final; max; mean] of its outputs (ULMFiT concat pooling)")
     t.add_argument("--dropout", type=float, default=None,
                    help="dropout between the GRU layers and before the output layer "
                    "(notebook 0.25)")
@@ -233,6 +243,8 @@ def _train_command(args: argparse.Namespace) -> int:
     pretrained = args.encoder != "scratch"
     overrides = dict(attention=args.attention, dtype=dtype, local_window=args.local_window,
                      performer_features=args.performer_features)
+    if args.encoder_dropout is not None:
+        overrides["hidden_dropout_prob"] = args.encoder_dropout
     _check_workdir_early(args)
     if pretrained:  # weights first: a bad encoder path fails before minutes of tokenizing
         try:
@@ -277,10 +289,13 @@ def _train_command(args: argparse.Namespace) -> int:
         dropout=0.25 if args.dropout is None else args.dropout,
         freeze_encoder=pretrained and not args.unfreeze,
         gru_over_padding=args.notebook_parity, encoder_attention_mask=not args.notebook_parity,
+        readout=args.readout or "final",
         dtype=jnp.dtype(dtype))
     params = models.init_params(model, jax.random.key(args.seed))
     if pretrained:
         params = models.with_pretrained_encoder(params, bert_params)
+    elif (args.init_embeddings or "random") == "ppmi-svd":
+        params, extra_embeddings = _pretrained_word_vectors(args, data, bert_cfg, params)
     mask = models.trainable_mask(params, freeze_encoder=model.freeze_encoder)
     n_all, n_train = models.count_params(params), models.count_trainable(params, mask)
     sizes = {s: data.num_examples(s) for s in ("train", "validation", "test")}
@@ -290,7 +305,8 @@ def _train_command(args: argparse.Namespace) -> int:
           f"{sizes['test']:,}; vocabulary {data.vocab_size:,}; buckets {list(data.buckets)}")
     print(f"model: encoder {args.encoder} ({bert_cfg.num_hidden_layers} layers, hidden "
           f"{bert_cfg.hidden_size}, {args.attention} attention), GRU {model.hidden_dim}x"
-          f"{model.n_layers} bidirectional; {n_all:,} parameters, {n_train:,} trainable; "
+          f"{model.n_layers} bidirectional ({model.readout} readout); {n_all:,} parameters, "
+          f"{n_train:,} trainable; "
           f"{dtype} on {jax.device_count()} {jax.default_backend()} device(s)")
     config = TrainConfig(
         workdir=args.workdir, epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
@@ -300,6 +316,8 @@ def _train_command(args: argparse.Namespace) -> int:
     extra = model_metadata(model, args.max_length)
     extra["run"] = {k: v for k, v in vars(args).items() if k != "command"}
     extra["data"] = data.info
+    if not pretrained and (args.init_embeddings or "random") == "ppmi-svd":
+        extra["word_vectors"] = extra_embeddings
     if args.cache_encoder:  # the same loop, on the head alone and the stored outputs
         head, head_params, head_data = _cached_encoder_setup(args, model, params, data, extra)
         config = dataclasses.replace(config, input_keys=head_data.input_keys)
@@ -320,6 +338,48 @@ def _train_command(args: argparse.Namespace) -> int:
     print(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
           f"{metrics.get('test_examples')} reviews; metrics in {metrics_file}")
     return 0
+
+
+def _pretrained_word_vectors(args: argparse.Namespace, data, bert_cfg, params):
+    """--init-embeddings ppmi-svd: (params with PPMI+SVD word vectors, what was done).
+
+    Counted on the training and validation texts (labels unused; never the test split) and,
+    with --imdb-archive, the archive's unlabelled `train/unsup` reviews, tokenized once and
+    cached like the splits."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from hw3_jax import embeddings
+    from hw3_jax import input_pipeline as ip
+
+    t0 = time.perf_counter()
+    splits = [data.train, data.validation]
+    unsup_n = 0
+    if args.data == "imdb" and args.imdb_archive:
+        def texts():
+            t = ip.read_imdb_unsup(args.imdb_archive)
+            return ip.TextSplit(t, np.zeros(len(t), np.int8))
+
+        unsup, _ = ip.load_or_encode(
+            data.tokenizer, "unsup", texts,
+            source_id=ip.source_identity("imdb", imdb_archive=args.imdb_archive),
+            max_length=args.max_length, cache_dir=ip.default_cache_dir(args.workdir),
+            progress=not args.no_progress)
+        splits.append(unsup)
+        unsup_n = len(unsup)
+    tok = data.tokenizer
+    skip = [i for i in (tok.token_to_id(t) for t in ip.SPECIAL_TOKENS) if i is not None]
+    vectors = embeddings.ppmi_svd_embeddings(
+        splits, data.vocab_size, bert_cfg.hidden_size, skip_ids=skip,
+        std=bert_cfg.initializer_range, seed=args.seed)
+    n_tokens = int(sum(int(s.lengths.sum()) for s in splits))
+    info = {"init": "ppmi-svd", "texts": int(sum(len(s) for s in splits)),
+            "unsup_texts": unsup_n, "tokens": n_tokens,
+            "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"word vectors: PPMI+SVD on {info['texts']:,} texts ({unsup_n:,} unlabelled), "
+          f"{n_tokens:,} tokens, {info['seconds']:.0f} s")
+    vectors = jnp.asarray(vectors)
+    return embeddings.with_word_embeddings(params, vectors), info
 
 
 def _cached_encoder_setup(args: argparse.Namespace, model, params, data, extra: dict):

@@ -79,7 +79,7 @@ def head_of(model: BertGRUSentiment) -> GRUHead:
     """The head of `model` as a module of its own, applied as
     `head.apply({"params": params_without_bert}, features, attention_mask, ...)`."""
     return GRUHead(model.hidden_dim, model.n_layers, model.bidirectional, model.dropout,
-                   model.gru_over_padding, model.dtype)
+                   model.gru_over_padding, model.dtype, model.readout)
 
 
 def split_params(params: Mapping) -> tuple[Any, dict]:

@@ -959,7 +959,7 @@ class SentimentData:
         return prefetch(self._eval[self._name(split)](0), self.prefetch_batches)
 
     def encode(self, texts: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
-        """Batches for free texts (prediction), in input order; see `predict_batches`."""
+        """Batches for free texts (prediction), grouped by length; see `predict_batches`."""
         return predict_batches(self.tokenizer, texts, batch_size=self.eval_batch_size,
                                buckets=self.buckets)
 
@@ -975,22 +975,34 @@ class SentimentData:
 
 
 def predict_batches(tok, texts: Sequence[str], *, batch_size: int = 32,
-                    buckets: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of free texts for prediction, in input order (no bucket sorting), each
-    padded to the smallest bucket that holds its longest text; rows beyond the texts have
-    weight 0. Texts are cleaned and cut to the tokenizer's max length like the data."""
+                    buckets: Sequence[int] | None = None,
+                    sort_by_length: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of free texts for prediction. Texts are cleaned and cut to the tokenizer's
+    max length like the data.
+
+    Each batch is padded to the smallest bucket that holds its longest text and to the
+    smallest power of two rows (at most `batch_size`) that holds its texts, so one short
+    text is not run as `batch_size` rows of the longest bucket, while the jitted model still
+    sees only a handful of shapes. With `sort_by_length` texts are grouped by token count
+    (fewer padded tokens per batch). Each batch's "index" [rows] gives the input position
+    of every row (-1 for padding rows, which have weight 0)."""
     trunc = tok.truncation or {}
     max_length = int(trunc.get("max_length", 512))
     buckets = tuple(sorted(set(buckets or default_buckets(max_length)) | {max_length}))
     ts = encode_texts(tok, [clean_text(t) for t in texts])
     pid = pad_id(tok)
+    order = (np.argsort(ts.lengths, kind="stable") if sort_by_length
+             else np.arange(len(ts)))
     for lo in range(0, len(ts), batch_size):
-        idx = np.arange(lo, min(lo + batch_size, len(ts)))
+        idx = order[lo:lo + batch_size]
+        rows = min(batch_size, 1 << max(len(idx) - 1, 0).bit_length())
         longest = int(ts.lengths[idx].max())
         length = next(b for b in buckets if b >= longest)
-        bb = BucketedBatches(ts.subset(idx), batch_size=batch_size, buckets=buckets,
-                             pad_id=pid)
-        yield bb.batch(length, np.arange(len(idx)))
+        bb = BucketedBatches(ts.subset(idx), batch_size=rows, buckets=buckets, pad_id=pid)
+        batch = bb.batch(length, np.arange(len(idx)))
+        batch["index"] = np.full(rows, -1, np.int64)
+        batch["index"][:len(idx)] = idx
+        yield batch
 
 
 # --------------------------------------------------------------------------- all together

@@ -20,6 +20,7 @@ Params tree: {"bert": BertEncoder params (exactly what `load_pretrained_bert` re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.gru import GRU
 
 ENCODER_KEY = "bert"
+READOUTS = ("final", "concat")
 
 
 class GRUHead(nn.Module):
@@ -45,6 +47,11 @@ class GRUHead(nn.Module):
     `BertGRUSentiment` has beside "bert": it runs this module in its own scope, so a head
     trained alone on cached encoder outputs (`experiments.sentiment --cache-encoder`) is
     `BertGRUSentiment`'s params minus "bert", and the same rng gives the same dropout masks.
+
+    `readout`: "final" (the notebook) reads the last layer's final states only; "concat"
+    reads [final states; max; mean] of the last layer's outputs over the real tokens
+    (ULMFiT's concat pooling, Howard & Ruder 2018), so every position gets a direct
+    gradient: easier to train from scratch on long reviews. "out" then takes 3x the inputs.
     """
 
     hidden_dim: int = 256
@@ -53,12 +60,15 @@ class GRUHead(nn.Module):
     dropout: float = 0.25
     gru_over_padding: bool = False
     dtype: Any = jnp.float32
+    readout: str = "final"
 
     @nn.compact
     def __call__(self, features, attention_mask, *, deterministic: bool = True) -> jax.Array:
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         attention_mask = jnp.asarray(attention_mask)
         lengths = jnp.sum(attention_mask != 0, axis=-1)  # [B]
-        _, hidden = GRU(
+        outputs, hidden = GRU(
             self.hidden_dim,
             num_layers=self.n_layers,
             bidirectional=self.bidirectional,
@@ -71,6 +81,15 @@ class GRUHead(nn.Module):
             hidden = jnp.concatenate([hidden[-2], hidden[-1]], axis=-1)  # [B, 2 * hidden_dim]
         else:
             hidden = hidden[-1]
+        if self.readout == "concat":
+            real = (attention_mask != 0)[..., None]  # [B, L, 1]
+            out32 = outputs.astype(jnp.float32)  # [B, L, D * hidden_dim]
+            pooled_max = jnp.max(jnp.where(real, out32, -jnp.inf), axis=1)
+            pooled_mean = jnp.sum(jnp.where(real, out32, 0.0), axis=1) / jnp.maximum(
+                lengths, 1)[:, None]
+            hidden = jnp.concatenate(
+                [hidden.astype(jnp.float32), pooled_max, pooled_mean], axis=-1
+            ).astype(hidden.dtype)  # [B, 3 * D * hidden_dim]
         hidden = nn.Dropout(self.dropout)(hidden, deterministic=deterministic)
         # nn.Linear's init, U(+-1/sqrt(fan_in)) for kernel and bias, as the notebook's head had.
         bound = 1.0 / np.sqrt(hidden.shape[-1])
@@ -100,6 +119,7 @@ class BertGRUSentiment(nn.Module):
     not depend on how much padding a batch carries. Two switches reproduce the notebook
     exactly instead: `gru_over_padding=True` (its GRU ran over the padded tensor) and
     `encoder_attention_mask=False` (it called `self.bert(text)` without an attention mask).
+    `readout="concat"` pools the GRU's outputs too (see `GRUHead`).
     """
 
     bert: BertConfig = BertConfig()
@@ -111,6 +131,7 @@ class BertGRUSentiment(nn.Module):
     freeze_encoder: bool = True
     encoder_attention_mask: bool = True
     dtype: Any = jnp.float32
+    readout: str = "final"
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, *, deterministic: bool = True) -> jax.Array:
@@ -124,7 +145,7 @@ class BertGRUSentiment(nn.Module):
             embedded = jax.lax.stop_gradient(embedded)
         # The head lives in this module's own scope, so the tree stays {"bert", "gru", "out"}.
         head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
-                       self.gru_over_padding, self.dtype)
+                       self.gru_over_padding, self.dtype, self.readout)
         nn.share_scope(self, head)
         return head(embedded, attention_mask, deterministic=deterministic)
 
@@ -136,9 +157,19 @@ def _dummy_batch(batch_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
 def init_params(model: nn.Module, rng: jax.Array, batch_shape: Sequence[int] = (1, 8)) -> dict:
     """Freshly initialised params of a model taking (input_ids, attention_mask).
 
-    Jitted: one compiled program instead of hundreds of op-by-op dispatches."""
+    Jitted: one compiled program instead of hundreds of op-by-op dispatches, compiled once
+    per (model, batch_shape) in a process."""
     batch_shape = tuple(batch_shape)
-    return jax.jit(lambda r: model.init({"params": r}, *_dummy_batch(batch_shape))["params"])(rng)
+    try:
+        fn = _init_fn(model, batch_shape)
+    except TypeError:  # an unhashable module: no caching
+        fn = _init_fn.__wrapped__(model, batch_shape)
+    return fn(rng)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(model: nn.Module, batch_shape: tuple[int, ...]):
+    return jax.jit(lambda r: model.init({"params": r}, *_dummy_batch(batch_shape))["params"])
 
 
 def param_shapes(model: nn.Module, batch_shape: Sequence[int] = (1, 8)) -> dict:

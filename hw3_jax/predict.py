@@ -27,7 +27,7 @@ from hw3_jax.train import load_for_inference
 
 # Fields of BertGRUSentiment saved by the sentiment experiment (besides the BertConfig).
 MODEL_FIELDS = ("hidden_dim", "n_layers", "bidirectional", "dropout", "gru_over_padding",
-                "freeze_encoder", "encoder_attention_mask", "dtype")
+                "freeze_encoder", "encoder_attention_mask", "dtype", "readout")
 
 
 def model_metadata(model: BertGRUSentiment, max_length: int) -> dict[str, Any]:
@@ -155,12 +155,12 @@ class SentimentPredictor:
         return float(r.p_positive)
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
-        out = []
+        out = np.empty(len(texts), np.float64)
         for batch in ip.predict_batches(self.tokenizer, texts, batch_size=self.batch_size):
             logits = self._logits(self.params, batch["input_ids"], batch["attention_mask"])
-            n = int(batch["weight"].sum())
-            out.append(np.asarray(jax.nn.sigmoid(logits))[:n])
-        return np.concatenate(out)
+            real = batch["index"] >= 0
+            out[batch["index"][real]] = np.asarray(jax.nn.sigmoid(logits))[real]
+        return out
 
 
 def predict_sentiment(workdir: str | Path, text: str) -> float:

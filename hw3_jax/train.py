@@ -395,8 +395,10 @@ def _steps_for(model, config: TrainConfig, dp: DataParallel, mask, total_steps=N
     """(tx, train_step, eval_step), shared by train() calls with the same model and
     settings in one process, so that they compile once (jit caches per function)."""
     step_key = tuple((f, getattr(config, f)) for f in _STEP_FIELDS)
+    # A constant rate does not depend on the run's length: runs of other lengths share it.
     lr_key = (("learning_rate", config.learning_rate), ("lr_schedule", config.lr_schedule),
-              ("warmup_steps", config.warmup_steps), total_steps)
+              ("warmup_steps", config.warmup_steps),
+              total_steps if config.lr_schedule != "constant" else None)
     mask_key = None
     if mask is not None:
         leaves, treedef = jax.tree_util.tree_flatten(mask)
@@ -638,6 +640,7 @@ class _Loop:
         self.history: list = []
         self.best: dict = {}
         self.epoch, self.step_in_epoch, self.epoch_done = 0, 0, False
+        self.stopped_mid_epoch = False
         self.epoch_elapsed = 0.0
         self.n_params = _count(params)
         self.n_trainable = _count(params, mask)
@@ -786,6 +789,12 @@ class _Loop:
                 self.epoch_elapsed = 0.0
                 self.acc = init_accumulators(dp)
             global_step = self._train_epoch(epoch, global_step, spe)
+            if self.stopped_mid_epoch:  # by max_steps: --resume finishes this epoch
+                self._save_latest(global_step)
+                _log(cfg, f"stopped at step {global_step} (--max-steps), batch "
+                          f"{self.step_in_epoch} of epoch {epoch + 1}; --resume continues "
+                          "from there")
+                break
             self._end_epoch(epoch, global_step)
         return self._finish(t_start)
 
@@ -798,6 +807,7 @@ class _Loop:
         t0 = time.perf_counter()
         elapsed0 = self.epoch_elapsed
         ran, ckpt_time = False, 0.0
+        self.stopped_mid_epoch = False
         for batch, is_last in _device_batches(batches, self.dp, cfg):
             self.state, self.acc = self.train_step(self.state, self.acc, batch)
             ran = True
@@ -806,7 +816,8 @@ class _Loop:
             bar.update(1)
             if self.on_step is not None:
                 self.on_step(global_step)
-            is_last = is_last or (cfg.max_steps is not None and global_step >= cfg.max_steps)
+            if not is_last and cfg.max_steps is not None and global_step >= cfg.max_steps:
+                self.stopped_mid_epoch = is_last = True
             log_now = cfg.log_every_steps and global_step % cfg.log_every_steps == 0
             ckpt_now = (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
                         and not is_last)

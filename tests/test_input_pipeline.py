@@ -484,12 +484,25 @@ def test_predict_batches_take_any_text(shared_data):
     texts = ["Justice League is terrible. I hated it.", "Avengers was great!!", "",
              "😀 素晴らしい映画 \u0007 ok", "long " * 100_000, "a<br />b"]
     batches = list(ip.predict_batches(tok, texts, batch_size=4))
-    assert [b["input_ids"].shape for b in batches] == [(4, 32), (4, 128)]
+    # Sorted by length: the four shortest texts, then the two longest in 2 rows (the
+    # smallest power of two that holds them), each padded to its own bucket.
+    assert [b["input_ids"].shape for b in batches] == [(4, 32), (2, 128)]
+    index = np.concatenate([b["index"] for b in batches])
+    assert sorted(index.tolist()) == list(range(6))
     w = np.concatenate([b["weight"] for b in batches])
-    np.testing.assert_array_equal(w, [1, 1, 1, 1, 1, 1, 0, 0])
-    lens = np.concatenate([b["attention_mask"].sum(1) for b in batches])[:6]
+    np.testing.assert_array_equal(w, np.ones(6))
+    lens = np.concatenate([b["attention_mask"].sum(1) for b in batches])[np.argsort(index)]
     assert lens[2] == 2 and lens[4] == 128  # "" -> [CLS] [SEP]; long text truncated
-    assert tok.id_to_token(int(batches[1]["input_ids"][1, 1])) == "a"  # <br /> removed
+    row = int(np.flatnonzero(index == 5)[0])
+    ids = np.concatenate([np.pad(b["input_ids"], ((0, 0), (0, 128 - b["input_ids"].shape[1])))
+                          for b in batches])
+    assert tok.id_to_token(int(ids[row, 1])) == "a"  # <br /> removed
+    # In input order (no sorting), one text: one row, padding rows marked -1.
+    (one,) = ip.predict_batches(tok, texts[:1], batch_size=4, sort_by_length=False)
+    assert one["input_ids"].shape == (1, 32) and one["index"].tolist() == [0]
+    three = list(ip.predict_batches(tok, texts[:3], batch_size=4, sort_by_length=False))
+    assert [b["index"].tolist() for b in three] == [[0, 1, 2, -1]]
+    np.testing.assert_array_equal(three[0]["weight"], [1, 1, 1, 0])
 
 
 def test_prefetch_propagates_errors_and_stops_early():

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from hw3_jax.bert import BertConfig, bert_param_shapes, bert_params_from_torch
-from hw3_jax.gru import from_torch_gru
+from hw3_jax.bert import BertConfig, BertEncoder, bert_param_shapes, bert_params_from_torch
+from hw3_jax.gru import GRU, from_torch_gru
 from hw3_jax.models import (
     BertGRUSentiment,
     count_params,
@@ -228,6 +228,32 @@ class TinyModelTest(chex.TestCase):
         c = nb.apply({"params": self.params}, short_ids, short_mask)
         d = nb.apply({"params": self.params}, long_ids, long_mask)
         assert np.abs(np.asarray(c) - np.asarray(d)).max() > 1e-4
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_concat_readout(self):
+        """[final; max; mean] of the GRU's outputs over real tokens: 3x the head's inputs,
+        padding-invariant, and equal to a hand computation from the GRU's outputs."""
+        model = _tiny_model(readout="concat")
+        params = init_params(model, jax.random.key(1))
+        chex.assert_shape(params["out"]["kernel"], (3 * 32, 1))
+        apply = self.variant(lambda p, i, m: model.apply({"params": p}, i, m))
+        short_ids, short_mask = _real_ids(L)
+        long_ids, long_mask = _real_ids(20)
+        a = apply(params, short_ids, short_mask)
+        chex.assert_shape(a, (B,))
+        np.testing.assert_allclose(a, apply(params, long_ids, long_mask), atol=1e-5, rtol=0)
+        # By hand: the same encoder and GRU, pooled in NumPy over each row's real tokens.
+        feats, _ = BertEncoder(TINY).apply({"params": params["bert"]}, short_ids, short_mask)
+        outs, h = GRU(16, num_layers=2, bidirectional=True).apply(
+            {"params": params["gru"]}, feats, LENGTHS)
+        outs = np.asarray(outs)
+        rows = [np.concatenate([np.asarray(h[-2, b]), np.asarray(h[-1, b]),
+                                outs[b, :n].max(0), outs[b, :n].mean(0)])
+                for b, n in enumerate(LENGTHS)]
+        k, bias = np.asarray(params["out"]["kernel"]), np.asarray(params["out"]["bias"])
+        np.testing.assert_allclose(a, np.stack(rows) @ k[:, 0] + bias[0], atol=1e-5)
+        with pytest.raises(ValueError, match="readout"):
+            _tiny_model(readout="sum").apply({"params": params}, short_ids, short_mask)
 
 
 def test_with_pretrained_encoder_drops_in_and_checks_shapes():

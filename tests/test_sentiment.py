@@ -145,6 +145,12 @@ def test_train_evaluate_predict(trained):
     pred = SentimentPredictor.load(wd)
     for text, p in m["predictions"].items():
         assert pred.predict_sentiment(text) == pytest.approx(p, abs=1e-6)
+    # A text scores the same alone and among others (sorted by length, other batch shapes),
+    # and results come back in input order.
+    texts = [f"{w} movie, " * k for k in (1, 9, 3, 40, 2) for w in ("a great", "a dull")]
+    together = [r.p_positive for r in pred.score(texts)]
+    alone = [pred.predict_sentiment(t) for t in texts]
+    np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
 @pytest.mark.slow  # three runs

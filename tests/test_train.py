@@ -326,6 +326,18 @@ def test_resume_in_process_is_exact(tmp_path, crash_at, ref_run):
     assert res.test_loss == ref.test_loss
 
 
+def test_max_steps_mid_epoch_then_resume_is_exact(tmp_path, ref_run):
+    """--max-steps inside an epoch leaves that epoch unfinished (no validation, no history
+    entry); --resume finishes it, ending where the uninterrupted run did."""
+    part, _, _ = run(tmp_path, epochs=2, max_steps=5)  # 8 steps per epoch
+    assert part.history == [] and int(part.final_state.step) == 5
+    res, _, _ = run(tmp_path, epochs=2, resume=True)
+    assert_trees_equal(res.params, ref_run.params)
+    assert [h["step"] for h in res.history] == [h["step"] for h in ref_run.history] == [8, 16]
+    assert res.history[0]["train_loss"] == ref_run.history[0]["train_loss"]
+    assert res.test_loss == ref_run.test_loss
+
+
 def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, ref_run):
     """Killed after the epoch's best checkpoint, before its latest one: same step rewritten."""
     ref = ref_run
