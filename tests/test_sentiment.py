@@ -337,6 +337,49 @@ def test_predict_real_process_undecodable_stdin(trained):
     assert all(0.0 <= float(line.split("\t")[0]) <= 1.0 for line in (lines[0], lines[2]))
 
 
+def _review_archive(path: Path, raw, unsup: list[str]) -> Path:
+    """An archive in the official layout holding `raw`'s reviews and `unsup`."""
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name: str, text: str) -> None:
+            data = text.encode()
+            info = tarfile.TarInfo(f"aclImdb/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for part in ("train", "test"):
+            split = getattr(raw, part)
+            for i, (text, label) in enumerate(zip(split.texts, split.labels, strict=True)):
+                add(f"{part}/{'pos' if label else 'neg'}/{i}_{8 if label else 3}.txt", text)
+        for i, text in enumerate(unsup):
+            add(f"train/unsup/{i}_0.txt", text)
+    return path
+
+
+def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
+    """--init-embeddings ppmi-svd counts the training texts and the archive's unlabelled
+    reviews (tokenized once, cached); --readout concat is saved with the model, so
+    `predict` rebuilds it."""
+    from hw3_jax import input_pipeline as ip
+
+    raw = ip.make_synthetic(3, 200, 40)
+    unsup = ip.make_synthetic(4, 50, 1).train.texts
+    archive = _review_archive(tmp_path / "imdb.tar.gz", raw, unsup)
+    wd = tmp_path / "run"
+    rc, out, err = run_main(["--imdb-archive", str(archive), "--workdir", str(wd),
+                             "--epochs", "1", *TINY, "--init-embeddings", "ppmi-svd",
+                             "--readout", "concat"])
+    assert rc == 0, err
+    assert "word vectors: PPMI+SVD on 250 texts (50 unlabelled)" in out
+    wv = metrics_of(wd)["extra"]["word_vectors"]
+    assert wv["init"] == "ppmi-svd" and wv["texts"] == 250 and wv["unsup_texts"] == 50
+    assert len(list((wd / "cache").glob("tokens-*-unsup-*.npz"))) == 1
+    pred = SentimentPredictor.load(wd)
+    assert pred.model.readout == "concat"
+    p = pred.predict_sentiment(NOTEBOOK_SENTENCES[1])
+    assert 0.0 <= p <= 1.0
+    assert metrics_of(wd)["predictions"][NOTEBOOK_SENTENCES[1]] == pytest.approx(p, abs=1e-6)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
