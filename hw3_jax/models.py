@@ -186,12 +186,21 @@ def count_params(tree: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
 
 
-def trainable_mask(params: Mapping, freeze_encoder: bool = True) -> Any:
+WORD_EMBEDDINGS = (ENCODER_KEY, "embeddings", "word_embeddings", "embedding")
+
+
+def trainable_mask(params: Mapping, freeze_encoder: bool = True,
+                   freeze_word_embeddings: bool = False) -> Any:
     """A pytree of bools shaped like `params`: True = trained; False for every leaf under
-    "bert" when `freeze_encoder`."""
+    "bert" when `freeze_encoder`, and for the word embedding table when
+    `freeze_word_embeddings` (e.g. word vectors learnt on unlabelled text, kept fixed so
+    that a small training set cannot overfit them)."""
 
     def trained(path, _):
-        return not (freeze_encoder and getattr(path[0], "key", None) == ENCODER_KEY)
+        keys = tuple(getattr(k, "key", None) for k in path)
+        if freeze_word_embeddings and keys == WORD_EMBEDDINGS:
+            return False
+        return not (freeze_encoder and keys[0] == ENCODER_KEY)
 
     return jax.tree_util.tree_map_with_path(trained, params)
 

@@ -423,6 +423,9 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
         "lr zero": (["--workdir", w, *TINY, "--lr", "0"], None, "--lr"),
         "heads not dividing hidden": (["--workdir", w, *TINY, "--heads", "3"], None,
                                       "divisible"),
+        "word vectors for a pretrained encoder": (
+            ["--workdir", w, *TINY, "--encoder", str(tmp / "empty"), "--init-embeddings",
+             "ppmi-svd"], None, "--encoder scratch"),
     }
 
 
@@ -430,6 +433,7 @@ CASE_NAMES = [
     "missing archive", "not gzip", "archive without test/neg", "predict: no checkpoint",
     "predict: no workdir", "predict: no text", "unwritable workdir", "max-length too small",
     "max-length too large", "lr zero", "heads not dividing hidden",
+    "word vectors for a pretrained encoder",
 ]
 
 
