@@ -313,6 +313,15 @@ def _device(m: dict[str, Any]) -> str:
     return f"{n} x {kind}" if n and n > 1 else f"{kind}"
 
 
+def _encoder_params(bert: dict[str, Any]) -> int:
+    """Parameters of the BERT encoder described by a run's saved config (nothing
+    allocated)."""
+    from hw3_jax.bert import BertConfig, bert_param_shapes
+    from hw3_jax.models import count_params
+
+    return count_params(bert_param_shapes(BertConfig.from_dict(bert)))
+
+
 def run_section(name: str, m: dict[str, Any], folder: str = "results") -> str:
     """One run's training table, test result and predictions (`m`: its collected JSON,
     `folder/sentiment_NAME.json`)."""
@@ -322,11 +331,22 @@ def run_section(name: str, m: dict[str, Any], folder: str = "results") -> str:
              + (f", curves `{folder}/sentiment_{name}_curves.png`." if m.get("_curves")
                 else ".")]
     sizes = m.get("extra", {}).get("data", {}).get("sizes")
-    params = m.get("params", {})
+    hist = m.get("history") or []
+    if sizes and hist and m.get("test_examples"):  # what the run used (--limit cuts splits)
+        used = {"train": hist[0].get("train_examples"),
+                "validation": hist[0].get("val_examples"), "test": m["test_examples"]}
+        if all(used.values()) and used != sizes:
+            sizes = {**used, "limited": True}
+    params = dict(m.get("params", {}))
+    if params and "encoder_cache" in m.get("extra", {}) and "bert" in m.get("extra", {}):
+        # --cache-encoder trains the head alone: add the frozen encoder it ran on.
+        params["total"] = params.get("total", 0) + _encoder_params(m["extra"]["bert"])
     facts = []
     if sizes:
         facts.append(f"{sizes['train']:,} train / {sizes['validation']:,} validation / "
-                     f"{sizes['test']:,} test reviews")
+                     f"{sizes['test']:,} test reviews"
+                     + (" (a random part of each split: `--limit`)" if sizes.get("limited")
+                        else ""))
     if params:
         facts.append(f"{params.get('total', 0):,} parameters, {params.get('trainable', 0):,} "
                      "trainable")
