@@ -119,6 +119,10 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help="a scratch encoder's word embeddings: random (BERT's init) or PPMI+SVD "
                    "word vectors counted on the training texts and, with --imdb-archive, the "
                    "50,000 unlabelled reviews (about a minute on a CPU)")
+    t.add_argument("--word-vector-std", type=float, default=None,
+                   help="standard deviation the PPMI+SVD word vectors are scaled to (default "
+                   "0.02, BERT's init): Adam moves every weight by about the learning rate per "
+                   "step, so larger vectors keep their learnt structure for longer")
     t.add_argument("--freeze-word-embeddings", action="store_true", default=None,
                    help="keep a scratch encoder's word embeddings fixed (with "
                    "--init-embeddings ppmi-svd: the word vectors are not overfitted)")
@@ -177,6 +181,8 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.batch_size < 1 or args.epochs < 0:
         raise UserError("--batch-size must be >= 1 and --epochs >= 0")
     _parse_buckets(args.buckets, args.max_length)  # a bad --buckets fails before the data
+    if args.word_vector_std is not None and not args.word_vector_std > 0:
+        raise UserError(f"--word-vector-std must be positive, got {args.word_vector_std}")
     if args.warmup_steps is not None and args.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.gru_layers is not None and args.gru_layers < 1:
@@ -383,9 +389,11 @@ def _pretrained_word_vectors(args: argparse.Namespace, data, bert_cfg, params):
     skip = [i for i in (tok.token_to_id(t) for t in ip.SPECIAL_TOKENS) if i is not None]
     vectors = embeddings.ppmi_svd_embeddings(
         splits, data.vocab_size, bert_cfg.hidden_size, skip_ids=skip,
-        std=bert_cfg.initializer_range, seed=args.seed)
+        std=args.word_vector_std or bert_cfg.initializer_range, seed=args.seed)
     n_tokens = int(sum(int(s.lengths.sum()) for s in splits))
-    info = {"init": "ppmi-svd", "texts": int(sum(len(s) for s in splits)),
+    std = args.word_vector_std or bert_cfg.initializer_range
+    info = {"init": "ppmi-svd", "std": float(std),
+            "texts": int(sum(len(s) for s in splits)),
             "unsup_texts": unsup_n, "tokens": n_tokens,
             "seconds": round(time.perf_counter() - t0, 1)}
     print(f"word vectors: PPMI+SVD on {info['texts']:,} texts ({unsup_n:,} unlabelled), "

@@ -85,7 +85,8 @@ def test_imdb_preset_fills_the_tuning_flags_and_flags_override_it():
 
 
 @pytest.mark.parametrize("argv", [["--gru-layers", "0"], ["--dropout", "1.0"],
-                                  ["--warmup-steps", "-5"], ["--buckets", "x"]])
+                                  ["--warmup-steps", "-5"], ["--buckets", "x"],
+                                  ["--word-vector-std", "0"]])
 def test_bad_tuning_flags_are_user_errors(argv):
     with pytest.raises(sentiment.UserError):
         _resolved(*argv)
