@@ -378,6 +378,16 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
     p = pred.predict_sentiment(NOTEBOOK_SENTENCES[1])
     assert 0.0 <= p <= 1.0
     assert metrics_of(wd)["predictions"][NOTEBOOK_SENTENCES[1]] == pytest.approx(p, abs=1e-6)
+    # Resuming (here: one more epoch) restores the trained embeddings from the checkpoint
+    # and does not count the word vectors again.
+    rc, out, err = run_main(["--imdb-archive", str(archive), "--workdir", str(wd),
+                             "--epochs", "2", *TINY, "--init-embeddings", "ppmi-svd",
+                             "--readout", "concat", "--resume"])
+    assert rc == 0, err
+    assert "word vectors" not in out
+    m = metrics_of(wd)
+    assert m["extra"]["word_vectors"]["note"] == "not recomputed: resumed"
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
 
 
 # --------------------------------------------------------------------------- bad input
