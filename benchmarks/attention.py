@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import _timing
+from hw3_jax import timing as _timing
 from hw3_jax.bert import ATTENTION_KINDS, BertConfig, BertEncoder
 
 FULL = dict(hidden_size=512, num_attention_heads=8, intermediate_size=2048)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -201,19 +202,34 @@ def performer_attention(
     b, t, n, d = q.shape
     if projection.ndim != 2 or projection.shape[1] != d:
         raise ValueError(f"projection must be [num_features, head_dim={d}], got {projection.shape}")
-    m = projection.shape[0]
     key_mask = _key_mask(mask, b, t)
     if key_mask is None:
         key_mask = jnp.ones((b, t), bool)
-    f32 = jnp.float32
     # Fold the 1/sqrt(d) logit scale into the (tiny) projection: w' = w / d^(1/4).
-    w = projection.astype(f32) * d**-0.25
+    w = projection.astype(jnp.float32) * d**-0.25
 
     c = max(1, min(int(chunk_size), t))
     n_chunks = -(-t // c)
     t_pad = n_chunks * c
     qp, kp, vp = (_pad_axis(x, 1, 0, t_pad - t) for x in (q, k, v))
     mp = _pad_axis(key_mask, 1, 0, t_pad - t, value=False)
+
+    kv, k_sum = _performer_key_sums(kp, vp, mp, w, c)
+    out = _performer_queries(qp, w, kv, k_sum, c, q.dtype)  # [n_chunks, B, c, N, d]
+    return jnp.moveaxis(out, 0, 1).reshape(b, t_pad, n, d)[:, :t]
+
+
+def _performer_key_sums(
+    kp: jax.Array, vp: jax.Array, mp: jax.Array, w: jax.Array, c: int
+) -> tuple[jax.Array, jax.Array]:
+    """The key pass of `performer_attention`: `phi(K)^T V` `[B, N, m, d]` and `phi(K)^T 1`
+    `[B, N, m]`, float32, accumulated over chunks of `c` positions with a running shift.
+
+    `kp, vp`: `[B, T_pad, N, d]`; `mp`: bool `[B, T_pad]`; `w`: the scaled projection
+    `[m, d]`; `T_pad` a multiple of `c`."""
+    b, t_pad, n, d = kp.shape
+    m = w.shape[0]
+    f32 = jnp.float32
 
     def key_step(carry, i):
         kv, k_sum, shift = carry  # [B, N, m, d], [B, N, m], [B, N]
@@ -238,7 +254,16 @@ def performer_attention(
         jnp.zeros((b, n, m), f32),
         jnp.full((b, n), -jnp.inf, f32),
     )
-    (kv, k_sum, _), _ = lax.scan(key_step, init, jnp.arange(n_chunks))
+    (kv, k_sum, _), _ = lax.scan(key_step, init, jnp.arange(t_pad // c))
+    return kv, k_sum
+
+
+def _performer_queries(
+    qp: jax.Array, w: jax.Array, kv: jax.Array, k_sum: jax.Array, c: int, dtype: jnp.dtype
+) -> jax.Array:
+    """The query pass of `performer_attention`: `[n_chunks, B, c, N, d]` outputs in `dtype`
+    from `qp` `[B, T_pad, N, d]` and the key pass's `kv`, `k_sum`."""
+    f32 = jnp.float32
 
     def query_step(_, i):
         qc = lax.dynamic_slice_in_dim(qp, i * c, c, axis=1).astype(f32)  # [B, c, N, d]
@@ -251,10 +276,10 @@ def performer_attention(
         # too, and dividing by 1 gives output 0 with finite gradients (a tiny floor would not:
         # g / tiny overflows in the backward pass).
         den = jnp.where(den > 0, den, 1.0)
-        return None, (num / den[..., None]).astype(q.dtype)
+        return None, (num / den[..., None]).astype(dtype)
 
-    _, out = lax.scan(query_step, None, jnp.arange(n_chunks))  # [n_chunks, B, c, N, d]
-    return jnp.moveaxis(out, 0, 1).reshape(b, t_pad, n, d)[:, :t]
+    _, out = lax.scan(query_step, None, jnp.arange(qp.shape[1] // c))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,16 +326,8 @@ def local_attention(
     key_mask = _key_mask(mask, b, t)
     if key_mask is None:
         key_mask = jnp.ones((b, t), bool)
-
-    bs = min(max(window, 1), t) if block_size is None else int(block_size)
-    if bs < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size!r}")
-    n_blocks = -(-t // bs)
-    r = min(-(-window // bs), n_blocks - 1)  # neighbouring blocks needed on each side
-    span = (2 * r + 1) * bs  # keys seen by one query block
-    g = max(1, min(n_blocks, queries_per_step // bs))  # blocks per scan step
-    n_steps = -(-n_blocks // g)
-    t_pad = n_steps * g * bs
+    blocks = _local_blocks(t, window, block_size, queries_per_step)
+    bs, r, t_pad = blocks.size, blocks.radius, blocks.padded_length
 
     # Head-major [B, N, T, d]: every contraction below then has its batch dims leading and
     # needs no transposes; the three copies are O(T d), small next to the O(T window) work.
@@ -321,37 +338,89 @@ def local_attention(
     kh, vh = _pad_axis(kh, 2, r * bs, extra), _pad_axis(vh, 2, r * bs, extra)
     mp = _pad_axis(key_mask, 1, r * bs, extra, value=False)
 
+    out = _local_scan(qh, kh, vh, mp, _local_band(blocks, window), blocks)
+    # [n_steps, B, N, g, bs, d] -> [B, T_pad, N, d]
+    out = jnp.transpose(out, (1, 0, 3, 4, 2, 5)).reshape(b, t_pad, n, d)
+    return out[:, :t]
+
+
+class _Blocks(NamedTuple):
+    """How `local_attention` cuts a sequence: blocks of `size` queries, `radius` key blocks
+    on each side, `per_step` blocks per scan step, `steps` scan steps."""
+
+    size: int
+    radius: int
+    per_step: int
+    steps: int
+
+    @property
+    def span(self) -> int:
+        """Keys seen by one query block."""
+        return (2 * self.radius + 1) * self.size
+
+    @property
+    def padded_length(self) -> int:
+        return self.steps * self.per_step * self.size
+
+
+def _local_blocks(t: int, window: int, block_size: int | None, queries_per_step: int) -> _Blocks:
+    bs = min(max(window, 1), t) if block_size is None else int(block_size)
+    if bs < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size!r}")
+    n_blocks = -(-t // bs)
+    r = min(-(-window // bs), n_blocks - 1)  # neighbouring blocks needed on each side
+    g = max(1, min(n_blocks, queries_per_step // bs))  # blocks per scan step
+    return _Blocks(size=bs, radius=r, per_step=g, steps=-(-n_blocks // g))
+
+
+def _local_band(blocks: _Blocks, window: int) -> jax.Array:
+    """The `[size, span]` bool band: which keys of its span a query of a block may see."""
+    bs, r, span = blocks.size, blocks.radius, blocks.span
     # Query a of block c sits at c*bs + a; key s of its span at (c - r)*bs + s. The offset
     # j - i = s - r*bs - a does not depend on c, so one [bs, span] band serves every block.
     a = lax.broadcasted_iota(jnp.int32, (bs, span), 0)
     s = lax.broadcasted_iota(jnp.int32, (bs, span), 1)
-    band = jnp.abs(s - r * bs - a) <= window
-    big_neg = -0.7 * jnp.finfo(jnp.float32).max  # finite: a row with no real key stays finite
+    return jnp.abs(s - r * bs - a) <= window
 
-    def neighbours(x, axis):  # [..., (g + 2r) * bs, ...] -> [..., g, span, ...]
-        parts = [
-            lax.slice_in_dim(x, i * bs, (i + g) * bs, axis=axis).reshape(
-                x.shape[:axis] + (g, bs) + x.shape[axis + 1 :]
-            )
-            for i in range(2 * r + 1)
-        ]
-        return jnp.concatenate(parts, axis=axis + 1)
+
+def _neighbours(x: jax.Array, axis: int, blocks: _Blocks) -> jax.Array:
+    """`[..., (g + 2r) * bs, ...]` -> `[..., g, span, ...]`: each block's key span."""
+    bs, r, g = blocks.size, blocks.radius, blocks.per_step
+    parts = [
+        lax.slice_in_dim(x, i * bs, (i + g) * bs, axis=axis).reshape(
+            x.shape[:axis] + (g, bs) + x.shape[axis + 1 :]
+        )
+        for i in range(2 * r + 1)
+    ]
+    return jnp.concatenate(parts, axis=axis + 1)
+
+
+def _local_scan(
+    qh: jax.Array, kh: jax.Array, vh: jax.Array, mp: jax.Array, band: jax.Array,
+    blocks: _Blocks,
+) -> jax.Array:
+    """Banded softmax attention, `blocks.per_step` query blocks per scan step.
+
+    `qh` `[B, N, T_pad, d]`; `kh, vh` `[B, N, T_pad + 2 r bs, d]` and `mp` `[B, T_pad + 2 r
+    bs]` padded by r blocks on each side. Returns `[steps, B, N, g, bs, d]` in `qh`'s dtype."""
+    b, n, _, d = qh.shape
+    bs, r, g = blocks.size, blocks.radius, blocks.per_step
+    big_neg = -0.7 * jnp.finfo(jnp.float32).max  # finite: a row with no real key stays finite
 
     def step(_, i):
         q0 = i * g * bs
         qb = lax.dynamic_slice_in_dim(qh, q0, g * bs, axis=2).reshape(b, n, g, bs, d)
-        kb = neighbours(lax.dynamic_slice_in_dim(kh, q0, (g + 2 * r) * bs, axis=2), 2)
-        vb = neighbours(lax.dynamic_slice_in_dim(vh, q0, (g + 2 * r) * bs, axis=2), 2)
-        mb = neighbours(lax.dynamic_slice_in_dim(mp, q0, (g + 2 * r) * bs, axis=1), 1)
+        kb = _neighbours(lax.dynamic_slice_in_dim(kh, q0, (g + 2 * r) * bs, axis=2), 2, blocks)
+        vb = _neighbours(lax.dynamic_slice_in_dim(vh, q0, (g + 2 * r) * bs, axis=2), 2, blocks)
+        mb = _neighbours(lax.dynamic_slice_in_dim(mp, q0, (g + 2 * r) * bs, axis=1), 1, blocks)
         logits = jnp.einsum("bncqh,bnckh->bncqk", qb, kb, preferred_element_type=jnp.float32) * (
             1.0 / math.sqrt(d)
         )  # [B, N, g, bs, span]
         allowed = band & mb[:, None, :, None, :]  # [B, 1, g, bs, span]
         logits = jnp.where(allowed, logits, big_neg)
-        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        probs = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
         out = jnp.einsum("bncqk,bnckh->bncqh", probs, vb, preferred_element_type=jnp.float32)
-        return None, out.astype(q.dtype)  # [B, N, g, bs, d]
+        return None, out.astype(qh.dtype)  # [B, N, g, bs, d]
 
-    _, out = lax.scan(step, None, jnp.arange(n_steps))  # [n_steps, B, N, g, bs, d]
-    out = jnp.transpose(out, (1, 0, 3, 4, 2, 5)).reshape(b, t_pad, n, d)
-    return out[:, :t]
+    _, out = lax.scan(step, None, jnp.arange(blocks.steps))
+    return out

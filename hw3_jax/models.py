@@ -8,10 +8,10 @@ trainable with the encoder frozen.
 Freezing happens in two places, for two reasons:
 - in the model (`freeze_encoder=True`): the encoder's output goes through
   `jax.lax.stop_gradient`, as the notebook ran BERT under `torch.no_grad()`, so no backward
-  pass through BERT is computed at all;
-- in the optimizer (`make_optimizer(lr, trainable_mask(params))`): `optax.multi_transform`
-  routes frozen leaves to `optax.set_to_zero()`, so they get no update and Adam stores no
-  moments for them (its state holds `optax.MaskedNode()` there).
+  pass through BERT is computed at all (a saving of compute, not an optimizer setting);
+- in the optimizer (`hw3_jax.train.steps.make_optimizer(lr, trainable_mask(params))`, the
+  one optimizer-side mechanism): frozen leaves go to `optax.set_to_zero()`, so they get no
+  update and Adam stores no moments for them.
 
 Params tree: {"bert": BertEncoder params (exactly what `load_pretrained_bert` returns),
 "gru": `hw3_jax.gru.GRU` params ("l0", "l0_reverse", "l1", "l1_reverse"),
@@ -28,7 +28,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.gru import GRU
@@ -142,6 +141,8 @@ class BertGRUSentiment(nn.Module):
             deterministic=deterministic,
         )  # [B, L, bert.hidden_size]
         if self.freeze_encoder:
+            # No backward pass through BERT (compute saved); the optimizer's trainable mask
+            # (train.steps.make_optimizer) is what keeps frozen weights and their moments out.
             embedded = jax.lax.stop_gradient(embedded)
         # The head lives in this module's own scope, so the tree stays {"bert", "gru", "out"}.
         head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
@@ -180,10 +181,14 @@ def param_shapes(model: nn.Module, batch_shape: Sequence[int] = (1, 8)) -> dict:
     )
 
 
-def count_params(tree: Any) -> int:
-    """Total number of elements over a tree's array leaves (arrays, NumPy arrays or
-    `jax.ShapeDtypeStruct`s from `jax.eval_shape`). Leaves without a shape count 0."""
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
+def count_params(tree: Any, mask: Any = None) -> int:
+    """Elements over a tree's array leaves (arrays, NumPy arrays or `jax.ShapeDtypeStruct`s
+    from `jax.eval_shape`); with `mask` (a pytree of bools shaped like `tree`), only the
+    leaves whose entry is True. Leaves without a shape count 0."""
+    leaves = jax.tree.leaves(tree)
+    keep = [True] * len(leaves) if mask is None else jax.tree.leaves(mask)
+    return sum(int(np.prod(leaf.shape)) for leaf, m in zip(leaves, keep, strict=True)
+               if m and hasattr(leaf, "shape"))
 
 
 WORD_EMBEDDINGS = (ENCODER_KEY, "embeddings", "word_embeddings", "embedding")
@@ -203,29 +208,6 @@ def trainable_mask(params: Mapping, freeze_encoder: bool = True,
         return not (freeze_encoder and keys[0] == ENCODER_KEY)
 
     return jax.tree_util.tree_map_with_path(trained, params)
-
-
-def count_trainable(params: Any, mask: Any) -> int:
-    """Elements of the leaves whose mask entry is True."""
-    return sum(
-        int(np.prod(p.shape))
-        for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
-        if m
-    )
-
-
-def freeze(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
-    """Apply `tx` to the leaves where `mask` is True; frozen leaves get zero updates and no
-    optimizer state (`optax.multi_transform` keeps `optax.MaskedNode()` in `tx`'s state
-    there, and `set_to_zero` has none)."""
-    labels = jax.tree.map(lambda m: "train" if m else "freeze", mask)
-    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
-
-
-def make_optimizer(learning_rate: float, mask: Any | None = None) -> optax.GradientTransformation:
-    """Adam (the notebook's optimizer, PyTorch's defaults), frozen where `mask` is False."""
-    tx = optax.adam(learning_rate)
-    return tx if mask is None else freeze(tx, mask)
 
 
 def with_pretrained_encoder(params: Mapping, bert_params: Mapping) -> dict:

@@ -17,30 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hw3_jax import input_pipeline as ip
+from hw3_jax import factory
 from hw3_jax.bert import BertConfig
+from hw3_jax.data import encoder_cache
+from hw3_jax.data.batching import predict_batches
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.imdb import clean_text
+from hw3_jax.data.tokenizer import load_tokenizer_file
 from hw3_jax.models import BertGRUSentiment
-from hw3_jax.train import load_for_inference
-
-# Fields of BertGRUSentiment saved by the sentiment experiment (besides the BertConfig).
-MODEL_FIELDS = ("hidden_dim", "n_layers", "bidirectional", "dropout", "gru_over_padding",
-                "freeze_encoder", "encoder_attention_mask", "dtype", "readout")
-
-
-def model_metadata(model: BertGRUSentiment, max_length: int) -> dict[str, Any]:
-    """What `SentimentPredictor.load` needs to rebuild `model` (JSON-able)."""
-    fields = {f: getattr(model, f) for f in MODEL_FIELDS}
-    fields["dtype"] = jnp.dtype(fields["dtype"]).name
-    return {"model": fields, "bert": model.bert.to_dict(), "max_length": int(max_length)}
-
-
-def model_from_metadata(meta: dict[str, Any]) -> BertGRUSentiment:
-    fields = dict(meta["model"])
-    fields["dtype"] = jnp.dtype(fields["dtype"])
-    return BertGRUSentiment(bert=BertConfig.from_dict(meta["bert"]), **fields)
+from hw3_jax.train.checkpoints import load_best
+from hw3_jax.train.workdir import Workdir
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,18 +39,29 @@ def _logits_fn(model: BertGRUSentiment):
         lambda p, ids, mask: model.apply({"params": p}, ids, mask, deterministic=True))
 
 
-def _full_params(workdir: Path, meta: dict[str, Any], params: Any) -> Any:
-    """A `--cache-encoder` run checkpoints only the head ({"gru", "out"}); its frozen
-    encoder's params are a file in the workdir (named in the metadata), joined here."""
-    from hw3_jax import encoder_cache
+def _run_config(wd: Workdir) -> dict[str, Any]:
+    """The run's config.json: the sentiment config's sections ("data", "model", ...), the
+    encoder's BertConfig ("bert") and, for an encoder-cache run, "encoder_params"."""
+    try:
+        meta = wd.read_json(wd.config.name)
+    except (OSError, ValueError):
+        meta = {}
+    if not {"model", "data", "bert"} <= set(meta):
+        raise DataError(f"{wd.config} does not describe a sentiment model: the workdir was "
+                        "not written by the sentiment experiment; train again into it")
+    return meta
 
-    saved = (meta.get("encoder_cache") or {}).get("encoder_params")
+
+def _full_params(wd: Workdir, meta: dict[str, Any], params: Any) -> Any:
+    """An encoder-cache run checkpoints only the head ({"gru", "out"}); its frozen
+    encoder's params are a file in the workdir (named in config.json), joined here."""
+    saved = meta.get("encoder_params")
     if saved is None or "bert" in params:
         return params
-    path = workdir / saved
+    path = wd.encoder_params(saved)
     if not path.is_file():
-        raise ip.DataError(f"{path} is missing: it holds the frozen encoder of this "
-                           "--cache-encoder run; train again into this workdir")
+        raise DataError(f"{path} is missing: it holds the frozen encoder of this "
+                        "--cache-encoder run; train again into this workdir")
     return encoder_cache.join_params(params, encoder_cache.load_encoder_params(path))
 
 
@@ -96,22 +95,20 @@ class SentimentPredictor:
 
     @classmethod
     def load(cls, workdir: str | Path, batch_size: int = 32) -> SentimentPredictor:
-        """The best checkpoint of a workdir written by `python -m experiments.sentiment`.
+        """The best checkpoint of a workdir written by `python -m experiments.sentiment`,
+        its model rebuilt from the workdir's config.json through `hw3_jax.factory`.
 
-        Raises CheckpointError (no or unreadable checkpoint) or DataError (no tokenizer)."""
-        workdir = Path(workdir)
-        ckpt = load_for_inference(workdir)
-        meta = ckpt.extra
-        if "model" not in meta or "bert" not in meta:
-            raise ip.DataError(f"{workdir} was not written by the sentiment experiment "
-                               "(its checkpoint has no model description)")
-        tok_file = workdir / "tokenizer.json"
-        if not tok_file.is_file():
-            raise ip.DataError(f"{tok_file} is missing: the workdir's tokenizer is needed to "
-                               "score text; train again into this workdir")
-        tokenizer = ip.load_tokenizer_file(tok_file, int(meta.get("max_length", 512)))
-        return cls(model_from_metadata(meta), _full_params(workdir, meta, ckpt.params),
-                   tokenizer, batch_size)
+        Raises CheckpointError (no or unreadable checkpoint) or DataError (no tokenizer,
+        no model description)."""
+        wd = Workdir(workdir)
+        ckpt = load_best(wd)
+        meta = _run_config(wd)
+        if not wd.tokenizer.is_file():
+            raise DataError(f"{wd.tokenizer} is missing: the workdir's tokenizer is needed to "
+                            "score text; train again into this workdir")
+        tokenizer = load_tokenizer_file(wd.tokenizer, meta["data"]["max_length"])
+        model = factory.sentiment_model(meta["model"], BertConfig.from_dict(meta["bert"]))
+        return cls(model, _full_params(wd, meta, ckpt.params), tokenizer, batch_size)
 
     def score(self, texts: Sequence[Any]) -> list[Scored]:
         """One `Scored` per input, in order. Texts longer than the model's max length are
@@ -137,7 +134,7 @@ class SentimentPredictor:
             text.encode("utf-8")
         except UnicodeEncodeError:  # the tokenizer would reject the whole batch
             return "not valid Unicode (unpaired surrogates, e.g. from bytes that are not UTF-8)"
-        cleaned = ip.clean_text(text)
+        cleaned = clean_text(text)
         if not cleaned.strip():
             return "empty or whitespace-only text: nothing to score"
         norm = self.tokenizer.normalizer
@@ -156,7 +153,7 @@ class SentimentPredictor:
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
         out = np.empty(len(texts), np.float64)
-        for batch in ip.predict_batches(self.tokenizer, texts, batch_size=self.batch_size):
+        for batch in predict_batches(self.tokenizer, texts, batch_size=self.batch_size):
             logits = self._logits(self.params, batch["input_ids"], batch["attention_mask"])
             real = batch["index"] >= 0
             out[batch["index"][real]] = np.asarray(jax.nn.sigmoid(logits))[real]

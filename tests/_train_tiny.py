@@ -2,7 +2,9 @@
 
 As a script (the kill-and-resume and 8-device tests run it in a fresh interpreter):
   python tests/_train_tiny.py --workdir DIR [--resume] [--print-steps] [--epochs N]
-      [--out FILE.npz]       train the tiny bag-of-embeddings model; save final params
+      [--out FILE.npz]       train the tiny bag-of-embeddings model; save final params;
+                             --print-steps prints "STEP n" as the data hands out the batch
+                             of global step n
   python tests/_train_tiny.py --one-step --num-devices N --out FILE.npz
       one training step (batch 12: padded to the device count), for the 8-device check
 """
@@ -10,6 +12,7 @@ As a script (the kill-and-resume and 8-device tests run it in a fresh interprete
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -83,7 +86,8 @@ def make_examples(n, length=8, vocab=32, seed=0, num_classes=None):
 
 
 class TinyData:
-    """train_batches(epoch) shuffled by (seed, epoch); eval batches padded with weight 0."""
+    """train_batches(epoch, start_step) shuffled by (seed, epoch); eval batches padded with
+    weight 0. Subclasses see (and may change) each training batch in `on_batch`."""
 
     def __init__(self, n_train=96, n_val=40, n_test=50, batch_size=12, seed=0, num_classes=None,
                  length=8, vocab=32):
@@ -109,11 +113,18 @@ class TinyData:
                      for k, v in b.items()}
             yield b
 
-    def train_batches(self, epoch):
+    def train_batches(self, epoch, start_step=0):
         arrays = self.splits["train"]
         n = len(arrays["label"])
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        return self._batches(arrays, order, drop_last=True)
+        batches = itertools.islice(self._batches(arrays, order, drop_last=True), start_step,
+                                   None)
+        for i, b in enumerate(batches, start_step):
+            yield self.on_batch(epoch * self.steps_per_epoch + i + 1, b)
+
+    def on_batch(self, step, batch):
+        """The batch of global step `step` (1-based), as the loop will get it."""
+        return batch
 
     def eval_batches(self, split):
         arrays = self.splits[split]
@@ -121,6 +132,27 @@ class TinyData:
 
     def eval_steps(self, split):
         return -(-len(self.splits[split]["label"]) // self.batch_size)
+
+
+class NaNAt(TinyData):
+    """The labels of the batch of global step `nan_step` are NaN: that step's loss is NaN."""
+
+    def __init__(self, nan_step, **kw):
+        super().__init__(**kw)
+        self.nan_step = nan_step
+
+    def on_batch(self, step, batch):
+        if step == self.nan_step:
+            batch = {**batch, "label": np.full_like(batch["label"], np.nan)}
+        return batch
+
+
+class PrintSteps(TinyData):
+    """Prints "STEP n" when handing out the batch of global step n."""
+
+    def on_batch(self, step, batch):
+        print(f"STEP {step}", flush=True)
+        return batch
 
 
 def init_params(model, data, seed=0, key="input_ids"):
@@ -137,8 +169,36 @@ def flat(tree):
     }
 
 
+def one_step_result():
+    """One training step on 1 device and on all devices (12 rows: padded to 16 on 8)."""
+    from hw3_jax.train import sharding, steps
+
+    data = TinyData(batch_size=12)
+    model = BagModel()
+    params = init_params(model, data)
+    batch = next(data.train_batches(0))
+    out = {}
+    for n in (1, jax.device_count()):
+        dp = sharding.data_parallel(num_devices=n)
+        tx = steps.make_optimizer(1e-2)
+        step = steps.jit_train_step(dp, model=model, tx=tx, loss="binary",
+                                    input_keys=("input_ids", "attention_mask"), seed=3)
+        dev_batch = sharding.prepare_batch(batch, dp, ("input_ids", "attention_mask"))
+        state, acc = step(steps.create_train_state(params, tx, dp), steps.init_metrics(dp),
+                          dev_batch)
+        sums = np.asarray(acc["sums"])
+        out[n] = {
+            "loss": float(sums[0] / sums[2]),
+            "examples": float(sums[2]),
+            "batch_shards": len(dev_batch["input_ids"].addressable_shards),
+            "batch_rows": int(dev_batch["input_ids"].shape[0]),
+            "params": {k: v.tolist() for k, v in flat(state.params).items()},
+        }
+    return out
+
+
 def main(argv=None):
-    from hw3_jax import train as T
+    from hw3_jax.train import loop
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir")
@@ -148,44 +208,21 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=3)
     ap.add_argument("--out")
     ap.add_argument("--one-step", action="store_true")
-    ap.add_argument("--num-devices", type=int)
     a = ap.parse_args(argv)
 
-    if a.one_step:  # one step on 1 device and on all devices, same process
+    if a.one_step:
         import json
 
-        data = TinyData(batch_size=12)  # 12 rows: padded to 16 on 8 devices
-        model = BagModel()
-        params = init_params(model, data)
-        batch = next(data.train_batches(0))
-        out = {}
-        for n in (1, jax.device_count()):
-            cfg = T.TrainConfig(workdir=".", num_devices=n, seed=3)
-            dp = T.data_parallel(num_devices=n)
-            tx = T.make_optimizer(1e-2)
-            state = T.create_train_state(params, tx, dp)
-            step = T.make_train_step(model, tx, cfg, dp)
-            dev_batch = T.prepare_batch(batch, dp, cfg)
-            state, acc = step(state, T.init_accumulators(dp), dev_batch)
-            sums = np.asarray(acc["sums"])
-            out[n] = {
-                "loss": float(sums[0] / sums[2]),
-                "examples": float(sums[2]),
-                "batch_shards": len(dev_batch["input_ids"].addressable_shards),
-                "batch_rows": int(dev_batch["input_ids"].shape[0]),
-                "params": {k: v.tolist() for k, v in flat(state.params).items()},
-            }
-        print("RESULT " + json.dumps(out))
+        print("RESULT " + json.dumps(one_step_result()))
         return
 
-    data = TinyData()
+    data = PrintSteps() if a.print_steps else TinyData()
     model = BagModel()
     params = init_params(model, data)
-    cfg = T.TrainConfig(workdir=a.workdir, epochs=a.epochs, learning_rate=1e-2, seed=1,
-                        resume=a.resume, checkpoint_every_steps=a.every, progress=False,
-                        verbose=True, plot=False)
-    on_step = (lambda s: print(f"STEP {s}", flush=True)) if a.print_steps else None
-    res = T.train(model, params, data, cfg, on_step=on_step)
+    cfg = loop.TrainConfig(epochs=a.epochs, learning_rate=1e-2, seed=1, resume=a.resume,
+                           checkpoint_every_steps=a.every, progress=False, verbose=True,
+                           plot=False)
+    res = loop.train(model, params, data, cfg, a.workdir)
     if a.out:
         np.savez(a.out, **flat(res.params), **{"final/" + k: v
                                                 for k, v in flat(res.final_state.params).items()})

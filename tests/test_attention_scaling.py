@@ -33,8 +33,15 @@ def test_quick_run_writes_json_and_plots(tmp_path, capsys):
 
 
 def test_bad_arguments_exit_with_one_line(capsys):
-    with pytest.raises(SystemExit) as e:
-        attention_scaling.parse_args(["--min-t", "1024", "--max-t", "256"])
-    assert e.value.code != 0
+    assert attention_scaling.main(["--min-t", "1024", "--max-t", "256"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--min-t" in err[-1]
+    assert "--min-t" in err[-1] and len(err) == 1
+
+
+def test_quick_variant_and_overrides():
+    config, command = attention_scaling.parse_args(["--quick", "--max-t", "512",
+                                                    "--config.error.draws=1"])
+    assert (config.max_t, config.reps, config.error.draws) == (512, 2, 1)
+    assert command == ("python -m experiments.attention_scaling --quick --max-t 512 "
+                       "--config.error.draws=1")
+    assert attention_scaling.parse_args([])[1] == "python -m experiments.attention_scaling"

@@ -1,4 +1,5 @@
-"""BertGRUSentiment: counts, shapes, freezing through optax, dropout, padding, torch parity."""
+"""BertGRUSentiment: counts, shapes, the factory, freezing through optax, dropout, padding,
+torch parity."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import numpy as np
 import optax
 import pytest
 
+from configs.sentiment import get_config
+from hw3_jax import factory
 from hw3_jax.bert import BertConfig, BertEncoder, bert_param_shapes, bert_params_from_torch
 from hw3_jax.gru import GRU, from_torch_gru
 from hw3_jax.models import (
     BertGRUSentiment,
     count_params,
-    count_trainable,
     init_params,
-    make_optimizer,
     param_shapes,
     trainable_mask,
     with_pretrained_encoder,
 )
+from hw3_jax.train.steps import make_optimizer
 
 TINY = BertConfig(
     vocab_size=128,
@@ -61,12 +63,12 @@ def _real_ids(length, seed=0):
 def test_bert_base_parameter_counts_match_notebook():
     shapes = param_shapes(BertGRUSentiment())
     total = count_params(shapes)
-    trainable = count_trainable(shapes, trainable_mask(shapes))
+    trainable = count_params(shapes, trainable_mask(shapes))
     print(f"The model has {total:,} parameters; {trainable:,} trainable (encoder frozen)")
     assert total == 112_241_409
     assert trainable == 2_759_169
     assert set(shapes) == {"bert", "gru", "out"}
-    assert count_trainable(shapes, trainable_mask(shapes, freeze_encoder=False)) == total
+    assert count_params(shapes, trainable_mask(shapes, freeze_encoder=False)) == total
     # The "bert" subtree is exactly BertEncoder's (what load_pretrained_bert returns).
     chex.assert_trees_all_equal_shapes_and_dtypes(shapes["bert"], bert_param_shapes(BertConfig()))
 
@@ -93,6 +95,37 @@ def test_count_params_on_arrays_and_structs():
         "d": None,
     }
     assert count_params(tree) == 15
+
+
+# ---------------------------------------------------------------------------------------
+# The factory: configs/sentiment.py's model section -> BertGRUSentiment
+# ---------------------------------------------------------------------------------------
+
+
+def test_factory_builds_the_notebook_model_from_its_config():
+    model_cfg = get_config("notebook").model
+    model_cfg.dtype = "float32"
+    assert factory.sentiment_model(model_cfg, BertConfig()) == BertGRUSentiment()
+    model_cfg.freeze_encoder = False
+    assert not factory.sentiment_model(model_cfg, BertConfig()).freeze_encoder
+
+
+def test_factory_scratch_encoder_follows_the_config():
+    model_cfg = get_config("smoke").model
+    model_cfg.update(dtype="bfloat16", attention="local", notebook_parity=True,
+                     encoder_dropout=0.3)
+    bert = factory.encoder_config(model_cfg, vocab_size=200, pad_id=3, max_length=32)
+    assert (bert.vocab_size, bert.pad_token_id, bert.max_position_embeddings) == (200, 3, 32)
+    assert (bert.hidden_size, bert.num_hidden_layers, bert.num_attention_heads) == (32, 1, 2)
+    assert (bert.attention, bert.dtype, bert.hidden_dropout_prob) == ("local", "bfloat16", 0.3)
+    assert bert.local_window == BertConfig().local_window  # the config's default is BERT's
+    model = factory.sentiment_model(model_cfg, bert)
+    assert not model.freeze_encoder  # a scratch encoder is always trained
+    assert model.gru_over_padding and not model.encoder_attention_mask
+    assert jnp.dtype(model.dtype) == jnp.bfloat16 and model.hidden_dim == 16
+    model_cfg.heads = 3
+    with pytest.raises(ValueError, match="divisible"):
+        factory.encoder_config(model_cfg, vocab_size=200, pad_id=0, max_length=32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +221,7 @@ class TinyModelTest(chex.TestCase):
         tx = make_optimizer(1e-2, mask)
         opt_state = tx.init(self.params)
         # No Adam moments for the encoder: only head-sized buffers (+ the step count).
-        n_head = count_trainable(self.params, mask)
+        n_head = count_params(self.params, mask)
         assert count_params(opt_state) - 1 == 2 * n_head < count_params(self.params)
         new, _, grads = make_step(self.model, tx)(self.params, opt_state, jax.random.key(1))
         chex.assert_trees_all_equal(new["bert"], self.params["bert"])

@@ -189,7 +189,9 @@ class ScalarRNNVariantsTest(chex.TestCase):
 def test_experiment_writes_json_and_plot(tmp_path):
     from experiments import recurrence
 
-    result = recurrence.main(["--out", str(tmp_path), "--quick", "--steps", "100"])
+    config, command = recurrence.parse_args(["--out", str(tmp_path), "--quick", "--steps", "100"])
+    assert command == "python -m experiments.recurrence --quick --steps 100"
+    result = recurrence.run(config, command)
     written = json.loads((tmp_path / "recurrence.json").read_text())
     assert written["scan_vs_closed_form"] == json.loads(json.dumps(result["scan_vs_closed_form"]))
     assert (tmp_path / "recurrence.png").stat().st_size > 0
@@ -208,7 +210,5 @@ def test_experiment_writes_json_and_plot(tmp_path):
 def test_experiment_bad_steps_is_one_line_error(tmp_path, capsys):
     from experiments import recurrence
 
-    with pytest.raises(SystemExit) as exc:
-        recurrence.main(["--out", str(tmp_path), "--steps", "0"])
-    assert exc.value.code != 0
+    assert recurrence.main(["--out", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err

@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 from experiments import report, sentiment_answers
-from experiments.answer_text import reflow
-from experiments.recurrence import q2_from_results
+from experiments.report.q2 import q2_from_results
+from experiments.report.q3 import q3_markdown
+from experiments.report.q4 import q4_from_results
+from experiments.report.text import reflow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -107,7 +109,7 @@ def test_q3_from_a_quick_run_shape():
          "error": {"T": 1024, "draws": 2, "features": [16, 64],
                    "regimes": [{"sigma": 0.5, "logit_std": 0.25, "local_window": 128,
                                 "local_rel_error": 0.05, "local_tv": 0.01, "rows": rows}]}}
-    text = report.q3_markdown(r)
+    text = q3_markdown(r)
     flat = " ".join(text.split())  # prose is re-wrapped: compare it without line breaks
     assert "| 512 | 40.0 / 120 | 30.0 / 90.0 | 24.0 / 72.0 | 16 | 8 | 20 |" in text
     assert "multiplied the time by 4.0 (exact" in flat
@@ -116,24 +118,33 @@ def test_q3_from_a_quick_run_shape():
 
 
 def _fake_run(workdir: pathlib.Path, status: str = "completed") -> None:
+    """A workdir as the sentiment experiment leaves it: metrics.json and config.json (the
+    notebook variant, with an unused synthetic size)."""
+    from configs.sentiment import get_config
+    from experiments.sentiment_train import resolve
+    from hw3_jax.bert import BertConfig
+
     workdir.mkdir(parents=True)
     history = [{"epoch": e, "train_loss": 0.6 / e, "train_accuracy": 0.7 + 0.1 * e,
                 "val_loss": 0.5 / e, "val_accuracy": 0.75 + 0.1 * e, "epoch_time_s": 900.0 / e}
                for e in (1, 2)]
+    command = ("python -m experiments.sentiment --config configs/sentiment.py:notebook "
+               f"--synthetic-size 6000 --workdir {workdir}")
     metrics = {
         "status": status, "history": history, "best": {"epoch": 2}, "test_loss": 0.25,
         "test_accuracy": 0.9061, "test_examples": 25000, "steps": 274,
         "params": {"total": 112241409, "trainable": 2759169},
         "devices": {"backend": "gpu", "kind": "NVIDIA H100", "num_devices": 1},
-        "extra": {"run": {"data": "imdb", "encoder": "bert-base-uncased", "epochs": 2,
-                          "batch_size": 128, "max_length": 512, "lr": 0.001,
-                          "attention": "softmax", "workdir": str(workdir),
-                          "preset": "pretrained", "seed": 0, "synthetic_size": 6000},
-                  "data": {"sizes": {"train": 17500, "validation": 7500, "test": 25000}},
-                  "bert": {"num_hidden_layers": 12, "hidden_size": 768}},
+        "data": {"sizes": {"train": 17500, "validation": 7500, "test": 25000}},
         "predictions": {s: 0.1 for s in sentiment_answers.NOTEBOOK_SENTENCES},
+        "command": command, "config_spec": "configs/sentiment.py:notebook",
     }
+    config = resolve(get_config("notebook")).to_dict()
+    config["data"]["synthetic_size"] = 6000
+    run_config = {**config, "bert": BertConfig().to_dict(), "command": command,
+                  "config_spec": "configs/sentiment.py:notebook"}
     (workdir / "metrics.json").write_text(json.dumps(metrics))
+    (workdir / "config.json").write_text(json.dumps(run_config))
 
 
 def test_q4_with_a_collected_run(tmp_path, capsys):
@@ -144,9 +155,11 @@ def test_q4_with_a_collected_run(tmp_path, capsys):
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
                                    "bert", "--out", str(results), "--no-predict"]) == 0
     collected = json.loads((results / "sentiment_bert.json").read_text())
-    assert collected["command"] == ("python -m experiments.sentiment --encoder "
-                                    f"bert-base-uncased --workdir {tmp_path / 'run'}")
-    text = sentiment_answers.q4_from_results(results)
+    assert collected["command"] == ("python -m experiments.sentiment --config "
+                                    "configs/sentiment.py:notebook")
+    run_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert collected["run_config"] == run_config
+    text = q4_from_results(results)
     flat = " ".join(text.split())
     assert "| 2 (best) | 0.300 | 90.00% | 0.250 | 95.00% | 7.5 min |" in text
     assert "accuracy **90.61%**" in flat
@@ -159,6 +172,11 @@ def test_q4_with_a_collected_run(tmp_path, capsys):
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "running"),
                                    "--name", "x", "--out", str(results)]) == 2
     assert "not completed" in capsys.readouterr().err
+    # A workdir without its config.json is refused too.
+    (tmp_path / "run" / "config.json").unlink()
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
+                                   "x", "--out", str(results), "--no-predict"]) == 2
+    assert "config.json does not exist" in capsys.readouterr().err
 
 
 def test_facts_file_matches_a_fresh_measurement(shared_data):
@@ -192,17 +210,24 @@ def test_reflow_keeps_math_and_code_whole():
 
 
 def test_run_command():
-    from experiments.sentiment import PRESETS
+    from configs.sentiment import get_config
+    from experiments.sentiment_train import resolve
 
-    # The preset's own values need no flags; other values do; the workdir is always given.
-    run = {**PRESETS["scratch-synthetic"], "data": "synthetic", "encoder": "scratch",
-           "preset": "scratch-synthetic", "workdir": "runs/s", "seed": 0}
-    assert sentiment_answers.run_command(run) == "python -m experiments.sentiment --workdir runs/s"
-    run.update(seed=1, epochs=PRESETS["scratch-synthetic"]["epochs"] + 1)
-    assert sentiment_answers.run_command(run) == (
-        f"python -m experiments.sentiment --epochs {run['epochs']} --seed 1 --workdir runs/s")
-    run = {**PRESETS["scratch-imdb"], "data": "imdb", "encoder": "scratch",
-           "imdb_archive": "a.tar.gz", "preset": "scratch-imdb", "workdir": "w", "seed": 0,
-           "limit": 2000, "synthetic_size": 123}  # ignored: not synthetic data
-    assert sentiment_answers.run_command(run) == (
-        "python -m experiments.sentiment --imdb-archive a.tar.gz --limit 2000 --workdir w")
+    def collected(variant: str) -> dict:
+        command = "python -m experiments.sentiment --workdir runs/s"
+        return {"run_config": {**resolve(get_config(variant)).to_dict(), "command": command}}
+
+    # A run that recorded a variant's own values is that variant; another keeps its command.
+    m = collected("synthetic")
+    assert sentiment_answers.run_command(m) == (
+        "python -m experiments.sentiment --config configs/sentiment.py:synthetic")
+    m["run_config"]["seed"] = 1
+    m["run_config"]["train"]["epochs"] += 1
+    assert sentiment_answers.run_command(m) == "python -m experiments.sentiment --workdir runs/s"
+    m = collected("imdb_scratch")
+    m["run_config"]["data"]["synthetic_size"] = 123  # ignored: not synthetic data
+    m["run_config"]["model"]["performer_features"] = 64  # ignored: softmax attention
+    assert sentiment_answers.run_command(m) == (
+        "python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch")
+    m["run_config"]["model"]["attention"] = "performer"
+    assert sentiment_answers.run_command(m) == "python -m experiments.sentiment --workdir runs/s"

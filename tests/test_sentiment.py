@@ -4,8 +4,10 @@ A tiny encoder on the embedded synthetic set, so that a run takes seconds once c
 run trained per module (`trained`) is shared by the prediction tests and is the
 uninterrupted reference of the resume test. Runs in this process share compiled steps (the
 loop and the predictor cache them per model), so only a new model or loss setting compiles.
-The loop's own fault tests (SIGKILL at a random step, corrupted checkpoints, disk full) are
-in tests/test_train.py; the data sources' own in tests/test_input_pipeline.py.
+The runs use the smoke variant of configs/sentiment.py. A fault in the middle of a run
+(Ctrl-C, a NaN loss) comes from data that makes one (`FaultyData`). The loop's own fault
+tests (SIGKILL at a random step, corrupted checkpoints, disk full) are in tests/test_train.py;
+the data sources' own in tests/test_input_pipeline.py.
 """
 
 from __future__ import annotations
@@ -26,18 +28,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import experiments.sentiment_train as sentiment_train
+from configs.sentiment import get_config
 from experiments.sentiment import NOTEBOOK_SENTENCES, main
 from hw3_jax.predict import SentimentPredictor
-from hw3_jax.train import load_for_inference
+from hw3_jax.train.checkpoints import load_best
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 300  # synthetic reviews in the training part (split 70/30 into train/validation)
-TEST_SIZE = SIZE // 5  # the CLI's synthetic test part: a fifth of --synthetic-size
-TINY = [
-    "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
-    "--gru-hidden", "16", "--vocab-size", "200", "--max-length", "32",
-    "--synthetic-size", str(SIZE), "--batch-size", "32", "--no-progress", "--seed", "0",
-]  # fmt: skip
+SMOKE = get_config("smoke")
+SIZE = SMOKE.data.synthetic_size  # 300 reviews in the training part (split 70/30)
+TEST_SIZE = SIZE // 5  # the synthetic test part: a fifth of the training part
+TINY = ["--config", f"{ROOT / 'configs' / 'sentiment.py'}:smoke", "--no-progress",
+        "--seed", "0"]
 EPOCHS = 2
 # Facts of a run that differ between identical runs: wall-clock times.
 TIME_KEYS = {"epoch_time_s", "train_time_s", "val_time_s", "examples_per_s"}
@@ -66,6 +68,41 @@ def run_cli(args: list, *, stdin: bytes = b"", timeout: int = 300) -> subprocess
 
 def metrics_of(workdir: Path) -> dict:
     return json.loads((workdir / "metrics.json").read_text())
+
+
+def config_of(workdir: Path) -> dict:
+    return json.loads((workdir / "config.json").read_text())
+
+
+class FaultyData:
+    """A run's data whose training batch for global step `at` (1-based) goes through
+    `fault` (which may raise, or return a batch that makes the loss NaN)."""
+
+    def __init__(self, data, at: int, fault):
+        self.data, self.at, self.fault = data, at, fault
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    def train_batches(self, epoch: int, start_step: int = 0):
+        first = epoch * self.data.steps_per_epoch + start_step + 1
+        for step, batch in enumerate(self.data.train_batches(epoch, start_step), first):
+            yield self.fault(batch) if step == self.at else batch
+
+
+def inject(monkeypatch, at: int, fault) -> None:
+    """The next runs of this process read `FaultyData` instead of their data."""
+    real = sentiment_train.get_datasets
+    monkeypatch.setattr(sentiment_train, "get_datasets",
+                        lambda *a, **kw: FaultyData(real(*a, **kw), at, fault))
+
+
+def nan_labels(batch: dict) -> dict:
+    return {**batch, "label": np.full_like(batch["label"], np.nan)}
+
+
+def interrupt(batch: dict) -> dict:
+    raise KeyboardInterrupt
 
 
 def assert_one_error_line(rc: int, err: str) -> None:
@@ -101,7 +138,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     for k in ("steps", "best", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
               "test_examples", "predictions"):
         assert ma[k] == mb[k], k
-    assert_trees_equal(load_for_inference(a).params, load_for_inference(b).params)
+    assert_trees_equal(load_best(a).params, load_best(b).params)
     assert_trees_equal(final_params(a), final_params(b))
 
 
@@ -123,7 +160,7 @@ def test_train_evaluate_predict(trained):
     assert "Traceback" not in trained["err"]
     m = metrics_of(wd)
     assert m["status"] == "completed" and m["error"] is None
-    sizes = m["extra"]["data"]["sizes"]
+    sizes = m["data"]["sizes"]
     assert sizes == {"train": 210, "validation": 90, "test": TEST_SIZE}  # 70/30 split of 300
     assert [h["epoch"] for h in m["history"]] == [1, 2]
     for h in m["history"]:
@@ -157,34 +194,18 @@ def test_train_evaluate_predict(trained):
 def test_stop_interrupt_resume_equals_uninterrupted(trained, tmp_path, monkeypatch):
     """--max-steps at the end of epoch 1, then --resume interrupted (Ctrl-C) in epoch 2,
     then --resume to the end: the same run as the uninterrupted one, exactly (CPU)."""
-    import hw3_jax.train as train_mod
-
     assert trained["rc"] == 0
     steps_per_epoch = metrics_of(trained["workdir"])["history"][0]["step"]
     wd = tmp_path / "run"
     args = ["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY]
-    # The same vocabulary as the reference run: training a WordPiece vocabulary twice on the
-    # same texts can give two (huggingface/tokenizers#1794), and a workdir's tokenizer.json
-    # is used when present.
-    wd.mkdir()
-    shutil.copy(trained["workdir"] / "tokenizer.json", wd / "tokenizer.json")
-
     rc, _, err = run_main([*args, "--max-steps", str(steps_per_epoch)])
     assert rc == 0, err
     assert [h["epoch"] for h in metrics_of(wd)["history"]] == [1]
 
-    real_train = train_mod.train
-
-    def interrupted_train(*a, **kw):
-        def on_step(step):
-            if step == steps_per_epoch + 2:
-                raise KeyboardInterrupt
-        return real_train(*a, **kw, on_step=on_step)
-
-    monkeypatch.setattr(train_mod, "train", interrupted_train)
-    rc, _, err = run_main([*args, "--resume"])
+    with monkeypatch.context() as patch:
+        inject(patch, steps_per_epoch + 3, interrupt)
+        rc, _, err = run_main([*args, "--resume"])
     assert rc == 130 and "--resume" in err and "Traceback" not in err
-    monkeypatch.setattr(train_mod, "train", real_train)
 
     rc, out, err = run_main([*args, "--resume"])
     assert rc == 0, err
@@ -207,17 +228,16 @@ def test_overwrite_retrains_the_tokenizer(trained, tmp_path):
                            "--synthetic-size", str(SIZE + 100)])
     assert rc == 0, err
     assert (wd / "tokenizer.json").read_text() != old
-    assert metrics_of(wd)["extra"]["data"]["sizes"]["test"] == (SIZE + 100) // 5
+    assert metrics_of(wd)["data"]["sizes"]["test"] == (SIZE + 100) // 5
     steps = [d.name for d in (wd / "checkpoints").glob("*/*") if d.name.isdigit()]
     assert steps == []  # the old run's checkpoints are gone (0 epochs: none new)
 
 
-@pytest.mark.slow  # compiles a training step with a forced NaN
-def test_nan_loss_stops_and_keeps_best(trained, tmp_path):
+def test_nan_loss_stops_and_keeps_best(trained, tmp_path, monkeypatch):
     steps_per_epoch = metrics_of(trained["workdir"])["history"][0]["step"]
     wd = tmp_path / "run"
-    rc, _, err = run_main(["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY,
-                           "--debug-nan-at-step", str(steps_per_epoch + 2)])
+    inject(monkeypatch, steps_per_epoch + 2, nan_labels)  # labels NaN: the loss is NaN
+    rc, _, err = run_main(["--workdir", str(wd), "--epochs", str(EPOCHS), *TINY])
     assert_one_error_line(rc, err)
     assert "non-finite" in err and f"step {steps_per_epoch + 2}" in err
     assert "best checkpoint" in err
@@ -237,11 +257,11 @@ def test_bfloat16_trains_and_evaluates(tmp_path):
     assert rc == 0, err
     assert "bfloat16 on" in out
     m = metrics_of(wd)
-    assert m["extra"]["model"]["dtype"] == "bfloat16"
+    assert config_of(wd)["model"]["dtype"] == "bfloat16"
     assert m["test_examples"] == TEST_SIZE
     assert math.isfinite(m["test_loss"]) and 0.0 <= m["test_accuracy"] <= 1.0
     assert math.isfinite(m["history"][0]["val_loss"])
-    ckpt = load_for_inference(wd)  # parameters stay float32; only the compute is bfloat16
+    ckpt = load_best(wd)  # parameters stay float32; only the compute is bfloat16
     assert {np.asarray(x).dtype for x in jax.tree.leaves(ckpt.params)} == {np.dtype("float32")}
     for p in m["predictions"].values():
         assert 0.0 <= p <= 1.0
@@ -359,10 +379,10 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
     """--init-embeddings ppmi-svd counts the training texts and the archive's unlabelled
     reviews (tokenized once, cached); --readout concat is saved with the model, so
     `predict` rebuilds it."""
-    from hw3_jax import input_pipeline as ip
+    from hw3_jax.data.synthetic import make_synthetic
 
-    raw = ip.make_synthetic(3, 200, 40)
-    unsup = ip.make_synthetic(4, 50, 1).train.texts
+    raw = make_synthetic(3, 200, 40)
+    unsup = make_synthetic(4, 50, 1).train.texts
     archive = _review_archive(tmp_path / "imdb.tar.gz", raw, unsup)
     wd = tmp_path / "run"
     rc, out, err = run_main(["--imdb-archive", str(archive), "--workdir", str(wd),
@@ -370,7 +390,7 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
                              "--readout", "concat"])
     assert rc == 0, err
     assert "word vectors: PPMI+SVD on 250 texts (50 unlabelled)" in out
-    wv = metrics_of(wd)["extra"]["word_vectors"]
+    wv = metrics_of(wd)["word_vectors"]
     assert wv["init"] == "ppmi-svd" and wv["texts"] == 250 and wv["unsup_texts"] == 50
     assert len(list((wd / "cache").glob("tokens-*-unsup-*.npz"))) == 1
     pred = SentimentPredictor.load(wd)
@@ -386,7 +406,7 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
     assert rc == 0, err
     assert "word vectors" not in out
     m = metrics_of(wd)
-    assert m["extra"]["word_vectors"]["note"] == "not recomputed: resumed"
+    assert m["word_vectors"]["note"] == "not recomputed: resumed"
     assert [h["epoch"] for h in m["history"]] == [1, 2]
 
 

@@ -21,17 +21,20 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from configs.sentiment import get_config
 from experiments.sentiment import NOTEBOOK_SENTENCES, main
-from hw3_jax import encoder_cache as ec
-from hw3_jax import input_pipeline as ip
 from hw3_jax.bert import (
     BertConfig,
     bert_params_to_torch,
     init_bert_params,
     load_pretrained_bert,
 )
+from hw3_jax.data import encoder_cache as ec
+from hw3_jax.data.pipeline import SentimentData, get_datasets
+from hw3_jax.data.synthetic import make_synthetic
+from hw3_jax.data.tokenizer import train_wordpiece_tokenizer
 from hw3_jax.predict import SentimentPredictor
-from hw3_jax.train import load_for_inference
+from hw3_jax.train.checkpoints import load_best
 
 SIZE = 200  # synthetic reviews in the training part and in test
 LIMIT = 64  # examples per split actually used
@@ -59,8 +62,8 @@ def history(workdir: Path) -> list[dict]:
 def encoder_dir(tmp_path_factory) -> Path:
     """A random tiny pretrained-style encoder folder, with a vocabulary of the synthetic set."""
     d = tmp_path_factory.mktemp("tiny-encoder")
-    raw = ip.make_synthetic(0, SIZE, SIZE)
-    tok = ip.train_wordpiece_tokenizer(raw.train.texts, vocab_size=300, max_length=32)
+    raw = make_synthetic(0, SIZE, SIZE)
+    tok = train_wordpiece_tokenizer(raw.train.texts, vocab_size=300, max_length=32)
     tok.save(str(d / "tokenizer.json"))
     cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
@@ -86,10 +89,10 @@ def test_cached_run_trains_the_head_and_stores_outputs(cached_run):
     assert metrics["status"] == "completed"
     assert len(metrics["history"]) == 2
     assert metrics["config"]["input_keys"] == list(ec.INPUT_KEYS)
-    info = metrics["extra"]["encoder_cache"]
+    info = metrics["encoder_cache"]
     assert info["encoder_dropout"] is False
     # Every example of each split (cut by --limit) encoded once.
-    sizes = {k: min(LIMIT, n) for k, n in metrics["extra"]["data"]["sizes"].items()}
+    sizes = {k: min(LIMIT, n) for k, n in metrics["data"]["sizes"].items()}
     assert {k: v["examples"] for k, v in info["splits"].items()} == sizes
     assert metrics["test_examples"] == sizes["test"]
     assert metrics["history"][0]["val_examples"] == sizes["validation"]
@@ -97,7 +100,7 @@ def test_cached_run_trains_the_head_and_stores_outputs(cached_run):
         assert not split["cache_hit"]
         assert Path(split["path"]).is_file()
     # The checkpoint holds the head only; the frozen encoder is one file beside it.
-    ckpt = load_for_inference(wd)
+    ckpt = load_best(wd)
     assert set(ckpt.params) == {"gru", "out"}
     assert (wd / info["encoder_params"]).is_file()
     assert cached_run["out"].count("reviews/s") == 3  # one encoding pass per split
@@ -114,14 +117,15 @@ def test_second_run_reads_the_stored_outputs_and_trains_identically(cached_run, 
     assert history(wd) == before
 
 
-def _small_data(encoder_dir: Path, tmp: Path) -> ip.SentimentData:
+def _small_data(encoder_dir: Path, tmp: Path) -> SentimentData:
     """The synthetic set through the tiny encoder's tokenizer; 40 test reviews (a partial
     last batch)."""
-    data = ip.build_sentiment_data("synthetic", encoder=str(encoder_dir), workdir=tmp,
-                                   max_length=32, batch_size=16, synthetic_train=SIZE,
-                                   synthetic_test=SIZE, progress=False)
-    return ip.SentimentData(data.train, data.validation, data.test.subset(np.arange(40)),
-                            data.tokenizer, batch_size=16, max_length=32)
+    config = get_config("smoke")
+    config.model.encoder = str(encoder_dir)
+    config.data.update(source="synthetic", synthetic_size=SIZE, batch_size=16)
+    data = get_datasets(config, tmp, progress=False)
+    assert data.num_examples("test") == 40 and data.max_length == 32
+    return data
 
 
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("float16", 2e-2)])

@@ -1,4 +1,4 @@
-"""The training loop (issue 4 §2) and its faults (issue 6 §2), on tiny models and data."""
+"""The training loop and its faults, on tiny models and data."""
 
 from __future__ import annotations
 
@@ -17,28 +17,36 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _train_tiny import BagModel, BNModel, TinyData, flat, init_params
+from _train_tiny import BagModel, BNModel, NaNAt, TinyData, flat, init_params
 
-from hw3_jax import train as T
-from hw3_jax.checkpointing import CheckpointError, CheckpointStore, TrainingError, WorkdirError
-from hw3_jax.sharding import data_parallel, pad_batch
+from hw3_jax.models import count_params
+from hw3_jax.train import loop as L
+from hw3_jax.train import steps as S
+from hw3_jax.train.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    TrainingError,
+    WorkdirError,
+    load_best,
+)
+from hw3_jax.train.sharding import data_parallel, pad_batch, prepare_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "_train_tiny.py"
 
 
-def cfg(workdir, **kw):
-    base = dict(workdir=str(workdir), epochs=2, learning_rate=1e-2, seed=1,
-                checkpoint_every_steps=3, progress=False, verbose=False, plot=False)
+def cfg(**kw):
+    base = dict(epochs=2, learning_rate=1e-2, seed=1, checkpoint_every_steps=3,
+                progress=False, verbose=False, plot=False)
     base.update(kw)
-    return T.TrainConfig(**base)
+    return L.TrainConfig(**base)
 
 
 def run(workdir, model=None, data=None, **kw):
     data = data or TinyData()
     model = model or BagModel()
     params = init_params(model, data)
-    return T.train(model, params, data, cfg(workdir, **kw)), model, data
+    return L.train(model, params, data, cfg(**kw), workdir), model, data
 
 
 def assert_trees_equal(a, b):
@@ -69,6 +77,8 @@ def test_loss_decreases_and_outputs_written(tmp_path):
     assert m["val_accuracy"] == res.best["val_accuracy"]
     assert m["config"]["learning_rate"] == 1e-2 and len(m["history"]) == 3
     assert {"total_s", "train_s", "test_s"} <= set(m["timings"])
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == m["history"]  # one line per evaluation
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -76,18 +86,18 @@ def test_loss_decreases_and_outputs_written(tmp_path):
 def test_binary_loss_is_sigmoid_bce_weighted():
     logits = jnp.array([2.0, -1.0, 0.5, 3.0])
     labels = jnp.array([1.0, 0.0, 0.0, 1.0])
-    per, correct = T._per_example(logits, labels, "binary")
+    per, correct = S.per_example(logits, labels, "binary")
     p = 1 / (1 + np.exp(-np.asarray(logits)))
     manual = -(np.asarray(labels) * np.log(p) + (1 - np.asarray(labels)) * np.log(1 - p))
     np.testing.assert_allclose(per, manual, rtol=1e-6)
     np.testing.assert_array_equal(correct, [1, 1, 0, 1])
-    per_mc, correct_mc = T._per_example(jnp.array([[0.0, 2.0], [1.0, 0.0]]), jnp.array([1, 1]),
+    per_mc, correct_mc = S.per_example(jnp.array([[0.0, 2.0], [1.0, 0.0]]), jnp.array([1, 1]),
                                         "multiclass")
     np.testing.assert_allclose(per_mc, [np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(1.0))],
                                rtol=1e-6)
     np.testing.assert_array_equal(correct_mc, [1, 0])
     with pytest.raises(ValueError, match="multiclass"):
-        T._per_example(jnp.zeros((4, 3)), labels, "binary")
+        S.per_example(jnp.zeros((4, 3)), labels, "binary")
 
 
 def test_weight_zero_examples_never_count():
@@ -102,20 +112,21 @@ def test_weight_zero_examples_never_count():
     padded = {k: np.concatenate([batch[k], junk[k]]) for k in batch}
 
     kw = dict(loss="binary", input_keys=("input_ids", "attention_mask"))
-    m1 = T.evaluate(model, params, [batch], **kw)
-    m2 = T.evaluate(model, params, [padded], **kw)
+    m1 = L.evaluate(model, params, [batch], **kw)
+    m2 = L.evaluate(model, params, [padded], **kw)
     assert m2["examples"] == m1["examples"] == 12
     assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-6)
     assert m2["accuracy"] == m1["accuracy"]
 
     dp = data_parallel()
-    c = T.TrainConfig(workdir=".")
-    tx = T.make_optimizer(1e-2)
-    step = T.make_train_step(model, tx, c, dp)
+    c = L.TrainConfig()
+    tx = S.make_optimizer(1e-2)
+    step = S.jit_train_step(dp, model=model, tx=tx, loss=c.loss, input_keys=c.input_keys,
+                            seed=c.seed)
     outs = []
     for b in (batch, padded):
-        state, acc = step(T.create_train_state(params, tx, dp), T.init_accumulators(dp),
-                          T.prepare_batch(b, dp, c))
+        state, acc = step(S.create_train_state(params, tx, dp), S.init_metrics(dp),
+                          prepare_batch(b, dp, c.input_keys))
         outs.append((state.params, np.asarray(acc["sums"])))
     chex.assert_trees_all_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-6)
@@ -135,7 +146,7 @@ def test_frozen_params_unchanged_and_no_adam_moments(tmp_path):
     params = init_params(model, data)
     mask = jax.tree.map(lambda _: True, params)
     mask["embed"] = jax.tree.map(lambda _: False, mask["embed"])
-    res = T.train(model, params, data, cfg(tmp_path), trainable_mask=mask)
+    res = L.train(model, params, data, cfg(), tmp_path, trainable_mask=mask)
     final = res.final_state.params
     np.testing.assert_array_equal(final["embed"]["embedding"], params["embed"]["embedding"])
     assert not np.allclose(final["hidden"]["kernel"], params["hidden"]["kernel"])
@@ -146,11 +157,12 @@ def test_frozen_params_unchanged_and_no_adam_moments(tmp_path):
     assert sum(np.size(x) for x in moments) == 2 * sum(np.size(x) for x in trainable)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["params"]["trainable"] == sum(np.size(x) for x in trainable)
+    assert count_params(params, mask) == m["params"]["trainable"]
 
 
 def test_make_optimizer_is_pytorch_adam():
     """One step of Adam from zero moments moves each parameter by lr (sign of the grad)."""
-    tx = T.make_optimizer(1e-3)
+    tx = S.make_optimizer(1e-3)
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, -3.0])}
     upd, _ = tx.update(g, tx.init(p), p)
@@ -168,7 +180,7 @@ def test_bfloat16_compute_keeps_float32_state(tmp_path, capsys):
 
 
 def test_multiprocess_launch_detection(monkeypatch):
-    from hw3_jax import sharding
+    from hw3_jax.train import sharding
 
     for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
               "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
@@ -206,24 +218,27 @@ class ImageData:
         return {"image": self.x[idx], "label": self.y[idx],
                 "weight": np.ones(len(idx), np.float32)}
 
-    def train_batches(self, epoch):
+    def train_batches(self, epoch, start_step=0):
         order = np.random.default_rng(epoch).permutation(48)
-        return (self._b(order[i:i + 12]) for i in range(0, 48, 12))
+        return (self._b(order[i:i + 12]) for i in range(12 * start_step, 48, 12))
 
     def eval_batches(self, split):
         idx = np.arange(48, 64)
         return iter([self._b(idx[:8]), self._b(idx[8:])])
 
+    def eval_steps(self, split):
+        return 2
+
 
 def test_model_state_batch_stats(tmp_path):
     data, model = ImageData(), BNModel()
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), data.x[:4])
-    res = T.train(model, variables["params"], data,
-                  cfg(tmp_path, loss="multiclass", input_keys=("image",)),
+    res = L.train(model, variables["params"], data,
+                  cfg(loss="multiclass", input_keys=("image",)), tmp_path,
                   model_state={"batch_stats": variables["batch_stats"]})
     bs0 = variables["batch_stats"]["BatchNorm_0"]["mean"]
     assert not np.allclose(res.model_state["batch_stats"]["BatchNorm_0"]["mean"], bs0)
-    loaded = T.load_for_inference(tmp_path)
+    loaded = load_best(tmp_path)
     chex.assert_trees_all_close(loaded.model_state, res.model_state)
 
 
@@ -254,7 +269,7 @@ def test_best_and_latest_semantics(tmp_path):
     assert store.best.all_steps() == [8]
     assert store.latest.all_steps() == [21, 24]  # keep_latest=2: mid-epoch 21, end 24
     store.close()
-    loaded = T.load_for_inference(tmp_path)
+    loaded = load_best(tmp_path)
     assert loaded.step == 8 and loaded.val_accuracy == res.val_accuracy
     assert loaded.config["epochs"] == 3
     assert_trees_equal(loaded.params, res.params)
@@ -262,19 +277,21 @@ def test_best_and_latest_semantics(tmp_path):
     best, last = flat(res.params), flat(res.final_state.params)
     assert not np.allclose(best["out/kernel"], last["out/kernel"])
     # the test metrics are those of the best params
-    m = T.evaluate(model, loaded.params, data.eval_batches("test"))
+    m = L.evaluate(model, loaded.params, data.eval_batches("test"))
     assert m["loss"] == pytest.approx(res.test_loss, rel=1e-6)
 
 
-def test_extra_metadata_and_template_restore(tmp_path):
+def test_metadata_report_and_template_restore(tmp_path):
     res, model, data = run(tmp_path, epochs=1)
     del res
-    T.train(model, init_params(model, data), data, cfg(tmp_path, epochs=1, overwrite=True),
-            extra_metadata={"model": {"features": 16}, "tokenizer": "x"})
-    loaded = T.load_for_inference(tmp_path, params_template=init_params(model, data))
-    assert loaded.extra == {"model": {"features": 16}, "tokenizer": "x"}
+    meta = {"model": {"features": 16}, "tokenizer": "x"}
+    L.train(model, init_params(model, data), data, cfg(epochs=1, overwrite=True), tmp_path,
+            metadata=meta, report=lambda p: {"predictions": {"n": len(jax.tree.leaves(p))}})
+    loaded = load_best(tmp_path, params_template=init_params(model, data))
+    assert loaded.metadata == meta
+    assert json.loads((tmp_path / "config.json").read_text()) == meta
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["extra"]["tokenizer"] == "x"
+    assert m["predictions"] == {"n": 5} and m["status"] == "completed"
 
 
 def test_existing_checkpoints_need_resume_or_overwrite(tmp_path):
@@ -304,18 +321,38 @@ def ref_run(tmp_path_factory):
     return res
 
 
-@pytest.mark.parametrize("crash_at", [5, 8, 13])
-def test_resume_in_process_is_exact(tmp_path, crash_at, ref_run):
-    """A crash at a step (mid-epoch, at an epoch end, after a checkpoint) then resume."""
-    ref = ref_run
+class CrashAt(TinyData):
+    """Raises Crash when the loop asks for the training batch of global step `train_step`,
+    or (None) for the first validation batch after training started."""
 
-    def boom(step):
-        if step == crash_at:
+    def __init__(self, train_step=None):
+        super().__init__()
+        self.train_step, self.trained = train_step, False
+
+    def on_batch(self, step, batch):
+        if step == self.train_step:
             raise Crash
+        self.trained = True
+        return batch
 
-    data, model = TinyData(), BagModel()
+    def eval_batches(self, split):
+        if self.train_step is None and self.trained and split == "validation":
+            raise Crash
+        return super().eval_batches(split)
+
+
+# (batch whose fetch crashes or None: the first validation, the latest checkpoint then)
+@pytest.mark.parametrize("crash_at,latest", [(5, 3), (None, 6), (14, 12)],
+                         ids=["mid-epoch", "epoch-end", "after-checkpoint"])
+def test_resume_in_process_is_exact(tmp_path, crash_at, latest, ref_run):
+    """A crash mid-epoch, at an epoch end (steps 7, 8 done, not saved), or right after a
+    checkpoint, then resume."""
+    ref = ref_run
     with pytest.raises(Crash):
-        T.train(model, init_params(model, data), data, cfg(tmp_path / "b"), on_step=boom)
+        run(tmp_path / "b", data=CrashAt(crash_at))
+    store = CheckpointStore(tmp_path / "b", read_only=True)
+    assert store.latest_step() == latest
+    store.close()
     res, _, _ = run(tmp_path / "b", epochs=2, resume=True)
     assert_trees_equal(res.params, ref.params)
     assert_trees_equal(res.final_state.params, ref.final_state.params)
@@ -344,7 +381,7 @@ def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, 
     real = CheckpointStore.save_latest
 
     def save_latest(self, step, **kw):
-        if kw["meta"]["progress"]["epoch_done"] and step == 8:
+        if step == 8:  # the epoch end (checkpoint_every_steps=3)
             raise Crash
         return real(self, step, **kw)
 
@@ -420,9 +457,9 @@ def test_eight_devices_one_step_equals_one_device():
 
 def test_nonfinite_loss_stops_and_keeps_best(tmp_path):
     with pytest.raises(TrainingError, match=r"non-finite .* at step 11 \(epoch 2\)") as e:
-        run(tmp_path, epochs=3, debug_nan_at_step=11, log_every_steps=100)
+        run(tmp_path, data=NaNAt(11), epochs=3, log_every_steps=100)
     assert "best checkpoint so far" in str(e.value) and str(tmp_path) in str(e.value)
-    loaded = T.load_for_inference(tmp_path)
+    loaded = load_best(tmp_path)
     assert loaded.step == 8
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(loaded.params))
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -435,11 +472,11 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path):
 
 def test_nonfinite_loss_before_any_epoch(tmp_path):
     with pytest.raises(TrainingError, match="no best checkpoint yet"):
-        run(tmp_path, debug_nan_at_step=2, log_every_steps=1)
+        run(tmp_path, data=NaNAt(2), log_every_steps=1)
 
 
 def test_nonfinite_steps_skipped_when_allowed(tmp_path):
-    res, _, _ = run(tmp_path, debug_nan_at_step=3, fail_on_nonfinite=False)
+    res, _, _ = run(tmp_path, data=NaNAt(3), fail_on_nonfinite=False)
     assert res.history[0]["nonfinite_steps_skipped"] == 1
     assert res.history[0]["train_examples"] == 84  # the skipped batch does not count
     assert np.isfinite(res.test_loss)
@@ -485,7 +522,7 @@ def test_corrupted_best_checkpoint_for_inference(tmp_path):
     run(tmp_path, epochs=1)
     _truncate_largest(tmp_path / "checkpoints" / "best" / "8")
     with pytest.raises(CheckpointError, match="best/8"):
-        T.load_for_inference(tmp_path)
+        load_best(tmp_path)
     gc.collect()
 
 
@@ -494,12 +531,12 @@ def test_checkpoint_of_another_model_configuration(tmp_path):
     other = BagModel(features=8)
     data = TinyData()
     with pytest.raises(CheckpointError, match="different model configuration") as e:
-        T.train(other, init_params(other, data), data, cfg(tmp_path, resume=True))
+        L.train(other, init_params(other, data), data, cfg(resume=True), tmp_path)
     assert str(tmp_path / "checkpoints" / "latest" / "8") in str(e.value)
     assert "hidden/kernel" in str(e.value)
     assert (tmp_path / "checkpoints" / "latest" / "6").is_dir()
     with pytest.raises(CheckpointError, match="different model configuration"):
-        T.load_for_inference(tmp_path, params_template=init_params(other, data))
+        load_best(tmp_path, params_template=init_params(other, data))
 
 
 def test_changed_frozen_set_is_reported(tmp_path):
@@ -509,11 +546,11 @@ def test_changed_frozen_set_is_reported(tmp_path):
     mask = jax.tree.map(lambda _: True, params)
     mask["embed"]["embedding"] = False
     with pytest.raises(CheckpointError, match="frozen parameters"):
-        T.train(model, params, data, cfg(tmp_path, resume=True), trainable_mask=mask)
+        L.train(model, params, data, cfg(resume=True), tmp_path, trainable_mask=mask)
 
 
 class Untouchable(TinyData):
-    def train_batches(self, epoch):
+    def train_batches(self, epoch, start_step=0):
         raise AssertionError("training started")
 
 
@@ -541,23 +578,23 @@ def test_no_free_disk_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(WorkdirError, match="MiB free"):
         run(tmp_path, data=Untouchable(), min_free_bytes=1 << 62)
     # and the estimate from the state size is what is checked by default
-    from hw3_jax import checkpointing
+    from hw3_jax.train import workdir
 
-    usage = checkpointing.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+    usage = workdir.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(workdir.shutil, "disk_usage",
                         lambda p: usage._replace(free=1000))
     with pytest.raises(WorkdirError, match="need about"):
         run(tmp_path, data=Untouchable())
 
 
-def test_load_for_inference_without_checkpoint(tmp_path):
+def test_load_best_without_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        T.load_for_inference(tmp_path / "nothing")
+        load_best(tmp_path / "nothing")
 
 
 def test_empty_training_data_is_an_error(tmp_path):
     class Empty(TinyData):
-        def train_batches(self, epoch):
+        def train_batches(self, epoch, start_step=0):
             return iter(())
 
     with pytest.raises(TrainingError, match="no training batches"):
@@ -568,7 +605,7 @@ def test_optimizer_state_partition_matches_optax():
     """make_optimizer with a mask == optax.partition(adam, set_to_zero) by hand."""
     params = {"a": jnp.ones(3), "b": jnp.ones(2)}
     mask = {"a": True, "b": False}
-    tx = T.make_optimizer(1e-3, mask)
+    tx = S.make_optimizer(1e-3, mask)
     ref = optax.partition({"t": optax.adam(1e-3), "f": optax.set_to_zero()},
                           {"a": "t", "b": "f"})
     g = {"a": jnp.array([1.0, -1.0, 2.0]), "b": jnp.array([5.0, 5.0])}

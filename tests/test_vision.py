@@ -12,6 +12,10 @@ import pytest
 from absl.testing import parameterized
 
 from experiments import cnn_vs_rnn as exp
+from experiments.report.q1 import q1_markdown
+from hw3_jax.data import images
+from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
+from hw3_jax.models import count_params
 from hw3_jax.vision import (
     CNNClassifier,
     RowGRUClassifier,
@@ -83,7 +87,7 @@ class ShapesTest(chex.TestCase, parameterized.TestCase):
             apply(params, _images(2, (8, 12)))
 
     def test_comparable_parameter_budgets(self):
-        counts = {k: exp.count_params(_params(m)) for k, m in MODELS.items()}
+        counts = {k: count_params(_params(m)) for k, m in MODELS.items()}
         assert counts == {"cnn": 14_378, "rnn": 14_858}
 
 
@@ -119,7 +123,7 @@ class VariableSizeTest(chex.TestCase):
         assert np.max(np.abs(bigger - model.apply({"params": params}, x))) > 1e-4
 
     def test_experiment_variants_report_refusal_and_exactness(self):
-        splits = exp.load_digits_splits(0)
+        splits = load_digits_splits(0)
         x, y = splits.test_x[:40], splits.test_y[:40]
         out = {k: exp.variable_size(m, _params(m), x, y) for k, m in MODELS.items()}
         assert set(out["cnn"]) == {v.key for v in exp.size_variants(8, 8)}
@@ -187,7 +191,7 @@ class TransformsTest(chex.TestCase):
 
 class DataTest(chex.TestCase):
     def test_digits_split_is_deterministic_and_disjoint(self):
-        a, b, c = exp.load_digits_splits(0), exp.load_digits_splits(0), exp.load_digits_splits(1)
+        a, b, c = load_digits_splits(0), load_digits_splits(0), load_digits_splits(1)
         assert a.sizes() == {"train": 1257, "val": 180, "test": 360}
         np.testing.assert_array_equal(a.test_x, b.test_x)
         assert not np.array_equal(a.test_x, c.test_x)
@@ -197,8 +201,8 @@ class DataTest(chex.TestCase):
         assert a.train_x.dtype == np.float32 and 0 <= a.train_x.min() and a.train_x.max() <= 1
 
     def test_batches_static_shapes_weights_and_order(self):
-        splits = exp.load_digits_splits(0)
-        data = exp.ImageData(splits, batch_size=100, seed=3)
+        splits = load_digits_splits(0)
+        data = ImageData(splits, batch_size=100, seed=3)
         assert data.steps_per_epoch == 13
         batches = list(data.train_batches(0))
         assert len(batches) == 13
@@ -221,8 +225,8 @@ class DataTest(chex.TestCase):
 @pytest.mark.parametrize("key", ["cnn", "rnn"])
 def test_short_training_run_beats_chance(key, tmp_path):
     """Three epochs through the project's training loop (hw3_jax.train)."""
-    splits = exp.load_digits_splits(0)
-    data = exp.ImageData(splits, batch_size=64, seed=0)
+    splits = load_digits_splits(0)
+    data = ImageData(splits, batch_size=64, seed=0)
     model = exp.build_models(splits.image_shape)[key]
     params = exp.init_params(model, splits.image_shape, 0)
     res = exp.train_model(model, params, data, epochs=3, learning_rate=3e-3, seed=0,
@@ -235,7 +239,7 @@ def test_short_training_run_beats_chance(key, tmp_path):
 
 
 def test_shift_accuracies_zero_shift_is_plain_accuracy():
-    splits = exp.load_digits_splits(0)
+    splits = load_digits_splits(0)
     model = MODELS["cnn"]
     params = _params(model)
     predict = exp.make_predict(model)
@@ -247,15 +251,31 @@ def test_shift_accuracies_zero_shift_is_plain_accuracy():
 
 
 def test_bad_arguments_exit_2(capsys):
-    with pytest.raises(SystemExit) as e:
-        exp.parse_args(["--epochs", "0"])
-    assert e.value.code == 2
+    assert exp.main(["--epochs", "0"]) == 2
     assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_config_variant_overrides_and_command():
+    config, command = exp.parse_args(["--config", "configs/cnn_vs_rnn.py:gpu",
+                                      "--config.epochs=3", "--batch-size", "32"])
+    assert config.sides == (8, 16, 32, 64, 128, 256) and config.epochs == 3
+    assert command == ("python -m experiments.cnn_vs_rnn --config configs/cnn_vs_rnn.py:gpu "
+                       "--epochs 3 --seed 0 --batch-size 32")
+    config, command = exp.parse_args(["--config.latency_batch=8", "--out", "elsewhere"])
+    assert config.latency_batch == 8 and config.out == "elsewhere"
+    assert command == ("python -m experiments.cnn_vs_rnn --epochs 30 --seed 0 "
+                       "--config.latency_batch=8")
+
+
+def test_unknown_config_field_exit_2(capsys):
+    assert exp.main(["--config.nope=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope" in err and "\n" not in err
 
 
 def test_mnist_without_internet_is_one_line(tmp_path, monkeypatch, capsys):
     pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(exp, "_reachable", lambda host, port, timeout=5.0: False)
+    monkeypatch.setattr(images, "can_reach", lambda host, timeout=5.0: False)
     assert exp.main(["--data", "mnist", "--tfds-data-dir", str(tmp_path), "--epochs", "1",
                      "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
@@ -282,7 +302,7 @@ def test_experiment_end_to_end(tmp_path):
     assert "| parameters | 14,378 | 14,858 |" in md
     for name in ("accuracy", "speed", "shift"):
         assert (out / f"cnn_vs_rnn_{name}.png").stat().st_size > 10_000
-    body = exp.q1_markdown(r)
+    body = q1_markdown(r)
     assert "14,378" in body and r["command"] in body
 
 
@@ -291,9 +311,9 @@ def test_mnist_path_offline_with_tfds_mock_data(tmp_path, monkeypatch):
     """The --data mnist code path on tensorflow-datasets' mock data (no download)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
-    monkeypatch.setattr(exp, "_reachable", lambda host, port, timeout=5.0: True)
+    monkeypatch.setattr(images, "can_reach", lambda host, timeout=5.0: True)
     with tfds.testing.mock_data(num_examples=96):
-        splits = exp.load_mnist_splits(0, data_dir=str(tmp_path / "tfds"))
+        splits = load_mnist_splits(0, data_dir=str(tmp_path / "tfds"))
         assert splits.image_shape == (28, 28)
         assert splits.sizes() == {"train": 88, "val": 8, "test": 96}
         assert splits.train_x.dtype == np.float32 and 0 <= splits.train_x.min()

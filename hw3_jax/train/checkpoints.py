@@ -1,15 +1,19 @@
-"""Checkpoints of the training loop (orbax), and the loop's errors.
+"""Checkpoints of the training loop (orbax), the loop's errors, and inference loading.
 
 Layout under `WORKDIR/checkpoints/`:
   best/<step>/    params (+ model_state) and meta.json of the epoch with the lowest
                   validation loss so far (the notebook's "keep the best valid loss");
                   one kept. A new one is written only when the validation loss improves.
-  latest/<step>/  params, opt_state, (model_state,) loop counters and meta: what `resume`
-                  continues from; saved every `checkpoint_every_steps` and at each
-                  epoch end; the two newest kept.
+  latest/<step>/  params, opt_state, (model_state,), "loop" (the step and the running
+                  sums of the current epoch's training metrics) and meta (history, best
+                  so far, config, metadata): what `resume` continues from; saved every
+                  `checkpoint_every_steps`, at each epoch end and at the last step;
+                  `keep_latest` kept.
 `<step>` is the global training step. Saves are synchronous: a step directory appears
 only when it is complete (orbax writes to a temporary name and renames), so a process
 killed mid-save leaves the previous checkpoints intact.
+
+`load_best(workdir)` reads the best checkpoint for inference, without a model.
 
 Every failure to read a checkpoint becomes one `CheckpointError` naming the step
 directory; nothing on disk is deleted because of it.
@@ -18,12 +22,10 @@ directory; nothing on disk is deleted because of it.
 from __future__ import annotations
 
 import contextlib
-import errno
+import dataclasses
 import logging
-import math
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,19 +34,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
+
+__all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "TrainingError",
+           "WorkdirError", "load_best", "open_store", "tree_nbytes", "tree_signature"]
+
 FORMAT_VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """A training run cannot go on (non-finite loss, bad workdir, bad checkpoint)."""
 
 
 class CheckpointError(TrainingError):
     """A checkpoint cannot be read, or belongs to a different model configuration."""
-
-
-class WorkdirError(TrainingError):
-    """The workdir cannot be written, or its disk lacks the room for checkpoints."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -94,54 +93,6 @@ def signature_diff(saved: Mapping[str, str], current: Mapping[str, str], limit: 
 
 def tree_nbytes(tree: Any) -> int:
     return int(sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf by None and NumPy scalars by Python ones (strict JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def check_workdir(workdir: str | os.PathLike, required_bytes: int) -> Path:
-    """Fail fast, before any training, if `workdir` cannot hold the run's checkpoints.
-
-    Creates the directory, writes and removes a probe file (the only reliable test of
-    writability: permissions, read-only mounts, quotas), then compares the free space
-    with `required_bytes`. Raises `WorkdirError` with the path and the fix.
-    """
-    wd = Path(workdir).expanduser().absolute()
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        probe = wd / f".write_probe_{uuid.uuid4().hex}"
-        with open(probe, "wb") as f:
-            f.write(b"0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as e:
-        why = e.strerror or str(e)
-        if e.errno == errno.ENOSPC:
-            why = "no space left on the device"
-        raise WorkdirError(
-            f"workdir {wd} is not writable ({why}); choose another --workdir"
-        ) from None
-    free = shutil.disk_usage(wd).free
-    if free < required_bytes:
-        raise WorkdirError(
-            f"workdir {wd} has {free / 2**20:.1f} MiB free, but the checkpoints of this run "
-            f"need about {required_bytes / 2**20:.1f} MiB; free some space or choose "
-            "another --workdir"
-        )
-    return wd
 
 
 def _abstract(tree: Any, sharding: Any | None) -> Any:
@@ -195,9 +146,10 @@ class CheckpointStore:
     """The 'best' and 'latest' checkpoint managers of one workdir."""
 
     def __init__(self, workdir: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
-        self.root = Path(workdir).absolute() / "checkpoints"
-        self.best_dir = self.root / "best"
-        self.latest_dir = self.root / "latest"
+        wd = Workdir(workdir)
+        self.root = wd.checkpoints
+        self.best_dir = wd.checkpoint_dir("best")
+        self.latest_dir = wd.checkpoint_dir("latest")
         self.read_only = read_only
         self.keep_latest = keep_latest
         if read_only and not self.root.is_dir():
@@ -376,3 +328,55 @@ class CheckpointStore:
                 mgr.close()
             except Exception:  # noqa: BLE001 - closing must not hide the real error
                 pass
+
+
+def open_store(workdir: Workdir, *, keep_latest: int, resume: bool, overwrite: bool
+               ) -> CheckpointStore:
+    """The writable store of `workdir`; checkpoints of an earlier run need `resume` (kept)
+    or `overwrite` (deleted), else TrainingError."""
+    if workdir.has_checkpoint() and not resume:
+        if not overwrite:
+            raise TrainingError(
+                f"{workdir.root} already holds checkpoints of a run; pass resume=True "
+                "(--resume) to continue it, overwrite=True to start over, or use another "
+                "workdir")
+        shutil.rmtree(workdir.checkpoints)
+    return CheckpointStore(workdir, keep_latest=keep_latest)
+
+
+@dataclasses.dataclass
+class InferenceCheckpoint:
+    params: Any
+    model_state: Any
+    config: dict  # the TrainConfig it was trained with
+    metadata: dict  # the `metadata` passed to train() (the experiment's configuration)
+    step: int
+    val_loss: float | None
+    val_accuracy: float | None
+
+
+def load_best(workdir: str | os.PathLike, params_template: Any = None) -> InferenceCheckpoint:
+    """The best checkpoint of `workdir`: parameters, model state and the saved configs.
+
+    Without `params_template` the parameters come back in their saved structure (nested
+    dicts of arrays), which is what `model.apply({"params": ...})` takes. Raises
+    CheckpointError (one line naming the directory) when there is none or it is unreadable,
+    or when `params_template` has other shapes."""
+    store = CheckpointStore(workdir, read_only=True)
+    try:
+        template = None
+        if params_template is not None:
+            template = {"params": params_template, "model_state": {}}
+        params, model_state, meta = store.restore_best(template)
+    finally:
+        store.close()
+    best = meta.get("best") or {}
+    return InferenceCheckpoint(
+        params=params,
+        model_state=model_state,
+        config=meta.get("config", {}),
+        metadata=meta.get("metadata", {}),
+        step=int(best.get("step", -1)),
+        val_loss=best.get("val_loss"),
+        val_accuracy=best.get("val_accuracy"),
+    )

@@ -10,7 +10,7 @@ so what is measured is what is trained.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -141,3 +141,33 @@ def shard_batch(batch: Mapping[str, np.ndarray], dp: DataParallel) -> dict[str, 
         k: jax.make_array_from_process_local_data(dp.data, np.asarray(v))
         for k, v in batch.items()
     }
+
+
+def prepare_batch(batch: Mapping[str, np.ndarray], dp: DataParallel,
+                  input_keys: Sequence[str]) -> dict[str, jax.Array]:
+    """Host batch -> device batch: the model inputs, "label" and "weight", padded to a
+    multiple of this process's device count with weight-0 rows (so any batch size works on
+    any mesh), then split over "data". Arrays [B, ...] -> [B + pad, ...]."""
+    needed = (*input_keys, "label")
+    missing = [k for k in needed if k not in batch]
+    if missing:
+        raise ValueError(f"batch lacks {missing} (it has {sorted(batch)})")
+    sub = {k: batch[k] for k in needed}
+    if "weight" in batch:
+        sub["weight"] = batch["weight"]
+    return shard_batch(pad_batch(sub, dp.local_num_devices), dp)
+
+
+def device_batches(batches: Iterable[Mapping[str, np.ndarray]], dp: DataParallel,
+                   input_keys: Sequence[str]) -> Iterator[dict[str, jax.Array]]:
+    """`prepare_batch` over `batches`, one batch ahead: the next transfer starts before the
+    current step runs."""
+    it = iter(batches)
+    try:
+        nxt = prepare_batch(next(it), dp, input_keys)
+    except StopIteration:
+        return
+    for b in it:
+        cur, nxt = nxt, prepare_batch(b, dp, input_keys)
+        yield cur
+    yield nxt

@@ -27,7 +27,7 @@ from sklearn.utils.extmath import randomized_svd
 
 def token_stream(splits: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [T] int64, document [T] int64) of every example of `splits` (objects with
-    `ids`, `starts`, `lengths`, as `input_pipeline.TokenizedSplit`), concatenated."""
+    `ids`, `starts`, `lengths`, as `token_cache.TokenizedSplit`), concatenated."""
     toks, docs, base = [], [], 0
     for s in splits:
         lengths = np.asarray(s.lengths, np.int64)
@@ -112,4 +112,3 @@ def with_word_embeddings(params: Mapping, vectors: np.ndarray, key: str = "bert"
     new_enc = {**enc, "embeddings": {**enc["embeddings"], "word_embeddings": {
         **enc["embeddings"]["word_embeddings"], "embedding": np.asarray(vectors, table.dtype)}}}
     return new_enc if key is None else {**params, key: new_enc}
-

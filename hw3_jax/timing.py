@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -18,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hw3_jax.train.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -38,23 +39,39 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> d
     return summarize(times)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1,
-                     repeats: int = 5) -> dict[str, dict]:
+def time_interleaved(fns: dict[Any, Callable[[], Any]], *, warmup: int = 1,
+                     repeats: int = 5, rotate: bool = False) -> dict[Any, dict]:
     """Time several callables side by side: each round calls every one once, in turn.
 
     On a shared machine the load changes over minutes; interleaving exposes each contender
-    to the same load, so their ratio is fairer than timing one after the other.
+    to the same load, so their ratio is fairer than timing one after the other. `rotate`
+    starts round r at the r-th callable, so none always runs first (or right after another).
     Returns {name: summarize(times)}."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    times: dict[Any, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        k = r % len(names) if rotate else 0
+        for name in names[k:] + names[:k]:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
     return {k: summarize(v) for k, v in times.items()}
+
+
+def time_budgeted(fn: Callable[[], Any], *, repeats: int, budget_s: float) -> dict:
+    """One timed warm-up call, then up to `repeats` timed calls, fewer (down to 1) when
+    `repeats` calls of the warm-up's duration would not fit in `budget_s` seconds.
+
+    Returns summarize(times) and "warmup_s"."""
+    t0 = time.perf_counter()
+    fn()
+    warm = time.perf_counter() - t0
+    n = max(1, min(repeats, int(budget_s // max(warm, 1e-9))))
+    return {**time_calls(fn, warmup=0, repeats=n), "warmup_s": warm}
 
 
 def summarize(times: Sequence[float]) -> dict:
@@ -96,27 +113,32 @@ def machine_info() -> dict:
     return info
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # NumPy / jax scalars
-        return _json_safe(obj.item())
-    return obj
+def mem_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def device_name() -> str:
+    """The first jax device in words: "CPU (2 cores)", "NVIDIA H100 80GB HBM3 (GPU)"."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return f"CPU ({os.cpu_count()} cores)"
+    return f"{dev.device_kind} ({dev.platform.upper()})"
 
 
 def write_json(name: str, obj: dict, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write `obj` to OUT_DIR/bench_NAME.json (default results/), atomically."""
-    out = Path(out_dir) if out_dir is not None else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write `obj` to OUT_DIR/bench_NAME.json (default results/), atomically, as strict
+    JSON (NaN/inf -> null)."""
+    return Workdir(out_dir if out_dir is not None else RESULTS).write_json(
+        f"bench_{name}.json", obj)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -9,7 +9,7 @@ cached outputs are deterministic (dropout off), as the notebook's BERT was at ev
 
 Storage: per split, one array `[total real tokens, hidden]` in float16 (or bfloat16 /
 float32) holding only the real tokens of every review, back to back (like
-`input_pipeline.TokenizedSplit`); batches are padded with zeros at batch time. The array is
+`token_cache.TokenizedSplit`); batches are padded with zeros at batch time. The array is
 an `.npy` file memory-mapped from the cache directory, so RAM holds only what the OS pages
 in, and a second run with the same encoder, tokens and dtype reads it instead of
 encoding again. Its name carries a hash of the encoder's weights and config, the split's
@@ -40,10 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hw3_jax import input_pipeline as ip
 from hw3_jax.bert import BertConfig, BertEncoder
+from hw3_jax.data.batching import BucketedBatches, prefetch
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
+from hw3_jax.data.token_cache import TokenizedSplit
 from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
-from hw3_jax.sharding import data_parallel, pad_batch, replicate, shard_batch
+from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
 
 __all__ = [
     "CACHE_DTYPES",
@@ -63,12 +66,11 @@ __all__ = [
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
 FEATURE_FORMAT = 1  # bump when the stored arrays change meaning
-SPLITS = ("train", "validation", "test")
 
 
 def _np_dtype(name: str) -> np.dtype:
     if name not in CACHE_DTYPES:
-        raise ip.DataError(f"unknown cache dtype {name!r}: use one of {', '.join(CACHE_DTYPES)}")
+        raise DataError(f"unknown cache dtype {name!r}: use one of {', '.join(CACHE_DTYPES)}")
     return np.dtype(jnp.dtype(name))  # bfloat16 is ml_dtypes' NumPy type
 
 
@@ -182,7 +184,7 @@ def _encoder_fn(config: BertConfig, use_mask: bool, dtype: str):
     return jax.jit(fn)
 
 
-def encode_split(config: BertConfig, params: Any, split: ip.TokenizedSplit, *,
+def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
                  buckets: tuple[int, ...], batch_size: int, pad_id: int = 0,
                  dtype: str = "float16", attention_mask: bool = True,
                  out: np.ndarray | None = None, progress: bool = False,
@@ -203,7 +205,7 @@ def encode_split(config: BertConfig, params: Any, split: ip.TokenizedSplit, *,
     dp = data_parallel()
     params = replicate(params, dp)
     fn = _encoder_fn(config, attention_mask, dtype)
-    bb = ip.BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
+    bb = BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
     plan = bb.plan(0)
     bar = None
     if progress:
@@ -218,7 +220,7 @@ def encode_split(config: BertConfig, params: Any, split: ip.TokenizedSplit, *,
                                           "attention_mask": b["attention_mask"]},
                                          dp.local_num_devices)
 
-    for idx, length, b in ip.prefetch(host_batches(), 2):  # the next batch builds meanwhile
+    for idx, length, b in prefetch(host_batches(), 2):  # the next batch builds meanwhile
         b = shard_batch(b, dp)
         x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]  # [n, L, H]
         lens = lengths[idx]
@@ -232,7 +234,7 @@ def encode_split(config: BertConfig, params: Any, split: ip.TokenizedSplit, *,
     return FeatureSplit(out, starts, lengths, split.labels)
 
 
-def _tokens_digest(split: ip.TokenizedSplit) -> str:
+def _tokens_digest(split: TokenizedSplit) -> str:
     """A hash of the split's token ids, example by example (not of the shared buffer)."""
     lens = split.lengths.astype(np.int64)
     within = np.arange(int(lens.sum())) - np.repeat(_offsets(lens), lens)
@@ -244,7 +246,7 @@ def _tokens_digest(split: ip.TokenizedSplit) -> str:
     return h.hexdigest()
 
 
-def load_or_encode_features(config: BertConfig, params: Any, split: ip.TokenizedSplit,
+def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSplit,
                             name: str, *, cache_dir: str | os.PathLike | None,
                             encoder_digest: str, buckets: tuple[int, ...], batch_size: int,
                             pad_id: int = 0, dtype: str = "float16",
@@ -332,10 +334,10 @@ def _check_space(directory: Path, nbytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(directory).free
     except OSError as e:
-        raise ip.DataError(f"cannot use {directory} for the encoder outputs: {e}") from None
+        raise DataError(f"cannot use {directory} for the encoder outputs: {e}") from None
     need = nbytes + (256 << 20)
     if free < need:
-        raise ip.DataError(
+        raise DataError(
             f"the encoder outputs need {need / 2**30:.1f} GiB in {directory} but only "
             f"{free / 2**30:.1f} GiB are free: lower --max-length or --limit, or set "
             "HW3_JAX_CACHE to a folder on a larger disk")
@@ -351,11 +353,11 @@ class CachedEncoderData:
 
     input_keys = INPUT_KEYS
 
-    def __init__(self, data: ip.SentimentData, features: Mapping[str, FeatureSplit],
+    def __init__(self, data: SentimentData, features: Mapping[str, FeatureSplit],
                  info: dict | None = None):
         if data.process_count != 1:
-            raise ip.DataError("cached encoder outputs work in a single process only; "
-                               "run without --cache-encoder on several hosts")
+            raise DataError("cached encoder outputs work in a single process only; "
+                            "run without --cache-encoder on several hosts")
         for name in SPLITS:
             if len(features[name]) != data.num_examples(name):
                 raise ValueError(f"{name}: {len(features[name])} feature rows for "
@@ -363,14 +365,7 @@ class CachedEncoderData:
         self.data, self.features = data, dict(features)
         self.info = dict(data.info, encoder_cache=info or {})
         self.batch_size, self.eval_batch_size = data.batch_size, data.eval_batch_size
-        self.buckets, self.prefetch = data.buckets, data.prefetch
-        # The same bucketed plans as SentimentData: the same examples in the same batches.
-        common = dict(buckets=data.buckets, pad_id=data.pad_id)
-        self._train = ip.BucketedBatches(data.train, batch_size=data.batch_size, shuffle=True,
-                                         seed=data.seed, **common)
-        self._eval = {name: ip.BucketedBatches(getattr(data, name),
-                                               batch_size=data.eval_batch_size, **common)
-                      for name in SPLITS}
+        self.buckets, self.prefetch_batches = data.buckets, data.prefetch_batches
 
     @property
     def tokenizer(self):
@@ -378,13 +373,13 @@ class CachedEncoderData:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self._train)
+        return self.data.steps_per_epoch
 
     def num_examples(self, split: str) -> int:
         return self.data.num_examples(split)
 
     def eval_steps(self, split: str) -> int:
-        return len(self._eval[ip.SentimentData._name(split)])
+        return self.data.eval_steps(split)
 
     def _batch(self, fs: FeatureSplit, batch_size: int, length: int,
                idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -402,18 +397,18 @@ class CachedEncoderData:
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled training batches of `epoch`, as `SentimentData.train_batches`."""
-        plan = self._train.plan(epoch)[start_step:]
-        return ip.prefetch(self._batches(self.features["train"], self.batch_size, plan),
-                           self.prefetch)
+        plan = self.data.train_plan(epoch)[start_step:]
+        return prefetch(self._batches(self.features["train"], self.batch_size, plan),
+                        self.prefetch_batches)
 
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, in fixed order (padding rows weight 0)."""
-        name = ip.SentimentData._name(split)
-        return ip.prefetch(self._batches(self.features[name], self.eval_batch_size,
-                                         self._eval[name].plan(0)), self.prefetch)
+        name = split_name(split)
+        return prefetch(self._batches(self.features[name], self.eval_batch_size,
+                                      self.data.eval_plan(name)), self.prefetch_batches)
 
 
-def build_cached_encoder_data(data: ip.SentimentData, config: BertConfig, params: Any, *,
+def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: Any, *,
                               dtype: str = "float16", attention_mask: bool = True,
                               cache_dir: str | os.PathLike | None = None,
                               progress: bool = False,
@@ -422,8 +417,8 @@ def build_cached_encoder_data(data: ip.SentimentData, config: BertConfig, params
 
     `log`: a callable taking one line per split (e.g. `print`), or None."""
     if data.process_count != 1:
-        raise ip.DataError("cached encoder outputs work in a single process only; "
-                           "run without --cache-encoder on several hosts")
+        raise DataError("cached encoder outputs work in a single process only; "
+                        "run without --cache-encoder on several hosts")
     _np_dtype(dtype)
     digest = params_digest(params)
     features, info = {}, {"dtype": dtype, "encoder_digest": digest, "splits": {}}

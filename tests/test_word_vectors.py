@@ -1,4 +1,4 @@
-"""PPMI + SVD word vectors (hw3_jax.embeddings) for encoders trained from scratch."""
+"""PPMI + SVD word vectors (hw3_jax.data.word_vectors) for encoders trained from scratch."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hw3_jax import embeddings as E
+from hw3_jax.data import word_vectors as E
 
 
 @dataclasses.dataclass
-class Split:  # the fields of input_pipeline.TokenizedSplit that embeddings reads
+class Split:  # the fields of token_cache.TokenizedSplit that word_vectors reads
     ids: np.ndarray
     starts: np.ndarray
     lengths: np.ndarray

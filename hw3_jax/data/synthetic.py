@@ -27,9 +27,13 @@ reviews to more epochs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
+
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.imdb import RawDataset, TextSplit
 
 VERSION = 1  # bump when the generated texts change (the token cache keys on it)
 
@@ -343,3 +347,22 @@ def generate_reviews(n: int, seed: int | Sequence[int],
         text, labels[i] = generate_review(rng, **kwargs)
         texts.append(text)
     return texts, labels
+
+
+def synthetic_source_id(seed: int, num_train: int, num_test: int, **generator_kwargs) -> str:
+    """The token cache's name for a generated set: the generator version, seed and sizes."""
+    kw = json.dumps(generator_kwargs, sort_keys=True)
+    return f"synthetic:v{VERSION}:seed={seed}:n={num_train},{num_test}:{kw}"
+
+
+def make_synthetic(seed: int = 0, num_train: int = 25_000, num_test: int = 5_000,
+                   **generator_kwargs) -> RawDataset:
+    """`num_train` reviews for the training part (split 70/30 into train/validation like
+    IMDB) and `num_test` for the test part, deterministic in `seed`."""
+    if num_train < 2 or num_test < 1:
+        raise DataError(f"synthetic set too small: num_train={num_train}, num_test={num_test}")
+    tr = generate_reviews(num_train, [seed, 0], **generator_kwargs)
+    te = generate_reviews(num_test, [seed, 1], **generator_kwargs)
+    return RawDataset("synthetic", synthetic_source_id(seed, num_train, num_test,
+                                                       **generator_kwargs),
+                      TextSplit(*tr), TextSplit(*te))

@@ -1,0 +1,182 @@
+"""The timed callables: a training step of the notebook recipe in this project and in
+PyTorch, and its parts alone (the encoder's forward, the GRU's forward + backward, the
+feed-forward GEMM). Each call returns once its work is done."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hw3_jax.bert import BertConfig, BertEncoder
+from hw3_jax.data import encoder_cache
+from hw3_jax.gru import GRU
+from hw3_jax.models import BertGRUSentiment, trainable_mask
+from hw3_jax.train.loop import TrainConfig
+from hw3_jax.train.sharding import data_parallel, prepare_batch
+from hw3_jax.train.steps import create_train_state, init_metrics, jit_train_step, make_optimizer
+
+LEARNING_RATE = 1e-3
+
+# --------------------------------------------------------------------------- this project
+
+
+class JaxStep:
+    """The training loop's own step (`hw3_jax.train.steps`) on a fixed device batch;
+    `__call__` runs one step.
+
+    `mask`: the trainable mask (None: all trainable); `input_keys`: the batch entries
+    passed to the model (TrainConfig.input_keys)."""
+
+    def __init__(self, model: Any, params: Any, batch: dict, *, mask: Any = None,
+                 input_keys: tuple[str, ...] = TrainConfig.input_keys):
+        self.hlo_text = ""
+        dp = data_parallel()
+        tx = make_optimizer(LEARNING_RATE, mask)
+        step = jit_train_step(dp, model=model, tx=tx, loss=TrainConfig.loss,
+                              input_keys=input_keys, seed=TrainConfig.seed)
+        # Jitted once more so that it can be compiled ahead of time for XLA's cost analysis
+        # and HLO; the inner jit is inlined, so the program is the loop's own.
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self._run = self.step
+        self.state = create_train_state(params, tx, dp)
+        self.acc = init_metrics(dp)
+        # The loop transfers each batch one step ahead: the step itself sees device arrays.
+        self.batch = prepare_batch(batch, dp, input_keys)
+
+    def compile(self) -> dict:
+        """Compile; return the compile time and XLA's cost analysis of the step."""
+        t0 = time.perf_counter()
+        compiled = self.step.lower(self.state, self.acc, self.batch).compile()
+        out = {"compile_s": time.perf_counter() - t0}
+        # Run this executable from now on (calling the jit function would compile again).
+        self._run = compiled
+        self.hlo_text = compiled.as_text()
+        cost = compiled.cost_analysis()
+        if isinstance(cost, list):
+            cost = cost[0] if cost else {}
+        if cost:
+            out["xla_flops"] = float(cost.get("flops", 0.0))
+            out["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
+        return out
+
+    def __call__(self) -> None:
+        self.state, self.acc = self._run(self.state, self.acc, self.batch)
+        jax.block_until_ready(self.acc)
+
+
+def notebook_step(model: BertGRUSentiment, params: Any, batch: dict) -> JaxStep:
+    """The notebook recipe's step: encoder frozen (no gradient, no Adam state)."""
+    return JaxStep(model, params, batch, mask=trainable_mask(params, freeze_encoder=True))
+
+
+def cached_head_step(model: BertGRUSentiment, params: Any, batch: dict) -> JaxStep:
+    """The encoder-cache recipe's step: the GRU head alone on stored float16 encoder
+    outputs (random here: they cost the same)."""
+    _, head_params = encoder_cache.split_params(params)
+    b, length = batch["input_ids"].shape
+    features = np.random.default_rng(4).standard_normal(
+        (b, length, model.bert.hidden_size)).astype(np.float16)
+    hb = {"features": features, **{k: batch[k] for k in ("attention_mask", "label", "weight")}}
+    return JaxStep(encoder_cache.head_of(model), head_params, hb,
+                   input_keys=tuple(encoder_cache.INPUT_KEYS))
+
+
+def jax_encoder_forward(cfg: BertConfig, bert_params: Any, batch: dict, *,
+                        deterministic: bool = False):
+    """The frozen encoder's forward alone (train mode, dropout on, unless
+    `deterministic`), jitted."""
+    enc = BertEncoder(cfg)
+    f = jax.jit(lambda p, ids, m, key: enc.apply(
+        {"params": p}, ids, m, deterministic=deterministic, rngs={"dropout": key})[0])
+    ids, m = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
+    key = jax.random.key(1)
+    return lambda: jax.block_until_ready(f(bert_params, ids, m, key))
+
+
+def jax_gru_forward_backward(gru_params: Any, x: np.ndarray, lengths: np.ndarray):
+    """The 2x256 BiGRU's forward + backward alone (gradient of the final states' sum)."""
+    gru = GRU(256, num_layers=2, bidirectional=True, dropout=0.25)
+
+    def loss(p, x, lengths, key):
+        _, h = gru.apply({"params": p}, x, lengths, deterministic=False, rngs={"dropout": key})
+        return h.sum()
+
+    g = jax.jit(jax.grad(loss))
+    x, lengths = jnp.asarray(x), jnp.asarray(lengths)
+    key = jax.random.key(2)
+    return lambda: jax.block_until_ready(g(gru_params, x, lengths, key))
+
+
+def gemm(rows: int, inner: int, cols: int, framework: str):
+    """[rows, inner] @ [inner, cols] in float32: the encoder's feed-forward matmul."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((rows, inner)).astype(np.float32)
+    b = rng.standard_normal((inner, cols)).astype(np.float32)
+    if framework == "jax":
+        f = jax.jit(jnp.matmul)
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        return lambda: jax.block_until_ready(f(ja, jb))
+    import torch
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: torch.matmul(ta, tb)
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+class TorchStep:
+    """One notebook training step in PyTorch with `threads` intra-op threads."""
+
+    def __init__(self, model, batch: dict, threads: int):
+        import torch
+
+        self.torch, self.model, self.threads = torch, model, threads
+        self.ids = torch.from_numpy(batch["input_ids"]).long()
+        self.mask = torch.from_numpy(batch["attention_mask"]).long()
+        self.labels = torch.from_numpy(batch["label"])
+        self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                    lr=LEARNING_RATE)
+        self.loss = torch.nn.BCEWithLogitsLoss()
+
+    def __call__(self) -> None:
+        self.torch.set_num_threads(self.threads)
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.model(self.ids, self.mask), self.labels)
+        loss.backward()
+        self.opt.step()
+
+
+def torch_encoder_forward(model, batch: dict):
+    """The PyTorch model's frozen encoder forward alone (train mode, no gradients)."""
+    import torch
+
+    ids = torch.from_numpy(batch["input_ids"]).long()
+    mask = torch.from_numpy(batch["attention_mask"]).long()
+
+    def run():
+        model.train()
+        with torch.no_grad():
+            model.bert(ids, attention_mask=mask)
+
+    return run
+
+
+def torch_gru_forward_backward(model, x: np.ndarray):
+    """The PyTorch model's GRU forward + backward alone (gradient of the final states' sum)."""
+    import torch
+
+    xt = torch.from_numpy(np.array(x))
+
+    def run():
+        model.train()
+        model.rnn.zero_grad(set_to_none=True)
+        _, h = model.rnn(xt)
+        h.sum().backward()
+
+    return run

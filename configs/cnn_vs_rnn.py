@@ -1,0 +1,49 @@
+r"""Q1: a small CNN against a row-by-row GRU on real handwritten digits.
+
+    python -m experiments.cnn_vs_rnn
+    # = --config configs/cnn_vs_rnn.py --epochs 30 --seed 0 (results/cnn_vs_rnn.json, CPU, 2 cores)
+    # digits 8x8 (1,257 / 180 / 360 images): CNN 96.4% test accuracy with 14,378 parameters,
+    # row-GRU 95.6% with 14,858; shifted by 1 pixel the CNN keeps 75.0%, the RNN 55.2%.
+
+    python -m experiments.cnn_vs_rnn --config configs/cnn_vs_rnn.py:gpu \
+        --out results/cnn_vs_rnn_h100
+    # = --epochs 30 --seed 0 --sides 8 16 32 64 128 256 on an NVIDIA H100
+    # (results/cnn_vs_rnn_h100/): 1-image latency from side 8 to 256, CNN 0.315 -> 0.365 ms,
+    # RNN 0.337 -> 3.942 ms (its depth grows with the rows).
+
+Variants (`arg`): None (the default above), "gpu" (latency up to side 256), "mnist" (28x28
+MNIST through tensorflow-datasets, which needs internet once; not measured in results/).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# The variants, each as its differences from the default (dotted field -> value).
+VARIANTS = {"gpu": {"sides": (8, 16, 32, 64, 128, 256)}, "mnist": {"data": "mnist"}}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The Q1 experiment's settings; `arg`: None, "gpu" or "mnist"."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # the data split, the shuffling, the initialisation
+    # "digits": scikit-learn's bundled 8x8 digits (no download); "mnist": tensorflow-datasets.
+    config.data = "digits"
+    config.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # None: tfds' default
+
+    # Both models: Adam, softmax cross-entropy, best epoch by validation loss.
+    config.epochs = 30
+    config.batch_size = 64
+    config.learning_rate = 3e-3
+
+    # Inference latency: warm medians of interleaved repetitions, for 1 test image, a batch of
+    # up to `latency_batch` test images, and 1 random image of each side in `sides`.
+    config.latency_reps = 50
+    config.latency_batch = 256
+    config.sides = (8, 16, 32, 64)
+
+    config.out = "results"  # cnn_vs_rnn.json, cnn_vs_rnn.md and three PNG plots go here
+    if arg is not None and arg not in VARIANTS:
+        raise ValueError(f"unknown variant {arg!r}: choose from {', '.join(VARIANTS)}")
+    config.update_from_flattened_dict(VARIANTS.get(arg, {}))
+    return config

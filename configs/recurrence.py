@@ -1,0 +1,45 @@
+r"""Q2: the scalar RNN against its closed form, and learning its weights back.
+
+    python -m experiments.recurrence
+    # = --config configs/recurrence.py --seed 0 (results/recurrence.json, CPU)
+    # the scan equals the closed form exactly on 8,192 even-length sequences; Adam from 8
+    # random starts recovers w_rec = -1.0003 (max |w_rec + 1| = 4.1e-4), with at least 99.85%
+    # held-out accuracy at every even length up to 100.
+
+    python -m experiments.recurrence --quick
+    # = --config configs/recurrence.py:quick: the same measurements at small sizes, in seconds
+    # (a smoke run; not recorded in results/).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# The quick variant: the same measurements at small sizes (dotted field -> value).
+QUICK = {"check.n_sequences": 512, "train.steps": 200, "train.n_inits": 4,
+         "train.n_per_length": 256}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The Q2 experiment's settings; `arg`: None or "quick"."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # (a) the figure's RNN against exact integer references.
+    config.check = ml_collections.ConfigDict()
+    config.check.n_sequences = 8192  # per parity (even and odd lengths)
+
+    # (b) Adam on the BCE of the final logit, several random initialisations vmapped.
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 2000
+    config.train.n_inits = 8
+    config.train.n_per_length = 4096  # training sequences per length
+    config.train.batch_size = 256
+    config.train.learning_rate = 0.05  # cosine decay from here to 0 over the steps
+
+    config.out = "results"  # recurrence.json and recurrence.png go here
+    if arg == "quick":
+        config.update_from_flattened_dict(QUICK)
+    elif arg is not None:
+        raise ValueError(f"unknown variant {arg!r}: the only variant is quick")
+    return config

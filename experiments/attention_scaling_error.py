@@ -1,0 +1,100 @@
+"""Q3's second experiment: the Performer's error against exact softmax attention.
+
+For each sampler (orthogonal, i.i.d.) and number of random features, at two logit scales
+(q, k ~ N(0, sigma^2)), the relative error of the output and the mean total-variation distance
+of the attention rows the Performer implies, beside local attention's at the same window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments.attention_scaling_analysis import HEAD_DIM, HEADS
+from hw3_jax import attention as att
+
+
+def _tv_performer(q, k, w):
+    """Mean total-variation distance between Performer's implicit attention rows and softmax's.
+
+    q, k: [T, N, d]; w: [m, d]. Builds [N, T, T] on purpose (analysis only, small T).
+    """
+    fq, fk = att.favor_features(q, w), att.favor_features(k, w)  # [T, N, m]
+    a_hat = jnp.einsum("tnm,snm->nts", fq, fk)
+    a_hat = a_hat / jnp.sum(a_hat, -1, keepdims=True)
+    logits = jnp.einsum("tnh,snh->nts", q, k) / math.sqrt(q.shape[-1])
+    a = jax.nn.softmax(logits, -1)
+    return 0.5 * jnp.mean(jnp.sum(jnp.abs(a_hat - a), -1))
+
+
+def _tv_local(q, k, window):
+    """Total-variation distance of local attention's rows: the softmax mass outside the band."""
+    t = q.shape[0]
+    logits = jnp.einsum("tnh,snh->nts", q, k) / math.sqrt(q.shape[-1])
+    a = jax.nn.softmax(logits, -1)
+    pos = jnp.arange(t)
+    band = jnp.abs(pos[:, None] - pos[None, :]) <= window
+    return jnp.mean(jnp.sum(jnp.where(band, 0.0, a), -1))
+
+
+def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:
+    """The Performer's relative output error and attention-row TV distance against exact
+    attention, per sampler and number of features, at two logit scales (config.error)."""
+    cfg = config.error
+    feature_counts, t_err, scales, draws = cfg.features, cfg.length, cfg.sigmas, cfg.draws
+    rng = np.random.default_rng(config.seed + 1)
+    samplers = {"orthogonal": att.orthogonal_random_features, "iid": att.iid_random_features}
+    out = {
+        "T": t_err,
+        "heads": HEADS,
+        "head_dim": HEAD_DIM,
+        "draws": draws,
+        "features": list(feature_counts),
+        "regimes": [],
+    }
+
+    @jax.jit
+    def perf_err(q, k, v, w, exact):
+        y = att.performer_attention(q, k, v, w)
+        return jnp.linalg.norm(y - exact) / jnp.linalg.norm(exact), _tv_performer(q[0], k[0], w)
+
+    for sigma in scales:
+        shape = (1, t_err, HEADS, HEAD_DIM)
+        q, k = (sigma * jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(2))
+        v = jnp.asarray(rng.standard_normal(shape, np.float32))
+        exact = att.softmax_attention(q, k, v)
+        loc = att.local_attention(q, k, v, config.window)
+        regime = {
+            "sigma": sigma,
+            "logit_std": sigma**2,  # q.k / sqrt(d) has variance d sigma^4 / d
+            "local_window": config.window,
+            "local_rel_error": float(jnp.linalg.norm(loc - exact) / jnp.linalg.norm(exact)),
+            "local_tv": float(_tv_local(q[0], k[0], config.window)),
+            "rows": [],
+        }
+        for name, sampler in samplers.items():
+            for m in feature_counts:
+                bar.set_postfix_str(f"error sigma={sigma} {name} m={m}")
+                errs, tvs = [], []
+                for i in range(draws):
+                    key = jax.random.PRNGKey(10_000 * (i + 1) + m)
+                    e, tv = perf_err(q, k, v, sampler(key, m, HEAD_DIM), exact)
+                    errs.append(float(e))
+                    tvs.append(float(tv))
+                regime["rows"].append(
+                    {
+                        "sampler": name,
+                        "features": m,
+                        "rel_error_mean": float(np.mean(errs)),
+                        "rel_error_std": float(np.std(errs)),
+                        "tv_mean": float(np.mean(tvs)),
+                        "tv_std": float(np.std(tvs)),
+                    }
+                )
+                bar.update(1)
+        out["regimes"].append(regime)
+    return out

@@ -1,0 +1,206 @@
+"""What every experiment's command line shares: loading a config, overrides, one-line errors.
+
+    python -m experiments.NAME --config configs/NAME.py:VARIANT --config.train.lr=2e-3
+
+`--config` takes a config file (or a module name such as `configs.sentiment`) and an
+optional variant after a colon; each `--config.a.b=VALUE` sets one field, its VALUE parsed
+as a Python literal (`3`, `2e-3`, `True`, `(64, 128)`, `None`) or else kept as a string (a
+text field keeps any VALUE but `None` as written: `--config.data.buckets=64,128`), and
+type-checked by the ConfigDict against the field it replaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+OVERRIDE_PREFIX = "--config."
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """`FILE.py[:ARG]` or `package.module[:ARG]` -> that module's `get_config(ARG)`."""
+    target, _, arg = spec.partition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise UserError(f"config file {target} not found: pass e.g. "
+                            f"--config configs/{path.name}")
+        module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError:
+            raise UserError(f"no config module {target}: pass a file such as "
+                            "configs/sentiment.py") from None
+    try:
+        return module.get_config(arg or None)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"config {spec}: {e}") from None
+
+
+def _parse_value(text: str, field_type: type | None = None):
+    """`text` as a Python literal, else as written; for a text field (`field_type` str) as
+    written unless it is `None` or a quoted literal."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if field_type is str and value is not None and not isinstance(value, str):
+        return text
+    return value
+
+
+def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+    """config.a.b = value, type-checked by the ConfigDict; a bad name or type is a UserError.
+    A string `value` is parsed for the field's type first (`--config.a.b=VALUE`'s rule)."""
+    *parents, name = dotted.split(".")
+    node = config
+    try:
+        for p in parents:
+            node = node[p]
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            raise KeyError(name)
+        if isinstance(value, str):
+            value = _parse_value(value, node.get_type(name))
+        if isinstance(value, list):
+            value = tuple(value)
+        node[name] = value
+    except KeyError:
+        raise UserError(f"--config.{dotted}: the config has no field {dotted}") from None
+    except TypeError as e:
+        raise UserError(f"--config.{dotted}={value!r}: {e}") from None
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the other arguments, [(dotted name, VALUE as written)]) from `--config.a.b=VALUE` or
+    `--config.a.b VALUE`, in order; `set_field` parses each VALUE for its field."""
+    rest, overrides = [], []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith(OVERRIDE_PREFIX):
+            rest.append(arg)
+            continue
+        name, eq, value = arg[len(OVERRIDE_PREFIX):].partition("=")
+        if not eq:
+            if not args:
+                raise UserError(f"{arg} needs a value: {arg}=VALUE")
+            value = args.pop(0)
+        overrides.append((name, value))
+    return rest, overrides
+
+
+def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run `main`; a UserError (or one of `user_errors`) becomes one line and exit status 2,
+    Ctrl-C exit status 130."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume where the experiment has it",
+              file=sys.stderr)
+        return 130
+    except (UserError, *user_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def apply_flags(config: ml_collections.ConfigDict, shortcuts: Mapping[str, object],
+                overrides: Sequence[tuple[str, object]] = ()) -> ml_collections.ConfigDict:
+    """Set each shortcut flag's value (dotted field -> value; None: the flag was not given),
+    then each `--config.a.b=V` override, on `config`; returns it."""
+    for dotted, value in shortcuts.items():
+        if value is not None:
+            set_field(config, dotted, value)
+    for dotted, value in overrides:
+        set_field(config, dotted, value)
+    return config
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, object]:
+    """{"a.b": value} for every leaf field of `config`, in the config's order."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def command_line(prefix: str, config: ml_collections.ConfigDict,
+                 base: ml_collections.ConfigDict, flags: Mapping[str, str], *,
+                 always: Sequence[str] = (), skip: Sequence[str] = ()) -> str:
+    """The command that gives `config`: `prefix` (the program and its --config), then each
+    shortcut flag (flag -> dotted field, in order) whose field differs from `base` or is in
+    `always`, then `--config.a.b=V` for each other field that differs; the fields in `skip`
+    (where outputs go) never. A tuple value of a flag is written as its items."""
+    values, defaults = flatten(config), flatten(base)
+    parts = [prefix]
+    for flag, dotted in flags.items():
+        value = values[dotted]
+        if dotted not in skip and (dotted in always or value != defaults[dotted]):
+            items = value if isinstance(value, tuple | list) else (value,)
+            parts.append(" ".join([flag, *map(str, items)]))
+    for dotted, value in values.items():
+        if dotted not in skip and dotted not in flags.values() and value != defaults[dotted]:
+            parts.append(f"{OVERRIDE_PREFIX}{dotted}={value!r}".replace(" ", ""))
+    return " ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortcut:
+    """A command-line flag that sets one config field; its default is the config's."""
+
+    field: str  # dotted name in the config
+    help: str = ""
+    type: Callable[[str], Any] = str
+    nargs: str | None = None
+    choices: Sequence[str] | None = None
+
+
+def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
+                default_config: str, shortcuts: Mapping[str, Shortcut],
+                quick_help: str | None = None, always: Sequence[str] = (),
+                skip: Sequence[str] = ()) -> tuple[ml_collections.ConfigDict, str]:
+    """An experiment's command line -> (its config, the command that gives that config).
+
+    Flags: `--config FILE[:ARG]` (default `default_config`), `--quick` for the config's
+    "quick" variant when `quick_help` is given, each shortcut (flag -> Shortcut), then any
+    `--config.a.b=VALUE`; `always`, `skip`: as in `command_line`."""
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    defaults = flatten(load_config(default_config))
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", help=f"config file[:variant] (default {default_config}); "
+                                    "--config.FIELD=VALUE sets any field")
+    if quick_help is not None:
+        p.add_argument("--quick", action="store_true", help=quick_help)
+    for flag, s in shortcuts.items():
+        p.add_argument(flag, dest=s.field, type=s.type, nargs=s.nargs, choices=s.choices,
+                       help=f"{s.help} (default {defaults[s.field]})".lstrip())
+    args = p.parse_args(rest)
+    quick = quick_help is not None and args.quick
+    if quick and args.config:
+        raise UserError("--quick is the variant :quick of the config: pass --quick or --config")
+    spec = args.config or (f"{default_config}:quick" if quick else default_config)
+    values = {s.field: getattr(args, s.field) for s in shortcuts.values()}
+    config = apply_flags(load_config(spec), values, overrides)
+    prefix = (f"{prog} --config {args.config}" if args.config
+              else f"{prog} --quick" if quick else prog)
+    flags = {flag: s.field for flag, s in shortcuts.items()}
+    return config, command_line(prefix, config, load_config(spec), flags, always=always,
+                                skip=skip)

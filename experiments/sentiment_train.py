@@ -1,0 +1,300 @@
+"""The sentiment experiment's run: `train_and_evaluate(config, workdir)`.
+
+    config = configs.sentiment.get_config("smoke")
+    result = train_and_evaluate(config, "runs/smoke")
+
+Reads the data (`hw3_jax.data.pipeline.get_datasets`), builds the model through
+`hw3_jax.factory` (a scratch encoder sized to the tokenizer, or a pretrained one with its
+weights), starts a scratch encoder's word embeddings from PPMI+SVD vectors or a frozen
+encoder's outputs from the encoder cache when configured, and trains with the project's one
+loop (`hw3_jax.train.loop.train`), which writes the workdir's config.json, metrics and
+checkpoints. The best model then scores the notebook's two sentences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.cli import UserError
+from hw3_jax import factory, models
+from hw3_jax.bert import ATTENTION_KINDS
+from hw3_jax.data import encoder_cache as ec
+from hw3_jax.data.batching import normalise_buckets
+from hw3_jax.data.encoder_cache import CACHE_DTYPES
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.imdb import TextSplit, read_imdb_unsup
+from hw3_jax.data.pipeline import get_datasets
+from hw3_jax.data.sources import SOURCES, source_identity
+from hw3_jax.data.token_cache import default_cache_dir, load_or_encode
+from hw3_jax.data.tokenizer import SPECIAL_TOKENS
+from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
+from hw3_jax.models import READOUTS
+from hw3_jax.predict import SentimentPredictor
+from hw3_jax.train.loop import TrainConfig, TrainResult, train
+from hw3_jax.train.sharding import initialize_distributed
+from hw3_jax.train.steps import LR_SCHEDULES
+from hw3_jax.train.workdir import Workdir
+
+NOTEBOOK_SENTENCES = (
+    "Justice League is terrible. I hated it.",
+    "Avengers was great!!",
+)
+# The values a text field takes (the command line offers the same).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": SOURCES,
+    "model.attention": ATTENTION_KINDS,
+    "model.readout": READOUTS,
+    "model.init_embeddings": ("random", "ppmi-svd"),
+    "model.dtype": ("float32", "bfloat16"),
+    "encoder_cache.dtype": CACHE_DTYPES,
+    "train.lr_schedule": LR_SCHEDULES,
+}
+
+
+# ----------------------------------------------------------------------------- the config
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with the values that follow from others or from the machine:
+    `data.source` (None: imdb with a pretrained encoder or an archive, else synthetic) and
+    `model.dtype` (None: bfloat16 on TPU/GPU, float32 on CPU). What a run records."""
+    config = config.copy_and_resolve_references()
+    if config.data.source is None:
+        imdb = factory.is_pretrained(config.model) or config.data.imdb_archive is not None
+        config.data.source = "imdb" if imdb else "synthetic"
+    config.model.dtype = factory.compute_dtype(config.model)
+    return config
+
+
+def _field(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node = config
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    data, model = config.data, config.model
+    for dotted, options in CHOICES.items():
+        if _field(config, dotted) not in options:
+            raise UserError(f"{dotted} must be one of {', '.join(options)}, got "
+                            f"{_field(config, dotted)!r}")
+    if not 8 <= data.max_length <= 512:
+        raise UserError(f"--max-length must be between 8 and 512, got {data.max_length}")
+    if data.batch_size < 1 or config.train.epochs < 0:
+        raise UserError("--batch-size must be >= 1 and --epochs >= 0")
+    if not model.word_vector_std > 0:
+        raise UserError(f"--word-vector-std must be positive, got {model.word_vector_std}")
+    if config.train.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must be >= 0, got {config.train.warmup_steps}")
+    if model.gru_layers < 1:
+        raise UserError(f"--gru-layers must be >= 1, got {model.gru_layers}")
+    if not 0.0 <= model.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {model.dropout}")
+    if not config.train.learning_rate > 0:  # also NaN
+        raise UserError(f"--lr must be a positive number, got {config.train.learning_rate}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every check that needs no data, on a resolved config: one-line UserErrors."""
+    data, model = config.data, config.model
+    pretrained = factory.is_pretrained(model)
+    if data.imdb_archive is not None and data.source != "imdb":
+        raise UserError("--imdb-archive goes with --data imdb (or leave --data out)")
+    if pretrained and model.init_embeddings == "ppmi-svd":
+        raise UserError("--init-embeddings ppmi-svd is for --encoder scratch: a pretrained "
+                        "encoder brings its own word embeddings")
+    _check_ranges(config)
+    try:
+        normalise_buckets(data.buckets, data.max_length)  # a bad --buckets fails before data
+        TrainConfig(**config.train.to_dict())
+        if not pretrained:  # sizes checked before minutes of tokenizing
+            factory.encoder_config(model, data.vocab_size, 0, data.max_length)
+    except DataError as e:
+        raise UserError(f"--buckets: {e}") from None
+    except ValueError as e:  # e.g. hidden_size not a multiple of heads
+        raise UserError(f"invalid configuration: {e}") from None
+    if config.encoder_cache.enabled and not factory.frozen_encoder(model):
+        raise UserError("--cache-encoder needs a frozen pretrained encoder: pass --encoder "
+                        "NAME_OR_PATH and leave out --unfreeze")
+    if config.encoder_cache.enabled and model.notebook_parity:
+        raise UserError("--cache-encoder cannot go with --notebook-parity: without the "
+                        "attention mask each output depends on its batch's padding")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _open_workdir(config: ml_collections.ConfigDict, workdir: str) -> Workdir:
+    """The workdir, checked before the data is read and a tokenizer trained (minutes on
+    IMDB): writable, and holding no run that neither resume nor overwrite claims."""
+    wd = Workdir(workdir)
+    wd.check(0)  # free space is checked by the loop, sized by the model
+    has_run = wd.has_checkpoint()
+    resume, overwrite = config.train.resume, config.train.overwrite
+    if has_run and not (resume or overwrite):
+        raise UserError(f"{wd.root} already holds checkpoints of a run: pass --resume to "
+                        "continue it, --overwrite to start over, or use another --workdir")
+    if has_run and overwrite and not resume:
+        # Starting over trains a new vocabulary: the old run's may come from other data.
+        for path in (wd.tokenizer, wd.tokenizer_source):
+            path.unlink(missing_ok=True)
+    return wd
+
+
+def _pretrained(model_cfg: ml_collections.ConfigDict, max_length: int):
+    """(BertConfig, params) of a pretrained encoder, loaded before the data so that a bad
+    path fails before minutes of tokenizing."""
+    try:
+        bert_cfg, bert_params = factory.pretrained_encoder(model_cfg)
+    except ValueError as e:  # not a BERT config, bad JSON, mis-shaped weights
+        raise UserError(f"cannot use encoder {model_cfg.encoder}: {e}") from None
+    if max_length > bert_cfg.max_position_embeddings:
+        raise UserError(f"--max-length {max_length} exceeds the encoder's "
+                        f"{bert_cfg.max_position_embeddings} positions")
+    return bert_cfg, bert_params
+
+
+def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd: Workdir):
+    """(params with PPMI+SVD word vectors, what was done): counted on the training and
+    validation texts (labels unused; never the test split) and, with an archive, its
+    unlabelled `train/unsup` reviews, tokenized once and cached like the splits."""
+    t0 = time.perf_counter()
+    splits = [data.train, data.validation]
+    archive = config.data.imdb_archive
+    if config.data.source == "imdb" and archive is not None:
+        def texts():
+            unsup = read_imdb_unsup(archive)
+            return TextSplit(unsup, np.zeros(len(unsup), np.int8))
+
+        unsup, _ = load_or_encode(
+            data.tokenizer, "unsup", texts,
+            source_id=source_identity(config.data, config.seed),
+            max_length=config.data.max_length, cache_dir=default_cache_dir(wd),
+            progress=config.train.progress)
+        splits.append(unsup)
+    tok, std = data.tokenizer, config.model.word_vector_std
+    skip = [i for i in (tok.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None]
+    vectors = ppmi_svd_embeddings(splits, data.vocab_size, bert_cfg.hidden_size,
+                                  skip_ids=skip, std=std, seed=config.seed)
+    info = {"init": "ppmi-svd", "std": float(std), "texts": int(sum(len(s) for s in splits)),
+            "unsup_texts": int(sum(len(s) for s in splits[2:])),
+            "tokens": int(sum(int(s.lengths.sum()) for s in splits)),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"word vectors: PPMI+SVD on {info['texts']:,} texts ({info['unsup_texts']:,} "
+          f"unlabelled), {info['tokens']:,} tokens, {info['seconds']:.0f} s")
+    return with_word_embeddings(params, vectors), info
+
+
+def _initial_params(config, model, data, bert_params, wd: Workdir) -> tuple[dict, dict]:
+    """(the model's starting params, metadata about them): fresh ones from `config.seed`,
+    with the pretrained encoder's weights or the PPMI+SVD word vectors when configured."""
+    params = models.init_params(model, jax.random.key(config.seed))
+    if bert_params is not None:
+        return models.with_pretrained_encoder(params, bert_params), {}
+    if config.model.init_embeddings != "ppmi-svd":
+        return params, {}
+    if config.train.resume and wd.has_checkpoint("latest"):  # the checkpoint replaces them
+        return params, {"word_vectors": {"init": "ppmi-svd", "note": "not recomputed: resumed"}}
+    params, info = _word_vectors(config, data, model.bert, params, wd)
+    return params, {"word_vectors": info}
+
+
+def _summary(config, data, model, params, mask) -> None:
+    sizes = {s: data.num_examples(s) for s in ("train", "validation", "test")}
+    origin = (config.data.imdb_archive or "tfds") if config.data.source == "imdb" else \
+        "embedded"
+    print(f"data: {config.data.source} ({origin}); train {sizes['train']:,} / validation "
+          f"{sizes['validation']:,} / test {sizes['test']:,}; vocabulary "
+          f"{data.vocab_size:,}; buckets {list(data.buckets)}")
+    bert = model.bert
+    print(f"model: encoder {config.model.encoder} ({bert.num_hidden_layers} layers, hidden "
+          f"{bert.hidden_size}, {bert.attention} attention), GRU {model.hidden_dim}x"
+          f"{model.n_layers} bidirectional ({model.readout} readout); "
+          f"{models.count_params(params):,} parameters, "
+          f"{models.count_params(params, mask):,} trainable; {config.model.dtype} on "
+          f"{jax.device_count()} {jax.default_backend()} device(s)")
+
+
+def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts: dict):
+    """The encoder cache: (head module, head params, data of stored encoder outputs).
+
+    The frozen encoder's params go into the workdir once (a file named by their hash,
+    recorded in `metadata`), so that `predict` rebuilds the full model from a checkpoint
+    that holds only the head."""
+    bert_params, head_params = ec.split_params(params)
+    metadata["encoder_params"] = ec.save_encoder_params(wd.root, bert_params)
+    cached = ec.build_cached_encoder_data(
+        data, model.bert, bert_params, dtype=config.encoder_cache.dtype,
+        attention_mask=model.encoder_attention_mask, cache_dir=default_cache_dir(wd),
+        progress=config.train.progress, log=print)
+    info = cached.info["encoder_cache"]
+    facts["encoder_cache"] = {"encoder_params": metadata["encoder_params"],
+                              "encoder_dropout": False, **info}
+    print(f"encoder outputs ready in {info['seconds']:.1f} s; training the head only "
+          f"(encoder dropout off, unlike the notebook)")
+    return ec.head_of(model), head_params, cached
+
+
+def _report(model, params, tokenizer, facts: dict) -> dict[str, Any]:
+    """What metrics.json gets besides the loop's numbers: `facts` about the data and the
+    initialisation, and the best model's P(positive) of the notebook's sentences."""
+    scored = SentimentPredictor(model, params, tokenizer).score(NOTEBOOK_SENTENCES)
+    predictions = {r.text: r.p_positive for r in scored}
+    for text, p in predictions.items():
+        print(f"P(positive) = {p:.4f}  {text}")
+    return {**facts, "predictions": predictions}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       extra: Mapping[str, Any] | None = None) -> TrainResult:
+    """Train the model `config` describes into `workdir`, evaluate the best checkpoint on
+    the test split and score the notebook's sentences. WORKDIR/config.json gets the resolved
+    config's sections, the encoder's BertConfig ("bert") and `extra` (e.g. the command);
+    metrics.json the data's facts ("data"), the word vectors' or the encoder cache's, the
+    notebook sentences' "predictions" and `extra`.
+    Raises UserError, DataError, TrainingError or OSError, each a one-line message."""
+    initialize_distributed()  # before JAX touches a device; a no-op unless launched so
+    config = resolve(config)
+    validate(config)
+    wd = _open_workdir(config, workdir)
+    bert_cfg, bert_params = (_pretrained(config.model, config.data.max_length)
+                             if factory.is_pretrained(config.model) else (None, None))
+    data = get_datasets(config, wd, progress=config.train.progress)
+    if bert_cfg is None:
+        bert_cfg = factory.encoder_config(config.model, data.vocab_size, data.pad_id,
+                                          config.data.max_length)
+    elif data.vocab_size > bert_cfg.vocab_size:
+        raise UserError(f"the tokenizer has {data.vocab_size} tokens but the encoder only "
+                        f"{bert_cfg.vocab_size}: pass the encoder's own vocabulary (--vocab)")
+    model = factory.sentiment_model(config.model, bert_cfg)
+    params, notes = _initial_params(config, model, data, bert_params, wd)
+    mask = models.trainable_mask(params, freeze_encoder=model.freeze_encoder,
+                                 freeze_word_embeddings=config.model.freeze_word_embeddings)
+    _summary(config, data, model, params, mask)
+    # config.json: what rebuilds the model (`hw3_jax.predict`) and the command that ran.
+    metadata = {**config.to_dict(), "bert": bert_cfg.to_dict(), **(extra or {})}
+    facts = {"data": data.info, **notes, **(extra or {})}  # metrics.json's, beside the loop's
+    train_cfg = TrainConfig(**config.train.to_dict())
+    if config.encoder_cache.enabled:  # the same loop, on the head and the stored outputs
+        head, head_params, head_data = _cached_head(config, model, params, data, wd,
+                                                    metadata, facts)
+        encoder = ec.split_params(params)[0]
+        result = train(head, head_params, head_data,
+                       dataclasses.replace(train_cfg, input_keys=head_data.input_keys), wd,
+                       metadata=metadata, report=lambda best: _report(
+                           model, ec.join_params(best, encoder), data.tokenizer, facts))
+    else:
+        result = train(model, params, data, train_cfg, wd, trainable_mask=mask,
+                       metadata=metadata,
+                       report=lambda best: _report(model, best, data.tokenizer, facts))
+    print(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
+          f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
+    return result

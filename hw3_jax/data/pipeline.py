@@ -1,0 +1,264 @@
+"""The sentiment experiment's data: `get_datasets(config, workdir)` -> `SentimentData`.
+
+From `config.data` (source, sizes, max_length, batch_size, buckets, vocab_size, vocab, limit),
+`config.model.encoder` and `config.seed`:
+  1. the source (`sources`), read only when a tokenizer must be trained or a split's token
+     ids are not cached;
+  2. the tokenizer: a scratch encoder's WordPiece vocabulary trained on the train split (or
+     the one already in WORKDIR/tokenizer.json), else the pretrained encoder's own
+     (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json;
+  3. token ids of the training and test parts (`token_cache`), the training part split 70/30
+     into train and validation by seed, each split cut to `config.data.limit` examples;
+  4. `SentimentData`: bucketed batches (`batching`) split over JAX's processes.
+
+The data protocol the training loop depends on: `train_batches(epoch, start_step)`,
+`eval_batches(split)`, `steps_per_epoch`, `eval_steps(split)`, `num_examples(split)`; a batch
+is {"input_ids": int32 [B, L], "attention_mask": int32 [B, L], "label": float32 [B],
+"weight": float32 [B]}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+from hw3_jax.data import sources
+from hw3_jax.data.batching import BucketedBatches, normalise_buckets, prefetch
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.imdb import TRAIN_FRACTION, RawDataset, split_indices
+from hw3_jax.data.token_cache import (
+    TokenizedSplit,
+    default_cache_dir,
+    encode_and_store,
+    read_cached,
+)
+from hw3_jax.data.tokenizer import (
+    load_pretrained_tokenizer,
+    load_tokenizer_file,
+    pad_id,
+    train_wordpiece_tokenizer,
+)
+from hw3_jax.train.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_ALIASES = {"val": "validation", "valid": "validation"}
+
+
+def split_name(split: str) -> str:
+    """The name of a split as `SentimentData` holds it: "train", "validation" (also "val",
+    "valid") or "test". Raises DataError for any other name."""
+    name = _ALIASES.get(split, split)
+    if name not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use train, validation or test")
+    return name
+
+
+@dataclasses.dataclass
+class SentimentData:
+    """Tokenized train/validation/test splits and their batches (see the module docstring).
+
+    `buckets`: anything `batching.normalise_buckets` takes (None: powers of two from 32 up
+    to `max_length`); held normalised. `process_count` > 1: each process gets its block of
+    rows of every global batch."""
+
+    train: TokenizedSplit
+    validation: TokenizedSplit
+    test: TokenizedSplit
+    tokenizer: Any
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    buckets: Any = None
+    max_length: int = 512
+    seed: int = 0
+    prefetch_batches: int = 2  # built ahead in a background thread (0: none)
+    process_index: int = 0
+    process_count: int = 1
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.buckets = normalise_buckets(self.buckets, self.max_length)
+        if self.eval_batch_size is None:
+            self.eval_batch_size = self.batch_size
+        self.pad_id = pad_id(self.tokenizer)
+        self.vocab_size = self.tokenizer.get_vocab_size()
+        common = dict(buckets=self.buckets, pad_id=self.pad_id,
+                      process_index=self.process_index, process_count=self.process_count)
+        self._train = BucketedBatches(self.train, batch_size=self.batch_size, shuffle=True,
+                                      seed=self.seed, **common)
+        self._eval = {name: BucketedBatches(getattr(self, name),
+                                            batch_size=self.eval_batch_size, **common)
+                      for name in SPLITS}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self._train)
+
+    def train_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+        """[(bucket length, example indices)] of every training batch of `epoch`, in order."""
+        return self._train.plan(epoch)
+
+    def eval_plan(self, split: str) -> list[tuple[int, np.ndarray]]:
+        """[(bucket length, example indices)] of every evaluation batch of `split`."""
+        return self._eval[split_name(split)].plan(0)
+
+    def num_examples(self, split: str) -> int:
+        return len(getattr(self, split_name(split)))
+
+    def eval_steps(self, split: str) -> int:
+        return len(self._eval[split_name(split)])
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Shuffled training batches of `epoch` (a function of (seed, epoch) only);
+        `start_step` skips the first batches without building them (resume)."""
+        return prefetch(self._train(epoch, start_step), self.prefetch_batches)
+
+    def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
+        """Every example of `split` exactly once (weight 1), in fixed order; the last batch's
+        padding rows have weight 0."""
+        return prefetch(self._eval[split_name(split)](0), self.prefetch_batches)
+
+
+def limit_examples(split: TokenizedSplit, n: int | None, seed: int) -> TokenizedSplit:
+    """At most `n` examples of `split` (None: all), drawn at random by `seed` and kept in
+    their order: the first ones would not do, as IMDB's splits list every negative first."""
+    if n is None or n >= len(split):
+        return split
+    return split.subset(np.sort(np.random.default_rng([seed, 11]).permutation(len(split))[:n]))
+
+
+class _Source:
+    """The source of `config.data`, read at most once, and only when its text is needed."""
+
+    def __init__(self, data: Any, seed: int, info: dict):
+        self.data, self.seed, self.info = data, seed, info
+        self.raw: RawDataset | None = None
+
+    def get(self) -> RawDataset:
+        if self.raw is None:
+            t0 = time.perf_counter()
+            self.raw = sources.load_source(self.data, self.seed)
+            self.info["read_s"] = time.perf_counter() - t0
+        return self.raw
+
+
+def _save_tokenizer(wd: Workdir, tok, trained_on: dict | None) -> None:
+    try:
+        wd.root.mkdir(parents=True, exist_ok=True)
+        tok.save(str(wd.tokenizer))
+        if trained_on is not None:
+            wd.write_json(wd.tokenizer_source.name, trained_on)
+    except OSError as e:
+        raise DataError(f"cannot write the tokenizer into workdir {wd.root}: {e}") from None
+
+
+def _reuse_tokenizer(wd: Workdir, max_length: int, trained_on: dict, info: dict):
+    """The scratch tokenizer already in the workdir (a checkpoint there was trained with it),
+    with a warning when it was trained on other data or settings."""
+    tok = load_tokenizer_file(wd.tokenizer, max_length)
+    info["tokenizer"] = f"reused {wd.tokenizer}"
+    try:
+        before = json.loads(wd.tokenizer_source.read_text())
+    except (OSError, ValueError):
+        before = None
+    if before is not None and before != trained_on:
+        log.warning("reusing %s, which was trained on other data or settings (%s); use "
+                    "a new workdir to train a new vocabulary", wd.tokenizer, before)
+    return tok
+
+
+def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
+               info: dict):
+    """The run's tokenizer (see the module docstring, step 2), saved into the workdir."""
+    data, encoder = config.data, info["encoder"]
+    trained_on = None
+    if encoder != "scratch":
+        t0 = time.perf_counter()
+        tok = load_pretrained_tokenizer(encoder, data.max_length)
+        info["tokenizer"] = f"pretrained {encoder}"
+    else:
+        trained_on = {"source": source_id, "seed": config.seed,
+                      "train_fraction": TRAIN_FRACTION, "vocab_size": data.vocab_size}
+        if wd is not None and wd.tokenizer.is_file():
+            t0 = time.perf_counter()
+            tok = _reuse_tokenizer(wd, data.max_length, trained_on, info)
+            info["tokenizer_s"] = time.perf_counter() - t0
+            return tok
+        raw = source.get()
+        t0 = time.perf_counter()
+        tr_idx, _ = split_indices(len(raw.train), TRAIN_FRACTION, config.seed)
+        texts = [raw.train.texts[i] for i in tr_idx]
+        tok = train_wordpiece_tokenizer(texts, vocab_size=data.vocab_size,
+                                        max_length=data.max_length)
+        info["tokenizer"] = f"trained on {len(texts)} training texts"
+    info["tokenizer_s"] = time.perf_counter() - t0
+    if wd is not None:
+        _save_tokenizer(wd, tok, trained_on)
+    return tok
+
+
+def _token_ids(tok, source: _Source, source_id: str, cache_dir, max_length: int,
+               progress: bool, info: dict) -> dict[str, TokenizedSplit]:
+    """Token ids of the training and test parts: from the cache, else tokenized and cached."""
+    parts = {}
+    for split in ("train", "test"):
+        key = dict(source_id=source_id, max_length=max_length, cache_dir=cache_dir)
+        got = read_cached(tok, split, **key)
+        if got is None:
+            raw = source.get()
+            got = encode_and_store(tok, split, getattr(raw, split), progress=progress,
+                                   extra_meta={"invalid_utf8": raw.invalid_utf8}, **key)
+        parts[split], meta = got
+        info[f"{split}_cache_hit"] = meta["cache_hit"]
+        info[f"{split}_encode_s"] = meta["seconds"]
+        info.setdefault("invalid_utf8", meta["meta"].get("invalid_utf8", 0))
+    if source.raw is not None:
+        info["invalid_utf8"] = source.raw.invalid_utf8
+    return parts
+
+
+def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
+                 progress: bool = True) -> SentimentData:
+    """Everything the training loop needs, from the source to batches (module docstring).
+
+    `config`: the experiment's ConfigDict (reads `config.data`, `config.model.encoder`,
+    `config.seed`). `workdir`: where the tokenizer is saved and reused (None: nowhere); the
+    token cache is $HW3_JAX_CACHE, else WORKDIR/cache. `data.info` holds timings, cache hits,
+    the sizes of the splits before `limit`, and the count of reviews not valid UTF-8.
+    Raises DataError for every problem with the data or its options."""
+    t_start = time.perf_counter()
+    data, seed = config.data, config.seed
+    if data.batch_size < 1:
+        raise DataError(f"batch size must be positive, got {data.batch_size}")
+    encoder = "scratch" if config.model.encoder == "scratch" else str(
+        data.vocab or config.model.encoder)
+    info: dict = {"data": data.source, "encoder": encoder, "max_length": data.max_length}
+    wd = None if workdir is None else Workdir(workdir)
+    source = _Source(data, seed, info)
+    source_id = sources.source_identity(data, seed)
+    if source_id is None:  # known only once read (tfds)
+        source_id = source.get().source_id
+    tok = _tokenizer(config, wd, source, source_id, info)
+    parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data.max_length,
+                       progress, info)
+    tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed)
+    splits = {"train": parts["train"].subset(tr_idx),
+              "validation": parts["train"].subset(va_idx), "test": parts["test"]}
+    info["sizes"] = {name: len(s) for name, s in splits.items()}
+    out = SentimentData(*(limit_examples(splits[name], data.limit, seed) for name in SPLITS),
+                        tok, batch_size=data.batch_size, buckets=data.buckets,
+                        max_length=data.max_length, seed=seed,
+                        process_index=jax.process_index(), process_count=jax.process_count(),
+                        info=info)
+    info.update(vocab_size=out.vocab_size, buckets=list(out.buckets),
+                total_s=time.perf_counter() - t_start)
+    return out

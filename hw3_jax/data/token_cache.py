@@ -1,0 +1,190 @@
+"""Token ids of a split, and their cache on disk.
+
+A `TokenizedSplit` holds N examples back to back: one flat id array, per-example starts and
+lengths, and labels. The cache (`.npz`: the flat ids, offsets [N + 1], labels, a JSON meta
+string) is keyed by the source's identity, the split, the tokenizer's fingerprint and
+`max_length`; a second run with the same key reads neither the source nor the tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hw3_jax.data.imdb import TextSplit
+from hw3_jax.data.tokenizer import tokenizer_fingerprint
+from hw3_jax.train.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+
+
+@dataclasses.dataclass
+class TokenizedSplit:
+    """Token ids of N examples: example i is ids[starts[i] : starts[i] + lengths[i]]
+    (already with [CLS]/[SEP], at most max_length long). `subset` shares `ids`."""
+
+    ids: np.ndarray  # [total] uint16 or int32
+    starts: np.ndarray  # int64 [N]
+    lengths: np.ndarray  # int32 [N]
+    labels: np.ndarray  # int8 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> TokenizedSplit:
+        return TokenizedSplit(self.ids, self.starts[idx], self.lengths[idx], self.labels[idx])
+
+    def example(self, i: int) -> np.ndarray:
+        return self.ids[self.starts[i]:self.starts[i] + self.lengths[i]]
+
+
+def encode_texts(tok, texts: Sequence[str], labels=None, *, chunk: int = 8192,
+                 progress: bool = False, desc: str = "tokenizing") -> TokenizedSplit:
+    """Tokenize with `encode_batch` (multi-threaded in Rust), in chunks to bound memory."""
+    n = len(texts)
+    dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.int32
+    lengths = np.zeros(n, np.int32)
+    parts = []
+    bar = None
+    if progress and n > chunk:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=desc, unit="text", leave=False, dynamic_ncols=True)
+    for lo in range(0, n, chunk):
+        batch = list(texts[lo:lo + chunk])
+        enc = tok.encode_batch_fast(batch) if hasattr(tok, "encode_batch_fast") \
+            else tok.encode_batch(batch)
+        ids = [e.ids for e in enc]
+        lens = np.fromiter((len(x) for x in ids), np.int32, count=len(ids))
+        lengths[lo:lo + len(ids)] = lens
+        parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype,
+                                 count=int(lens.sum())))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    starts = np.zeros(n, np.int64)
+    if n:
+        starts[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
+    lab = np.zeros(n, np.int8) if labels is None else np.asarray(labels, np.int8)
+    return TokenizedSplit(flat, starts, lengths, lab)
+
+
+def default_cache_dir(workdir: str | os.PathLike | None = None) -> Path:
+    """$HW3_JAX_CACHE, else the workdir's cache folder, else ~/.cache/hw3_jax."""
+    env = os.environ.get("HW3_JAX_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if workdir is not None:
+        return Workdir(workdir).cache
+    return Path("~/.cache/hw3_jax").expanduser()
+
+
+def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp: str,
+               max_length: int) -> Path:
+    key = json.dumps({"v": CACHE_FORMAT, "source": source_id, "split": split, "tok": tok_fp,
+                      "max_length": max_length}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    kind = re.sub(r"[^A-Za-z0-9]+", "-", source_id.split(":", 1)[0])
+    return Path(cache_dir) / f"tokens-{kind}-{split}-{digest}.npz"
+
+
+def _save_cache(path: Path, ts: TokenizedSplit, meta: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        offsets = np.zeros(len(ts) + 1, np.int64)
+        offsets[1:] = np.cumsum(ts.lengths, dtype=np.int64)
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=ts.ids, offsets=offsets, labels=ts.labels,
+                     meta=np.array(json.dumps(meta)))
+        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
+    except OSError as e:
+        log.warning("could not write the token cache %s (%s); continuing without it", path, e)
+
+
+def _load_cache(path: Path) -> tuple[TokenizedSplit, dict] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, offsets, labels = z["ids"], z["offsets"], z["labels"]
+            meta = json.loads(str(z["meta"]))
+        if len(offsets) != len(labels) + 1 or offsets[-1] != len(ids):
+            raise ValueError("inconsistent arrays")
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 - a corrupt cache is rebuilt, never fatal
+        log.warning("ignoring unreadable token cache %s (%s)", path, e)
+        return None
+    lengths = np.diff(offsets).astype(np.int32)
+    return TokenizedSplit(ids, offsets[:-1].copy(), lengths, labels.astype(np.int8)), meta
+
+
+def _key_path(tok, split: str, source_id: str | None, max_length: int,
+              cache_dir: str | os.PathLike | None) -> Path | None:
+    if cache_dir is None or source_id is None:
+        return None
+    return cache_path(cache_dir, source_id, split, tokenizer_fingerprint(tok), max_length)
+
+
+def read_cached(tok, split: str, *, source_id: str | None, max_length: int,
+                cache_dir: str | os.PathLike | None) -> tuple[TokenizedSplit, dict] | None:
+    """Token ids of one split from the cache, with info {"cache_hit": True, "path", "meta"
+    (what was stored: source id, examples, invalid UTF-8 count...), "seconds"}; None when
+    the cache has no (readable) entry for this key or there is no key (no source id)."""
+    path = _key_path(tok, split, source_id, max_length, cache_dir)
+    if path is None:
+        return None
+    t0 = time.perf_counter()
+    hit = _load_cache(path)
+    if hit is None:
+        return None
+    ts, meta = hit
+    return ts, {"cache_hit": True, "path": str(path), "meta": meta,
+                "seconds": time.perf_counter() - t0}
+
+
+def encode_and_store(tok, split: str, texts: TextSplit, *, source_id: str | None,
+                     max_length: int, cache_dir: str | os.PathLike | None,
+                     progress: bool = False, extra_meta: dict | None = None
+                     ) -> tuple[TokenizedSplit, dict]:
+    """`texts` tokenized, and stored in the cache when there is a key; info as
+    `read_cached` with "cache_hit": False ("path" None when nothing was stored)."""
+    t0 = time.perf_counter()
+    ts = encode_texts(tok, texts.texts, texts.labels, progress=progress,
+                      desc=f"tokenizing {split}")
+    seconds = time.perf_counter() - t0
+    meta = {"source": source_id, "split": split, "tokenizer": tokenizer_fingerprint(tok),
+            "max_length": max_length, "examples": len(ts), "tokens": int(ts.lengths.sum()),
+            **(extra_meta or {})}
+    path = _key_path(tok, split, source_id, max_length, cache_dir)
+    if path is not None:
+        _save_cache(path, ts, meta)
+    return ts, {"cache_hit": False, "path": None if path is None else str(path), "meta": meta,
+                "seconds": seconds}
+
+
+def load_or_encode(tok, split: str, get_texts: Callable[[], TextSplit], *,
+                   source_id: str | None, max_length: int,
+                   cache_dir: str | os.PathLike | None, progress: bool = False
+                   ) -> tuple[TokenizedSplit, dict]:
+    """Token ids of one split from the cache, else `get_texts()` tokenized and cached
+    (`get_texts` is called only on a miss). Returns (ids, info) as `read_cached`."""
+    hit = read_cached(tok, split, source_id=source_id, max_length=max_length,
+                      cache_dir=cache_dir)
+    if hit is not None:
+        return hit
+    return encode_and_store(tok, split, get_texts(), source_id=source_id,
+                            max_length=max_length, cache_dir=cache_dir, progress=progress)

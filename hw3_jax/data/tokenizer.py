@@ -1,0 +1,223 @@
+"""WordPiece tokenizers: a pretrained encoder's own, or one trained on the training split.
+
+Hugging Face `tokenizers` WordPiece, lower-cased BERT normalizer and pre-tokenizer,
+`[CLS] ... [SEP]`, cut to `max_length` (512 = 510 tokens + 2), no padding (batches pad to
+their bucket). `load_pretrained_tokenizer` takes a local encoder folder, a `tokenizer.json`,
+a `vocab.txt` or a hub name; `train_wordpiece_tokenizer` trains a vocabulary whose
+`tokenizer.json` is byte-identical for the same texts and settings, in any process.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from hw3_jax.data import net
+from hw3_jax.data.errors import DataError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+LIMIT_ALPHABET = 1000  # characters kept for a trained vocabulary (the most frequent)
+
+
+def _bert_pipeline(tok, cls_id: int, sep_id: int) -> None:
+    from tokenizers import decoders, normalizers, pre_tokenizers, processors
+
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+
+
+def _configure(tok, max_length: int):
+    """No padding (batches pad to their bucket), truncation to `max_length` including the
+    [CLS] and [SEP] that the template adds (512 -> 510 text tokens)."""
+    if max_length < 3:
+        raise DataError(f"max_length must be at least 3 ([CLS] token [SEP]), got {max_length}")
+    for t in SPECIAL_TOKENS[:4]:
+        if tok.token_to_id(t) is None:
+            raise DataError(f"tokenizer has no {t} token: a BERT-style WordPiece vocabulary "
+                            f"is needed")
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    return tok
+
+
+def _from_vocab(vocab_file: Path, max_length: int):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+
+    try:
+        model = WordPiece.from_file(str(vocab_file), unk_token="[UNK]")
+    except Exception as e:  # noqa: BLE001 - a bad file: one line
+        raise DataError(f"cannot read WordPiece vocabulary {vocab_file}: {e}") from None
+    tok = Tokenizer(model)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise DataError(f"{vocab_file} has no [CLS]/[SEP]: not a BERT WordPiece vocabulary")
+    _bert_pipeline(tok, cls_id, sep_id)
+    return _configure(tok, max_length)
+
+
+def load_tokenizer_file(path: str | os.PathLike, max_length: int = 512):
+    """A `tokenizer.json` (e.g. `WORKDIR/tokenizer.json`), set to truncate at max_length."""
+    from tokenizers import Tokenizer
+
+    p = Path(path).expanduser()
+    try:
+        tok = Tokenizer.from_file(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"cannot read tokenizer {p}: {str(e).splitlines()[0][:200]}") from None
+    if tok.post_processor is None:
+        _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
+    return _configure(tok, max_length)
+
+
+def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int = 512):
+    """The WordPiece tokenizer of a pretrained BERT-style encoder.
+
+    `name_or_path`: a local encoder folder (its `tokenizer.json`, else `vocab.txt`), a
+    `tokenizer.json` file, a `vocab.txt` file, or a Hugging Face hub name such as
+    "bert-base-uncased" (downloads `tokenizer.json`, else `vocab.txt`). Lower-cased BERT
+    normalizer and pre-tokenizer, `[CLS] $A [SEP]`, truncation to `max_length`.
+    """
+    p = Path(str(name_or_path)).expanduser()
+    if p.is_dir():
+        if (p / "tokenizer.json").is_file():
+            return load_tokenizer_file(p / "tokenizer.json", max_length)
+        if (p / "vocab.txt").is_file():
+            return _from_vocab(p / "vocab.txt", max_length)
+        raise DataError(f"encoder folder {p} has neither tokenizer.json nor vocab.txt")
+    if p.is_file():
+        if p.suffix == ".json":
+            return load_tokenizer_file(p, max_length)
+        return _from_vocab(p, max_length)
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise DataError(f"tokenizer path {name} does not exist")
+    return _hub_tokenizer(name, max_length)
+
+
+def _hub_tokenizer(name: str, max_length: int):
+    """tokenizer.json (else vocab.txt) of hub repo `name`: the local hub cache first, then
+    the network after a quick reachability probe (the hub client retries for a minute)."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:
+        raise DataError("huggingface_hub is not installed; pass a local encoder folder or "
+                        "vocab.txt") from None
+    advice = ("pass a local encoder folder, tokenizer.json or vocab.txt instead "
+              "(e.g. ../shared/data/bert-base-uncased/vocab.txt)")
+
+    def load(filename: str, local: Path):
+        if filename == "tokenizer.json":
+            return load_tokenizer_file(local, max_length)
+        return _from_vocab(local, max_length)
+
+    files = ("tokenizer.json", "vocab.txt")
+    for filename in files:
+        try:
+            return load(filename, Path(hf_hub_download(name, filename, local_files_only=True)))
+        except Exception:  # noqa: BLE001 - not cached: try the network below
+            pass
+    if constants.HF_HUB_OFFLINE:
+        raise DataError(f"the tokenizer of {name!r} is not in the local hub cache and "
+                        f"HF_HUB_OFFLINE is set: {advice}")
+    from urllib.parse import urlparse
+
+    url = urlparse(constants.ENDPOINT)
+    host = (url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+    if not net.can_reach(host):
+        raise DataError(f"cannot reach {host[0]} to download the tokenizer of {name!r} "
+                        f"(no internet?): {advice}")
+    for filename in files:
+        try:
+            local = Path(hf_hub_download(name, filename))
+        except EntryNotFoundError:
+            continue  # no tokenizer.json in this repo: try vocab.txt
+        except Exception as e:  # noqa: BLE001 - missing repo, network: one line
+            raise DataError(f"could not download the tokenizer of {name!r} from the Hugging "
+                            f"Face hub ({type(e).__name__}): {advice}") from None
+        return load(filename, local)
+    raise DataError(f"hub repo {name!r} has neither tokenizer.json nor vocab.txt: {advice}")
+
+
+# Training. The `tokenizers` WordPiece trainer numbers each "##c" piece when it first meets c
+# inside a word, walking a randomly seeded hash map of words, and it breaks ties between
+# equally frequent merges by those numbers: so the same texts can give two runs different
+# vocabularies. Here the alphabet is counted first and every "##c" is handed to the trainer
+# as a special token, numbered in sorted order before training starts; nothing is numbered in
+# hash order, and the ties fall the same way every time.
+
+
+def _alphabet(texts: list[str], limit: int) -> list[str]:
+    """The `limit` most frequent characters of `texts` after the lower-cased BERT normalizer
+    (whitespace aside; ties by character), sorted."""
+    from tokenizers import normalizers
+
+    norm = normalizers.BertNormalizer(lowercase=True)
+    raw: collections.Counter = collections.Counter()
+    for text in texts:
+        raw.update(text)
+    # The normalizer works character by character (accents, case, control characters),
+    # so normalizing each distinct character is normalizing the text; the one exception,
+    # a final capital sigma lower-cased as "ς", is counted as both sigmas.
+    counts: collections.Counter = collections.Counter()
+    for ch, n in raw.items():
+        for out in norm.normalize_str(ch) + ("ς" if ch == "Σ" else ""):
+            if not out.isspace():
+                counts[out] += n
+    return sorted(sorted(counts, key=lambda ch: (-counts[ch], ch))[:limit])
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int,
+                              max_length: int = 512, min_frequency: int = 2):
+    """A lower-cased BERT-style WordPiece tokenizer of about `vocab_size` pieces trained on
+    `texts` (the training split only). Special tokens first: [PAD]=0, [UNK]=1, [CLS]=2,
+    [SEP]=3, [MASK]=4; then the "##" characters, the characters (the `LIMIT_ALPHABET` most
+    frequent, in code-point order) and the merged pieces in the order they were learned.
+    Deterministic: the same texts and settings give a byte-identical `tokenizer.json`."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+    from tokenizers.trainers import WordPieceTrainer
+
+    if vocab_size < len(SPECIAL_TOKENS) + 30:
+        raise DataError(f"vocab_size {vocab_size} is too small")
+    texts = list(texts)
+    alphabet = _alphabet(texts, LIMIT_ALPHABET)
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        special_tokens=list(SPECIAL_TOKENS) + [f"##{ch}" for ch in alphabet],
+        # The alphabet is exactly `alphabet`: its characters are kept whatever their count
+        # and the limit drops every other one (so no "##c" outside the list can appear).
+        initial_alphabet=alphabet, limit_alphabet=len(alphabet),
+        continuing_subword_prefix="##")
+    trained = Tokenizer(WordPiece(unk_token="[UNK]"))
+    _bert_pipeline(trained, 2, 3)
+    trained.post_processor = None  # set once the ids exist
+    trained.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # A fresh tokenizer from the vocabulary: only the five tokens above are special in it.
+    tok = Tokenizer(WordPiece(trained.get_vocab(), unk_token="[UNK]",
+                              continuing_subword_prefix="##", max_input_chars_per_word=100))
+    _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return _configure(tok, max_length)
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """A hash of the tokenizer's vocabulary and pipeline (not of its truncation/padding)."""
+    d = json.loads(tok.to_str())
+    d.pop("truncation", None)
+    d.pop("padding", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pad_id(tok) -> int:
+    i = tok.token_to_id("[PAD]")
+    return 0 if i is None else int(i)

@@ -1,0 +1,489 @@
+"""The one training loop every experiment uses.
+
+`train(model, params, data, config, workdir)` trains a Flax linen model with Adam
+(`steps.make_optimizer`) on a binary or multiclass loss, data-parallel over every device.
+It counts global steps: `for step in range(start_step, num_steps)`, where
+num_steps = epochs * steps_per_epoch (or max_steps, if smaller), epoch = step //
+steps_per_epoch and the position in the epoch is step % steps_per_epoch. At each epoch end
+it evaluates on the validation split and keeps the best checkpoint by validation loss;
+the latest checkpoint (for `resume`) is saved every `checkpoint_every_steps`, at epoch
+ends and at the last step. At the end the best parameters are evaluated on the test split.
+
+The data object gives
+  train_batches(epoch, start_step=0) -> iterator of batch dicts, deterministic in
+                          (seed, epoch), starting at position `start_step` of the epoch;
+  eval_batches(split)  -> iterator of batch dicts;
+  steps_per_epoch      -> int, the same for every epoch;
+  eval_steps(split)    -> int (progress-bar totals).
+A batch is a dict of NumPy arrays: the model inputs (`config.input_keys`, passed
+positionally to `model.apply`), "label" ([B] float 0/1 or int class) and "weight"
+([B] float, 0 for padding).
+
+Exactness: dropout keys are fold_in(PRNGKey(seed), step), batches depend on (seed, epoch)
+and the position only, and the latest checkpoint holds the state, the running sums of the
+epoch's training metrics, the history and the best so far; steps whose loss is not finite
+change nothing. So a run killed at any point and resumed ends bit-identical (on CPU) to an
+uninterrupted one.
+
+The loop alone writes WORKDIR/metrics.json (atomically, at each evaluation and at the end),
+appends one JSON line per evaluation to WORKDIR/metrics.jsonl, writes `metadata` as
+WORKDIR/config.json at the start, and WORKDIR/curves.png at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+from tqdm.auto import tqdm
+
+from hw3_jax.models import count_params
+from hw3_jax.train.checkpoints import (
+    FORMAT_VERSION,
+    CheckpointStore,
+    TrainingError,
+    open_store,
+    tree_nbytes,
+    tree_signature,
+)
+from hw3_jax.train.plots import plot_curves
+from hw3_jax.train.sharding import DataParallel, data_parallel, device_batches, replicate
+from hw3_jax.train.steps import (
+    LOSSES,
+    TrainState,
+    create_train_state,
+    init_metrics,
+    jit_eval_step,
+    jit_train_step,
+    learning_rate_schedule,
+    make_optimizer,
+    metrics_from_sums,
+    run_eval,
+    to_float32,
+)
+from hw3_jax.train.workdir import Workdir, json_safe
+
+# Fields that may change between a run and its resumption without a warning.
+_RESUME_FREE_FIELDS = {
+    "resume", "overwrite", "epochs", "max_steps", "progress", "verbose", "log_every_steps",
+    "num_devices", "min_free_bytes", "plot", "checkpoint_every_steps", "keep_latest",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything the loop needs besides the model, its parameters, the data and the workdir.
+    The loop's defaults live here and nowhere else."""
+
+    epochs: int = 1
+    learning_rate: float = 1e-3  # PyTorch's Adam default, as the notebook
+    # "constant" (the notebook); "cosine": decays to 0 by the run's last step. Both start
+    # with a linear warmup from 0 over `warmup_steps` (0: none).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    seed: int = 0  # dropout keys; the data object has its own seed for the order
+    resume: bool = False  # continue from WORKDIR/checkpoints/latest if present
+    overwrite: bool = False  # delete existing checkpoints instead of refusing to start
+    loss: str = "binary"  # "binary": logits [B], sigmoid BCE; "multiclass": [B, C], CE
+    input_keys: tuple[str, ...] = ("input_ids", "attention_mask")
+    val_split: str | None = "validation"  # None: every epoch counts as the best so far
+    test_split: str | None = "test"  # None: no test evaluation
+    checkpoint_every_steps: int | None = 500  # latest also saved at epoch ends, last step
+    keep_latest: int = 2
+    max_steps: int | None = None  # total training steps (smoke runs); may end mid-epoch
+    log_every_steps: int = 50  # progress-bar loss update and non-finite check
+    progress: bool = True  # tqdm bars (stderr)
+    verbose: bool = True  # one summary line per epoch (stdout)
+    fail_on_nonfinite: bool = True  # else non-finite steps are skipped and counted
+    num_devices: int | None = None  # None: all devices
+    min_free_bytes: int | None = None  # None: estimated from the checkpoint size
+    plot: bool = True  # write WORKDIR/curves.png
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        # Checks the schedule name (a cosine schedule's length is known only with the data).
+        learning_rate_schedule(self.learning_rate, self.lr_schedule, self.warmup_steps, 1)
+        keys = (self.input_keys,) if isinstance(self.input_keys, str) else self.input_keys
+        object.__setattr__(self, "input_keys", tuple(keys))
+
+    def to_dict(self) -> dict:
+        return json_safe(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: Any  # the best parameters (lowest validation loss)
+    model_state: Any
+    history: list  # one dict per epoch
+    best: dict  # epoch, step, val_loss, val_accuracy of the best checkpoint
+    val_loss: float | None
+    val_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    metrics: dict  # what metrics.json holds
+    workdir: Path
+    final_state: TrainState  # the state after the last step
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What the latest checkpoint holds, i.e. all a resumed run needs to go on exactly."""
+
+    state: TrainState
+    acc: dict  # the running sums of the current epoch's training metrics (steps.init_metrics)
+    history: list
+    best: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The fixed context of one train() call."""
+
+    config: TrainConfig
+    data: Any
+    workdir: Workdir
+    store: CheckpointStore
+    dp: DataParallel
+    eval_fn: Callable
+    metadata: dict | None
+    counts: dict  # {"total", "trainable"} parameters
+
+
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's training steps: epochs * steps_per_epoch, or max_steps if smaller."""
+    total = steps_per_epoch * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: Any = None,
+          model_state: Any = None, metadata: Mapping[str, Any] | None = None,
+          report: Callable[[Any], dict] | None = None) -> TrainResult:
+    """Train `model` from `params` on `data` into `workdir`; see the module docstring.
+
+    model: a linen Module applied as model.apply({"params": p, **model_state},
+        *[batch[k] for k in config.input_keys], deterministic=..., rngs={"dropout": key}).
+    params: its initial parameters (any float dtype; kept float32).
+    trainable_mask: pytree of bools like params (False = frozen), or None (all trainable).
+    model_state: non-parameter collections (e.g. {"batch_stats": ...}), updated in training
+        (mutable) and read in evaluation; None for models without.
+    metadata: JSON-able configuration of the run (the experiment's config), written as
+        WORKDIR/config.json and kept in every checkpoint (`checkpoints.load_best`).
+    report: called with the best parameters at the end; its dict is merged into
+        metrics.json.
+
+    Raises TrainingError (non-finite loss, empty data), WorkdirError (before any
+    training), CheckpointError (resume from a corrupted or foreign checkpoint).
+    """
+    t_start = time.perf_counter()
+    spe = int(data.steps_per_epoch)
+    num_steps = total_steps(config, spe)
+    dp = data_parallel(num_devices=config.num_devices)
+    mask = None if trainable_mask is None else jax.tree.map(bool, trainable_mask)
+    lr = learning_rate_schedule(config.learning_rate, config.lr_schedule, config.warmup_steps,
+                                num_steps)
+    tx = make_optimizer(lr, mask)
+    state = create_train_state(params, tx, dp, model_state)
+    wd = Workdir(workdir)
+    wd.check(_required_bytes(config, state))
+    store = open_store(wd, keep_latest=config.keep_latest, resume=config.resume,
+                       overwrite=config.overwrite)
+    try:
+        if metadata is not None and jax.process_index() == 0:
+            wd.write_json(wd.config.name, metadata)
+        counts = {"total": count_params(params), "trainable": count_params(params, mask)}
+        eval_fn = jit_eval_step(dp, model=model, loss=config.loss, input_keys=config.input_keys)
+        run = _Run(config, data, wd, store, dp, eval_fn,
+                   None if metadata is None else dict(metadata), counts)
+        progress = _restore(run, _Progress(state, init_metrics(dp), [], {}))
+        if jax.process_index() == 0:
+            wd.write_jsonl(wd.metrics_jsonl.name, progress.history)
+        _log(config, f"training on {dp.num_devices} {jax.default_backend()} device(s): "
+                     f"{counts['total']:,} parameters, {counts['trainable']:,} trainable; "
+                     f"workdir {wd.root}")
+        step_fn = jit_train_step(dp, model=model, tx=tx, loss=config.loss,
+                                 input_keys=config.input_keys, seed=config.seed)
+        _train_steps(run, progress, step_fn, num_steps)
+        return _finish(run, progress, report, t_start)
+    finally:
+        store.close()
+
+
+def _required_bytes(config: TrainConfig, state: TrainState) -> int:
+    """Free disk the run's checkpoints need: keep_latest + 2 states and some slack."""
+    if config.min_free_bytes is not None:
+        return config.min_free_bytes
+    nbytes = tree_nbytes((state.params, state.opt_state, state.model_state))
+    return (config.keep_latest + 2) * nbytes + (64 << 20)
+
+
+def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> None:
+    """Steps from the state's step to `num_steps`, with evaluation and checkpoints."""
+    cfg, spe = run.config, int(run.data.steps_per_epoch)
+    start = int(jax.device_get(p.state.step))
+    batches = bar = None
+    for step in range(start, num_steps):
+        epoch, pos = divmod(step, spe)
+        if batches is None or pos == 0:  # an epoch (re)starts in this process
+            if pos == 0:
+                p.acc = init_metrics(run.dp)
+            batches = device_batches(run.data.train_batches(epoch, pos), run.dp,
+                                     cfg.input_keys)
+            bar = tqdm(total=spe, initial=pos, desc=f"epoch {epoch + 1}/{cfg.epochs} train",
+                       leave=False, disable=not _bars_on(cfg), dynamic_ncols=True)
+            clock = {"t0": time.perf_counter(), "ckpt_s": 0.0,
+                     "examples0": float(jax.device_get(p.acc["sums"])[2])}
+        batch = next(batches, None)
+        if batch is None:
+            raise TrainingError(f"the data gave {pos} training batches for epoch {epoch + 1}, "
+                                f"but its steps_per_epoch is {spe}" if pos else
+                                f"the data gave no training batches for epoch {epoch + 1}")
+        p.state, p.acc = step_fn(p.state, p.acc, batch)
+        bar.update(1)
+        done = step + 1
+        epoch_end, last = done % spe == 0, done == num_steps
+        every = cfg.checkpoint_every_steps
+        save = epoch_end or last or bool(every and done % every == 0)
+        if save or (cfg.log_every_steps and done % cfg.log_every_steps == 0):
+            m = _train_metrics(run, p, epoch)
+            bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}")
+        if epoch_end:
+            bar.close()
+            _end_epoch(run, p, epoch, clock)
+        if save:
+            t0 = time.perf_counter()
+            _save_latest(run, p)
+            clock["ckpt_s"] += time.perf_counter() - t0  # not training time
+        if last and not epoch_end:
+            bar.close()
+            _log(cfg, f"stopped at step {done} (max_steps), batch {pos + 1} of epoch "
+                      f"{epoch + 1}; resume continues from there")
+
+
+def _train_metrics(run: _Run, p: _Progress, epoch: int) -> dict:
+    """The epoch's training metrics so far; fails the run on a non-finite step."""
+    acc = jax.device_get(p.acc)
+    if run.config.fail_on_nonfinite and int(acc["nonfinite"]):
+        _fail(run, p, f"training stopped: the loss became non-finite (NaN or inf) at step "
+                      f"{int(acc['first_nonfinite'])} (epoch {epoch + 1}); {_best_note(run, p)}"
+                      f". Lower the learning rate (now {run.config.learning_rate:g}) or check "
+                      "the data.")
+    return {**metrics_from_sums(acc["sums"]), "nonfinite": int(acc["nonfinite"])}
+
+
+def _end_epoch(run: _Run, p: _Progress, epoch: int, clock: dict) -> None:
+    """Validation, the history entry, the best checkpoint and the metrics of an epoch end."""
+    cfg = run.config
+    train_m = _train_metrics(run, p, epoch)
+    train_time = time.perf_counter() - clock["t0"] - clock["ckpt_s"]
+    t0 = time.perf_counter()
+    val_m = {"loss": float("nan"), "accuracy": float("nan"), "examples": 0}
+    if cfg.val_split is not None:
+        val_m = _eval_split(run, p.state.params, p.state.model_state, cfg.val_split,
+                            f"epoch {epoch + 1}/{cfg.epochs} {cfg.val_split}")
+    val_time = time.perf_counter() - t0
+    trained_here = train_m["examples"] - clock["examples0"]  # this process's share
+    entry = {
+        "epoch": epoch + 1, "step": int(jax.device_get(p.state.step)),
+        "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
+        "val_loss": val_m["loss"], "val_accuracy": val_m["accuracy"],
+        "epoch_time_s": train_time + val_time, "train_time_s": train_time,
+        "val_time_s": val_time,
+        "examples_per_s": trained_here / train_time if train_time > 0 else None,
+        "train_examples": train_m["examples"], "val_examples": val_m["examples"],
+    }
+    if train_m["nonfinite"]:
+        entry["nonfinite_steps_skipped"] = train_m["nonfinite"]
+    p.history.append(entry)
+    finite = math.isfinite(val_m["loss"])
+    if cfg.val_split is not None and not finite and cfg.fail_on_nonfinite:
+        _fail(run, p, f"training stopped: the validation loss is {val_m['loss']} after epoch "
+                      f"{epoch + 1}; {_best_note(run, p)}.")
+    improved = cfg.val_split is None or (
+        finite and (not p.best or val_m["loss"] < p.best["val_loss"]))
+    if improved:
+        p.best = {"epoch": epoch + 1, "step": entry["step"], "val_loss": val_m["loss"],
+                  "val_accuracy": val_m["accuracy"]}
+        # best before latest: a kill in between redoes this epoch and rewrites it.
+        run.store.save_best(entry["step"], params=p.state.params,
+                            model_state=p.state.model_state, meta=_meta(run, p, "best"))
+    _write_metrics(run, p, status="running")
+    if jax.process_index() == 0:
+        run.workdir.append_jsonl(run.workdir.metrics_jsonl.name, entry)
+    _log(cfg, f"epoch {epoch + 1}/{cfg.epochs} | train loss {train_m['loss']:.4f} "
+              f"acc {100 * train_m['accuracy']:.2f}% | val loss {val_m['loss']:.4f} "
+              f"acc {100 * val_m['accuracy']:.2f}% | {entry['epoch_time_s']:.1f} s, "
+              f"{entry['examples_per_s'] or 0:.0f} ex/s" + (" | best" if improved else ""))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _meta(run: _Run, p: _Progress, kind: str) -> dict:
+    sig = {"params": tree_signature(p.state.params),
+           "model_state": tree_signature(p.state.model_state)}
+    if kind == "latest":
+        sig["opt_state"] = tree_signature(p.state.opt_state)
+    return {
+        "format_version": FORMAT_VERSION, "kind": kind, "config": run.config.to_dict(),
+        "metadata": run.metadata or {}, "history": p.history, "best": p.best,
+        "signature": sig, "has_model_state": bool(jax.tree.leaves(p.state.model_state)),
+    }
+
+
+def _save_latest(run: _Run, p: _Progress) -> None:
+    run.store.save_latest(
+        int(jax.device_get(p.state.step)), params=p.state.params,
+        opt_state=p.state.opt_state, model_state=p.state.model_state,
+        loop={"step": p.state.step, "acc": p.acc}, meta=_meta(run, p, "latest"))
+
+
+def _restore(run: _Run, p: _Progress) -> _Progress:
+    """`p` itself for a fresh run; with resume, the latest checkpoint's progress."""
+    cfg, store = run.config, run.store
+    if not cfg.resume or store.latest_step() is None:
+        if cfg.resume:
+            _log(cfg, f"resume: no checkpoint in {store.latest_dir}; starting afresh")
+        store.drop_best_after(-1)  # orphans of an attempt killed before any 'latest'
+        return p
+    template = {"params": p.state.params, "opt_state": p.state.opt_state,
+                "model_state": p.state.model_state, "loop": {"step": p.state.step,
+                                                             "acc": p.acc}}
+    trees, meta = store.restore_latest(template, run.dp.replicated)
+    state = TrainState(step=trees["loop"]["step"], params=trees["params"],
+                       opt_state=trees["opt_state"], model_state=trees["model_state"])
+    p = _Progress(state, trees["loop"]["acc"], list(meta["history"]), dict(meta["best"]))
+    step = int(jax.device_get(state.step))
+    dropped = store.drop_best_after(step)
+    spe = int(run.data.steps_per_epoch)
+    _log(cfg, f"resumed from {store.latest_dir / str(step)} (step {step}, batch "
+              f"{step % spe} of epoch {step // spe + 1})"
+              + (f"; dropped unfinished best checkpoints {dropped}" if dropped else ""))
+    now = cfg.to_dict()
+    changed = {k: (v, now.get(k)) for k, v in meta["config"].items()
+               if k not in _RESUME_FREE_FIELDS and now.get(k) != v}
+    if changed:
+        _log(cfg, "warning: resuming with changed settings: "
+             + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    return p
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _best_note(run: _Run, p: _Progress) -> str:
+    if not p.best:
+        return "no epoch had finished, so there is no best checkpoint yet"
+    vl = p.best.get("val_loss")
+    vl = "n/a" if vl is None else f"{vl:.4f}"
+    return (f"the best checkpoint so far (epoch {p.best['epoch']}, val_loss {vl}) is kept in "
+            f"{run.store.best_dir}")
+
+
+def _fail(run: _Run, p: _Progress, msg: str):
+    _write_metrics(run, p, status="failed", error=msg)
+    if run.config.plot and p.history and jax.process_index() == 0:
+        plot_curves(p.history, run.workdir.curves)
+    raise TrainingError(msg)
+
+
+def _write_metrics(run: _Run, p: _Progress, status: str, error: str | None = None,
+                   test: dict | None = None, timings: dict | None = None,
+                   extra: Mapping[str, Any] | None = None) -> dict:
+    """metrics.json: status, config, history, best, test metrics, counts, devices, timings
+    and `extra` (the caller's report) on top."""
+    test = test or {}
+    metrics = {
+        "status": status, "error": error, "config": run.config.to_dict(),
+        "history": p.history, "best": p.best,
+        "val_loss": p.best.get("val_loss"), "val_accuracy": p.best.get("val_accuracy"),
+        "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
+        "test_examples": test.get("examples"),
+        "steps": int(jax.device_get(p.state.step)),
+        "params": dict(run.counts),
+        "devices": {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
+                    "num_devices": run.dp.num_devices, "process_count": jax.process_count()},
+        "timings": timings or {},
+        **(extra or {}),
+    }
+    if jax.process_index() == 0:
+        run.workdir.write_json(run.workdir.metrics.name, metrics)
+    return metrics
+
+
+def _finish(run: _Run, p: _Progress, report: Callable | None, t_start: float) -> TrainResult:
+    """Test evaluation of the best parameters, the final metrics.json and curves."""
+    cfg, store = run.config, run.store
+    params, model_state = p.state.params, p.state.model_state
+    if store.best_step() is not None:
+        template = {"params": params, "model_state": model_state}
+        params, model_state, _ = store.restore_best(template, run.dp.replicated)
+    test_m, t_test = None, 0.0
+    if cfg.test_split is not None:
+        t0 = time.perf_counter()
+        test_m = _eval_split(run, params, model_state, cfg.test_split, cfg.test_split)
+        t_test = time.perf_counter() - t0
+        _log(cfg, f"{cfg.test_split} (best epoch {p.best.get('epoch')}): loss "
+                  f"{test_m['loss']:.4f} acc {100 * test_m['accuracy']:.2f}% "
+                  f"({test_m['examples']} examples)")
+    h = p.history
+    timings = {
+        "total_s": time.perf_counter() - t_start,
+        "train_s": sum(e["train_time_s"] for e in h), "val_s": sum(e["val_time_s"] for e in h),
+        "test_s": t_test,
+        "mean_epoch_s": sum(e["epoch_time_s"] for e in h) / len(h) if h else None,
+    }
+    extra = report(params) if report is not None else None
+    metrics = _write_metrics(run, p, "completed", test=test_m, timings=timings, extra=extra)
+    if cfg.plot and h and jax.process_index() == 0:
+        plot_curves(h, run.workdir.curves)
+    return TrainResult(
+        params=params, model_state=model_state, history=h, best=p.best,
+        val_loss=p.best.get("val_loss"), val_accuracy=p.best.get("val_accuracy"),
+        test_loss=None if test_m is None else test_m["loss"],
+        test_accuracy=None if test_m is None else test_m["accuracy"],
+        metrics=metrics, workdir=run.workdir.root, final_state=p.state,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _eval_split(run: _Run, params, model_state, split: str, desc: str) -> dict:
+    return run_eval(run.eval_fn, params, model_state, run.data.eval_batches(split), run.dp,
+                     run.config.input_keys, desc=desc, total=run.data.eval_steps(split),
+                     bars=_bars_on(run.config))
+
+
+def evaluate(model, params, batches: Iterable[Mapping], *, loss: str = TrainConfig.loss,
+             input_keys: tuple[str, ...] = TrainConfig.input_keys, model_state: Any = None,
+             dp: DataParallel | None = None, progress: bool = False, desc: str = "eval"
+             ) -> dict:
+    """Weighted loss and accuracy of `params` over `batches`: {loss, accuracy, examples}.
+
+    `examples` is the sum of the weights (every real example once, padding none)."""
+    dp = dp or data_parallel()
+    eval_fn = jit_eval_step(dp, model=model, loss=loss, input_keys=input_keys)
+    params = replicate(to_float32(params), dp)
+    return run_eval(eval_fn, params, replicate(model_state or {}, dp), batches, dp,
+                     tuple(input_keys), desc=desc, bars=progress and jax.process_index() == 0)
+
+
+def _bars_on(config: TrainConfig) -> bool:
+    return config.progress and jax.process_index() == 0
+
+
+def _log(config: TrainConfig, msg: str) -> None:
+    if config.verbose and jax.process_index() == 0:
+        print(msg, flush=True)

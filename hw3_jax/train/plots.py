@@ -1,0 +1,34 @@
+"""The training curves of a run: loss and accuracy per epoch, train vs validation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write the curves of `history` (the loop's per-epoch entries: epoch, train_loss,
+    train_accuracy, val_loss, val_accuracy) to `path` as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            ys = [h.get(f"{split}_{key}") for h in history]
+            ax.plot(epochs, [np.nan if y is None else y for y in ys], style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,252 @@
+"""The optimizer, the train state and the two step functions of the training loop.
+
+`train_step` and `eval_step` are plain module-level functions; `jit_train_step` /
+`jit_eval_step` jit them over a data-parallel mesh with the model and the loss settings as
+static arguments (the loop, the benchmarks and the tests call these).
+
+Losses: "binary" (logits [B], sigmoid BCE on 0/1 labels, as the notebook) or "multiclass"
+(logits [B, C], softmax CE on integer labels). Every loss and metric is
+sum(weight * x) / sum(weight), so weight-0 padding rows never count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from hw3_jax.train.sharding import DataParallel, device_batches, replicate
+
+LOSSES = ("binary", "multiclass")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: Any  # float32 parameters
+    opt_state: Any  # float32 Adam moments (trainable parameters only)
+    model_state: Any  # non-parameter collections (e.g. batch_stats); {} for most models
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = None
+                   ) -> optax.GradientTransformation:
+    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8), frozen where the mask is False.
+
+    `learning_rate`: a float or an optax schedule (`learning_rate_schedule`).
+    `trainable_mask`: a pytree of bools shaped like the parameters (False = frozen), e.g.
+    `hw3_jax.models.trainable_mask(params)`, or None (all trained). Frozen leaves go to
+    `optax.set_to_zero()`: they get no update and Adam stores no moments for them (its state
+    holds `optax.MaskedNode()` there), so the notebook model's optimizer state covers only
+    its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism."""
+    adam = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+    if trainable_mask is None:
+        return adam
+    labels = jax.tree.map(lambda m: "trainable" if m else "frozen", trainable_mask)
+    return optax.partition({"trainable": adam, "frozen": optax.set_to_zero()}, labels)
+
+
+def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: int,
+                           total_steps: int | None = None) -> float | optax.Schedule:
+    """The learning rate as optax takes it.
+
+    "constant" without warmup: the float itself (the optimizer state is then plain Adam's).
+    Otherwise a schedule of the step count, which the checkpointed Adam state holds, so a
+    resumed run continues it: a linear warmup from 0 over `warmup_steps`, then constant, or
+    for "cosine" a decay to 0 by `total_steps` (the run's training steps, required)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        if not warmup_steps:
+            return learning_rate
+        return optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    if not total_steps:
+        raise ValueError("lr_schedule='cosine' needs the number of training steps: a data "
+                         "object with steps_per_epoch, or max_steps")
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                              max(total_steps, warmup_steps + 1))
+
+
+# --------------------------------------------------------------------------- state
+
+
+def to_float32(tree: Any) -> Any:
+    """Floating leaves as float32 (the stored precision of parameters); others as they are."""
+
+    def one(x):
+        x = jnp.asarray(x)
+        return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(one, tree)
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation, dp: DataParallel,
+                       model_state: Any = None) -> TrainState:
+    """float32 parameters + optimizer state at step 0, replicated over the mesh."""
+    # Fresh buffers: the step donates the state, and the caller keeps its own params.
+    params = replicate(to_float32(params), dp, copy=True)
+    opt_state = jax.jit(tx.init, out_shardings=dp.replicated)(params)
+    return TrainState(
+        step=replicate(jnp.zeros((), jnp.int32), dp),
+        params=params,
+        opt_state=opt_state,
+        model_state=replicate(model_state or {}, dp, copy=True),
+    )
+
+
+def init_metrics(dp: DataParallel | None = None) -> dict:
+    """The running sums of one epoch's training metrics, kept on the device:
+    sums [3] = [sum loss*w, sum correct*w, sum w]; nonfinite: steps skipped;
+    first_nonfinite: the first skipped step (1-based), -1 for none."""
+    acc = {
+        "sums": jnp.zeros((3,), jnp.float32),
+        "nonfinite": jnp.zeros((), jnp.int32),
+        "first_nonfinite": jnp.full((), -1, jnp.int32),
+    }
+    return replicate(acc, dp) if dp is not None else acc
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def per_example(logits: jax.Array, labels: jax.Array, loss: str) -> tuple[jax.Array, jax.Array]:
+    """(loss [B], correct [B]) in float32, whatever the model's compute dtype.
+
+    logits: [B] (or [B, 1]) for "binary", [B, C] for "multiclass"; labels [B]."""
+    logits = logits.astype(jnp.float32)
+    if loss == "binary":
+        if logits.ndim == 2 and logits.shape[-1] == 1:
+            logits = logits[:, 0]
+        if logits.ndim != 1:
+            raise ValueError(f"loss='binary' needs logits [batch], the model returned "
+                             f"{logits.shape}; use loss='multiclass' for [batch, classes]")
+        y = labels.astype(jnp.float32)
+        correct = ((logits > 0) == (y > 0.5)).astype(jnp.float32)
+        return optax.sigmoid_binary_cross_entropy(logits, y), correct
+    if logits.ndim != 2:
+        raise ValueError(f"loss='multiclass' needs logits [batch, classes], got {logits.shape}")
+    y = labels.astype(jnp.int32)
+    per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return per, (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+
+
+def _apply(model, params, model_state, batch, input_keys, rng=None):
+    """Logits of `model` on `batch`; with `rng`, in training mode: (logits, new model_state)."""
+    variables = {"params": params, **model_state}
+    inputs = [batch[k] for k in input_keys]
+    if rng is None:
+        return model.apply(variables, *inputs, deterministic=True)
+    mutable = list(model_state) if model_state else False
+    out = model.apply(variables, *inputs, deterministic=False, rngs={"dropout": rng},
+                      mutable=mutable)
+    return out if mutable else (out, model_state)
+
+
+def _weighted_sums(per: jax.Array, correct: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.stack([(per * w).sum(), (correct * w).sum(), w.sum()])
+
+
+def train_step(state: TrainState, acc: dict, batch: dict, model, tx, loss: str,
+               input_keys: tuple[str, ...], seed: int) -> tuple[TrainState, dict]:
+    """One Adam step on the weighted mean loss of the global batch -> (state, acc).
+
+    batch: {input_keys..., "label" [B], "weight" [B]}, split over the mesh's "data" axis
+    (GSPMD all-reduces the gradients). The dropout key is fold_in(PRNGKey(seed), step), so a
+    resumed run draws the same masks. A step whose loss or updates are not finite changes
+    neither parameters nor optimizer or model state and is counted in `acc`; the step
+    counter advances either way, so the next step gets a new dropout key."""
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+    w = batch["weight"].astype(jnp.float32)
+    wsum = w.sum()
+
+    def loss_fn(params):
+        logits, new_ms = _apply(model, params, state.model_state, batch, input_keys, rng)
+        per, correct = per_example(logits, batch["label"], loss)
+        mean = jnp.where(wsum > 0, (per * w).sum() / jnp.maximum(wsum, 1e-12), 0.0)
+        return mean, (per, correct, new_ms)
+
+    (mean, (per, correct, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    # Frozen leaves have zero updates (set_to_zero), whatever their gradients hold.
+    ok = jnp.isfinite(mean)
+    for u in jax.tree.leaves(updates):
+        ok = ok & jnp.isfinite(u).all()
+
+    def keep(new, old):
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(optax.apply_updates(state.params, updates), state.params),
+        opt_state=keep(new_opt, state.opt_state),
+        model_state=keep(new_ms, state.model_state),
+    )
+    new_acc = {
+        "sums": jnp.where(ok, acc["sums"] + _weighted_sums(per, correct, w), acc["sums"]),
+        "nonfinite": acc["nonfinite"] + (~ok).astype(jnp.int32),
+        "first_nonfinite": jnp.where((acc["first_nonfinite"] < 0) & ~ok, state.step + 1,
+                                     acc["first_nonfinite"]),
+    }
+    return new_state, new_acc
+
+
+def eval_step(params: Any, model_state: Any, batch: dict, sums: jax.Array, model,
+              loss: str, input_keys: tuple[str, ...]) -> jax.Array:
+    """sums [3] + [sum loss*w, sum correct*w, sum w] of `batch` (deterministic model)."""
+    logits = _apply(model, params, model_state, batch, input_keys)
+    per, correct = per_example(logits, batch["label"], loss)
+    return sums + _weighted_sums(per, correct, batch["weight"].astype(jnp.float32))
+
+
+def jit_train_step(dp: DataParallel, *, model, tx: optax.GradientTransformation, loss: str,
+                   input_keys: tuple[str, ...], seed: int) -> Callable:
+    """`(state, acc, batch) -> (state, acc)`: `train_step` jitted over `dp`'s mesh, the state
+    and the sums donated."""
+    step = jax.jit(train_step, static_argnums=(3, 4, 5, 6, 7),
+                   in_shardings=(dp.replicated, dp.replicated, dp.data),
+                   out_shardings=(dp.replicated, dp.replicated), donate_argnums=(0, 1))
+    static = (model, tx, loss, tuple(input_keys), seed)
+    return lambda state, acc, batch: step(state, acc, batch, *static)
+
+
+def jit_eval_step(dp: DataParallel, *, model, loss: str, input_keys: tuple[str, ...]
+                  ) -> Callable:
+    """`(params, model_state, batch, sums) -> sums`: `eval_step` jitted over `dp`'s mesh."""
+    step = jax.jit(eval_step, static_argnums=(4, 5, 6),
+                   in_shardings=(dp.replicated, dp.replicated, dp.data, dp.replicated),
+                   out_shardings=dp.replicated, donate_argnums=(3,))
+    static = (model, loss, tuple(input_keys))
+    return lambda params, model_state, batch, sums: step(params, model_state, batch, sums,
+                                                         *static)
+
+
+def metrics_from_sums(sums) -> dict:
+    """sums [3] = [sum loss*w, sum correct*w, sum w] -> {loss, accuracy, examples}."""
+    s = np.asarray(jax.device_get(sums), np.float64)
+    n = s[2]
+    return {"loss": float(s[0] / n) if n > 0 else float("nan"),
+            "accuracy": float(s[1] / n) if n > 0 else float("nan"),
+            "examples": int(round(n))}
+
+
+def run_eval(eval_fn: Callable, params: Any, model_state: Any, batches: Iterable[dict],
+             dp: DataParallel, input_keys: tuple[str, ...], *, desc: str,
+             total: int | None = None, bars: bool = False) -> dict:
+    """`eval_fn` (`jit_eval_step`) over `batches` -> {loss, accuracy, examples}."""
+    sums = replicate(jnp.zeros((3,), jnp.float32), dp)
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not bars, dynamic_ncols=True)
+    for batch in device_batches(batches, dp, input_keys):
+        sums = eval_fn(params, model_state, batch, sums)
+        bar.update(1)
+    bar.close()
+    return metrics_from_sums(sums)

@@ -1,0 +1,161 @@
+"""Every path of a training run's directory, and the only writer of its JSON files.
+
+A workdir holds:
+  config.json           the experiment's full configuration, written once at the start
+  tokenizer.json        the tokenizer the model was trained with (scratch or pretrained)
+  tokenizer_source.json what a scratch tokenizer was trained on
+  metrics.json          the run's metrics, rewritten atomically at each evaluation
+  metrics.jsonl         one JSON line per evaluation, appended
+  curves.png            loss / accuracy per epoch
+  checkpoints/best/<step>/, checkpoints/latest/<step>/   orbax step folders
+  cache/                token and encoder-output caches
+  encoder-<digest>.safetensors   a frozen encoder's params (encoder-cache runs)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_KINDS = ("best", "latest")
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot go on (non-finite loss, bad workdir, bad checkpoint)."""
+
+
+class WorkdirError(TrainingError):
+    """The workdir cannot be written, or its disk lacks the room for checkpoints."""
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` as strict JSON takes it: NaN/inf -> None, NumPy/JAX scalars -> Python ones,
+    tuples -> lists, paths -> strings, keys -> strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def _path(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"WORKDIR/{name}")
+
+
+class Workdir:
+    """One run's directory. `Workdir(path)` creates nothing; `check` creates it.
+
+    Accepted wherever a path is (`os.fspath(workdir)` is its absolute path)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(os.fspath(path)).expanduser().absolute()
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"Workdir({str(self.root)!r})"
+
+    # ---- the paths
+    config = _path("config.json")
+    tokenizer = _path("tokenizer.json")
+    tokenizer_source = _path("tokenizer_source.json")
+    metrics = _path("metrics.json")
+    metrics_jsonl = _path("metrics.jsonl")
+    curves = _path("curves.png")
+    checkpoints = _path("checkpoints")
+    cache = _path("cache")
+
+    def checkpoint_dir(self, kind: str) -> Path:
+        """checkpoints/best or checkpoints/latest."""
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint kind must be one of {CHECKPOINT_KINDS}, got {kind!r}")
+        return self.checkpoints / kind
+
+    def encoder_params(self, name: str) -> Path:
+        """A frozen encoder's params file, by the name saved in the run's metadata."""
+        return self.root / name
+
+    # ---- checks
+    def check(self, required_bytes: int = 0) -> Path:
+        """Fail fast, before any training, if the directory cannot hold the run.
+
+        Creates it, writes and removes a probe file (the only reliable test of
+        writability: permissions, read-only mounts, quotas), then compares the free space
+        with `required_bytes`. Raises `WorkdirError` naming the path and the fix."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write_probe_{uuid.uuid4().hex}"
+            with open(probe, "wb") as f:
+                f.write(b"0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            probe.unlink()
+        except OSError as e:
+            why = "no space left on the device" if e.errno == errno.ENOSPC else (
+                e.strerror or str(e))
+            raise WorkdirError(
+                f"workdir {self.root} is not writable ({why}); choose another --workdir"
+            ) from None
+        free = shutil.disk_usage(self.root).free
+        if free < required_bytes:
+            raise WorkdirError(
+                f"workdir {self.root} has {free / 2**20:.1f} MiB free, but the checkpoints of "
+                f"this run need about {required_bytes / 2**20:.1f} MiB; free some space or "
+                "choose another --workdir"
+            )
+        return self.root
+
+    def has_checkpoint(self, kind: str | None = None) -> bool:
+        """Whether checkpoints/KIND (None: either kind) holds a finished orbax step.
+
+        Read with orbax's step-folder probe, not a CheckpointManager: a writable manager
+        starts a cleanup thread that close() does not wait for, and a process exiting on an
+        error right after would print that thread's traceback."""
+        from orbax.checkpoint import utils as ocp_utils
+
+        kinds = CHECKPOINT_KINDS if kind is None else (kind,)
+        return any(ocp_utils.checkpoint_steps(self.checkpoint_dir(k)) for k in kinds)
+
+    # ---- JSON files
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.root / name).read_text())
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write WORKDIR/NAME as strict JSON through a temporary file and `os.replace`, so
+        a reader never sees a half-written file."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def write_jsonl(self, name: str, rows: Any) -> Path:
+        """Write WORKDIR/NAME as one JSON line per row, atomically (as `write_json`)."""
+        path = self.root / name
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows))
+        os.replace(tmp, path)
+        return path
+
+    def append_jsonl(self, name: str, obj: Any) -> Path:
+        """Append `obj` as one JSON line to WORKDIR/NAME."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
+        return path

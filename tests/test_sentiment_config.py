@@ -1,0 +1,99 @@
+"""configs/sentiment.py and the command line that builds a config from it.
+
+Every variant resolves and validates; `--config.a.b=VALUE` overrides and the shortcut flags
+each land on one field; without `--config` the flags pick the variant; a bad config is one
+error line before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from configs.sentiment import VARIANTS, get_config
+from experiments import cli, sentiment_train
+from experiments.sentiment import build_config, command_line, main
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """main(argv) with stderr captured: (exit code, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+def assert_one_error_line(rc: int, err: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_validates(variant):
+    config = sentiment_train.resolve(get_config(variant))
+    sentiment_train.validate(config)
+    assert config.data.source in ("imdb", "synthetic")
+    assert config.train.seed == config.seed
+
+
+def test_overrides_and_shortcuts_land_on_their_field():
+    argv = ["--config", "configs.sentiment:smoke", "--config.train.learning_rate=2e-3",
+            "--config.data.buckets", "8,16", "--seed", "7", "--unfreeze", "--workdir", "w"]
+    config, spec, workdir = build_config(argv)
+    assert (config.train.learning_rate, config.data.buckets) == (2e-3, "8,16")
+    assert config.seed == 7 and config.train.seed == 7  # the loop's seed follows the one seed
+    assert config.model.freeze_encoder is False and workdir == "w"
+    want = {"train.learning_rate", "data.buckets", "seed", "train.seed", "model.freeze_encoder"}
+    base, got = cli.flatten(get_config("smoke")), cli.flatten(config)
+    assert {k for k in got if got[k] != base[k]} == want
+    # The rebuilt command names the variant and gives the same config.
+    command = command_line(spec, config, workdir)
+    assert command.startswith("python -m experiments.sentiment --config configs/sentiment.py:"
+                              "smoke --workdir w --lr 0.002 --seed 7 --buckets 8,16")
+    again, _, _ = build_config(command.split()[3:])
+    assert cli.flatten(again) == got
+
+
+def test_the_flags_imply_the_variant():
+    """Without --config the recipe follows the encoder and the data."""
+    assert build_config([])[1] == "configs.sentiment:synthetic"
+    assert build_config(["--encoder", "bert-base-uncased"])[1] == "configs.sentiment:notebook"
+    config, spec, _ = build_config(["--imdb-archive", "a.tar.gz", "--gru-layers", "2"])
+    assert spec == "configs.sentiment:imdb_scratch"
+    want = cli.flatten(get_config("imdb_scratch"))
+    want.update({"data.imdb_archive": "a.tar.gz", "model.gru_layers": 2})
+    assert cli.flatten(config) == want
+    assert sentiment_train.resolve(config).data.source == "imdb"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--config.train.nope=1"], "no field train.nope"),
+    (["--config.train.epochs=two"], "train.epochs"),
+    (["--config", "configs.sentiment:nope"], "unknown variant"),
+    (["--config.model.attention=dense"], "model.attention"),
+    (["--gru-layers", "0"], "--gru-layers"), (["--dropout", "1.0"], "--dropout"),
+    (["--warmup-steps", "-5"], "--warmup-steps"), (["--buckets", "x"], "--buckets"),
+    (["--word-vector-std", "0"], "--word-vector-std"),
+])
+def test_bad_config_is_one_error_line(argv, needle, tmp_path):
+    rc, err = run_main(["--workdir", str(tmp_path / "w"), *argv])
+    assert_one_error_line(rc, err)
+    assert needle in err, err
+    assert not (tmp_path / "w").exists()  # nothing was done
+
+
+@pytest.mark.parametrize("variant,argv", [
+    ("synthetic", []),
+    ("imdb_scratch", ["--imdb-archive", "../shared/data/aclImdb_v1.tar.gz", "--encoder",
+                      "scratch"]),
+    ("minilm", ["--encoder", "../shared/data/all-MiniLM-L6-v2", "--imdb-archive",
+                "../shared/data/aclImdb_v1.tar.gz", "--max-length", "128", "--limit", "2000",
+                "--batch-size", "32", "--cache-encoder"]),
+])
+def test_the_readme_shortcut_commands_build_the_variants(variant, argv):
+    config, _, _ = build_config(argv)
+    assert cli.flatten(config) == cli.flatten(get_config(variant))
