@@ -43,7 +43,7 @@ from hw3_jax.bert import BertConfig
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData, get_datasets
 from hw3_jax.models import init_params
-from hw3_jax.train.loop import TrainConfig
+from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 
 TOKENIZE_TARGET_S = 30.0

@@ -15,7 +15,7 @@ from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.data import encoder_cache
 from hw3_jax.gru import GRU
 from hw3_jax.models import BertGRUSentiment, trainable_mask
-from hw3_jax.train.loop import TrainConfig
+from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 from hw3_jax.train.steps import create_train_state, init_metrics, jit_train_step, make_optimizer
 

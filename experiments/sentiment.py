@@ -43,10 +43,17 @@ SET = dict(action="store_const", const=True)  # a switch that sets its field to 
 # lists. Every flag's default is None, "not given".
 SHORTCUTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "--data": ("data.source", {},
-               "imdb (tensorflow-datasets, or --imdb-archive) or the embedded synthetic set; "
+               "imdb (downloaded once, or --imdb-archive) or the embedded synthetic set; "
                "default: imdb with a pretrained encoder or an archive, synthetic otherwise"),
     "--imdb-archive": ("data.imdb_archive", dict(metavar="PATH"),
                        "read IMDB offline from an aclImdb_v1.tar.gz (official layout)"),
+    "--imdb-url": ("data.imdb_url", dict(metavar="URL"),
+                   "download IMDB from this mirror of aclImdb_v1.tar.gz instead of Stanford's"),
+    "--imdb-sha256": ("data.imdb_sha256", dict(metavar="HEX"),
+                      "the mirror's sha256 (default: the official archive's)"),
+    "--data-dir": ("data.data_dir", dict(metavar="DIR"),
+                   "tensorflow-datasets' data folder: the IMDB download goes to DIR/downloads "
+                   "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
     "--encoder": ("model.encoder", {}, "bert-base-uncased (or another hub name), a local "
                   "directory with config.json + model.safetensors, or 'scratch'"),
     "--attention": ("model.attention", {}, "the attention core"),
@@ -54,9 +61,20 @@ SHORTCUTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "--batch-size": ("data.batch_size", dict(type=int), "examples per batch"),
     "--max-length": ("data.max_length", dict(type=int),
                      "tokens per review including [CLS] and [SEP] (notebook: 512)"),
-    "--lr": ("train.learning_rate", dict(type=float), "Adam learning rate"),
+    "--truncation": ("data.truncation", {},
+                     "what a longer review keeps: its head (the notebook), its tail, or both "
+                     "(a quarter head, as Sun et al. 2019)"),
+    "--lr": ("train.learning_rate", dict(type=float), "learning rate (of the head, with "
+             "--encoder-lr)"),
+    "--encoder-lr": ("train.encoder_learning_rate", dict(type=float),
+                     "the encoder's own learning rate (default: --lr), e.g. 3e-5 to fine-tune "
+                     "a pretrained one"),
+    "--optimizer": ("train.optimizer", {},
+                    "adam (the notebook) or adamw (weight decay, not on biases and LayerNorm)"),
+    "--weight-decay": ("train.weight_decay", dict(type=float), "adamw's weight decay"),
     "--lr-schedule": ("train.lr_schedule", {},
-                      "constant (the notebook) or cosine decay to 0 by the last step"),
+                      "constant (the notebook), or cosine or linear decay to 0 by the last "
+                      "step"),
     "--warmup-steps": ("train.warmup_steps", dict(type=int),
                        "linear learning-rate warmup from 0 over N steps"),
     "--resume": ("train.resume", SET, "continue the run in --workdir"),
@@ -85,9 +103,13 @@ SHORTCUTS: dict[str, tuple[str, dict[str, Any], str]] = {
                           "standard deviation the PPMI+SVD word vectors are scaled to"),
     "--freeze-word-embeddings": ("model.freeze_word_embeddings", SET,
                                  "keep a scratch encoder's word embeddings fixed"),
+    "--head": ("model.head", {},
+               "the classifier on the encoder: a bidirectional GRU (the notebook) or linear "
+               "(pooled encoder output -> dropout -> one logit, for fine-tuning)"),
     "--readout": ("model.readout", {},
-                  "what the classifier reads of the GRU: its final states (the notebook) or "
-                  "[final; max; mean] of its outputs (ULMFiT concat pooling)"),
+                  "what the classifier reads: of the GRU, its final states (the notebook) or "
+                  "[final; max; mean] of its outputs (ULMFiT concat pooling); of the encoder "
+                  "(linear head), its [CLS] vector (default) or its mean over the tokens"),
     "--dropout": ("model.dropout", dict(type=float),
                   "dropout between the GRU layers and before the output layer"),
     "--buckets": ("data.buckets", dict(metavar="L1,L2,..."),

@@ -166,30 +166,34 @@ def _unused(recipe: dict[str, Any]) -> set[str]:
     return unused
 
 
-def matching_variant(m: dict[str, Any]) -> str | None:
-    """The configs/sentiment.py variant that computes what the run did (`m["run_config"]`,
-    its config.json): every used field equal to the resolved variant's, the dtype compared
-    only where the variant fixes one (else it follows the machine), or None."""
+def _nearest_variant(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The configs/sentiment.py variant nearest to what the run computed (`m["run_config"]`,
+    its config.json) and {field: the run's value} where the run differs from it. Fields the
+    run's settings leave unused are not compared, nor the dtype where the variant leaves it
+    to the machine."""
     from configs.sentiment import VARIANTS, get_config
     from experiments.sentiment_train import resolve
 
-    run = _recipe(m["run_config"])
+    # A field the run's config.json lacks is newer than the run, which ran as its default.
+    run = _recipe(resolve(get_config()).to_dict()) | _recipe(m["run_config"])
+    nearest = None
     for variant in VARIANTS:
         config = get_config(variant)
         skip = _unused(run) | ({"model.dtype"} if config.model.dtype is None else set())
         want = _recipe(resolve(config).to_dict())
-        if all(run[k] == v for k, v in want.items() if k not in skip):
-            return variant
-    return None
+        diff = {k: run[k] for k, v in want.items() if k not in skip and run[k] != v}
+        if nearest is None or len(diff) < len(nearest[1]):
+            nearest = (variant, diff)
+    return nearest
 
 
 def run_command(m: dict[str, Any]) -> str:
-    """The command that repeats a run (`m`: its collected JSON): its config variant when the
-    run matches one, else the command it recorded."""
-    variant = matching_variant(m)
-    if variant is not None:
-        return f"python -m experiments.sentiment --config configs/sentiment.py:{variant}"
-    return m["run_config"]["command"]
+    """The command that repeats a run (`m`: its collected JSON) with today's configs: its
+    nearest variant, then `--config.FIELD=VALUE` for each field where the run differs."""
+    variant, diff = _nearest_variant(m)
+    overrides = [f"--config.{k}={v!r}".replace(" ", "") for k, v in diff.items()]
+    return " ".join([f"python -m experiments.sentiment --config configs/sentiment.py:{variant}",
+                     *overrides])
 
 
 def is_pretrained(m: dict[str, Any]) -> bool:

@@ -31,15 +31,15 @@ from hw3_jax.data.encoder_cache import CACHE_DTYPES
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit, read_imdb_unsup
 from hw3_jax.data.pipeline import get_datasets
-from hw3_jax.data.sources import SOURCES, source_identity
-from hw3_jax.data.token_cache import default_cache_dir, load_or_encode
+from hw3_jax.data.sources import SOURCES, imdb_archive_path, source_identity
+from hw3_jax.data.token_cache import TRUNCATIONS, default_cache_dir, load_or_encode
 from hw3_jax.data.tokenizer import SPECIAL_TOKENS
 from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
-from hw3_jax.models import READOUTS
+from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.loop import TrainConfig, TrainResult, train
 from hw3_jax.train.sharding import initialize_distributed
-from hw3_jax.train.steps import LR_SCHEDULES
+from hw3_jax.train.steps import LR_SCHEDULES, OPTIMIZERS
 from hw3_jax.train.workdir import Workdir
 
 NOTEBOOK_SENTENCES = (
@@ -49,12 +49,15 @@ NOTEBOOK_SENTENCES = (
 # The values a text field takes (the command line offers the same).
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": SOURCES,
+    "data.truncation": TRUNCATIONS,
     "model.attention": ATTENTION_KINDS,
+    "model.head": HEADS,
     "model.readout": READOUTS,
     "model.init_embeddings": ("random", "ppmi-svd"),
     "model.dtype": ("float32", "bfloat16"),
     "encoder_cache.dtype": CACHE_DTYPES,
     "train.lr_schedule": LR_SCHEDULES,
+    "train.optimizer": OPTIMIZERS,
 }
 
 
@@ -63,12 +66,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with the values that follow from others or from the machine:
-    `data.source` (None: imdb with a pretrained encoder or an archive, else synthetic) and
-    `model.dtype` (None: bfloat16 on TPU/GPU, float32 on CPU). What a run records."""
+    `data.source` (None: imdb with a pretrained encoder or an archive, else synthetic),
+    `model.readout` (None: the head's own) and `model.dtype` (None: bfloat16 on TPU/GPU,
+    float32 on CPU). What a run records."""
     config = config.copy_and_resolve_references()
     if config.data.source is None:
-        imdb = factory.is_pretrained(config.model) or config.data.imdb_archive is not None
+        imdb = factory.is_pretrained(config.model) or config.data.imdb_archive is not None \
+            or config.data.imdb_url is not None
         config.data.source = "imdb" if imdb else "synthetic"
+    config.model.readout = factory.readout(config.model)
     config.model.dtype = factory.compute_dtype(config.model)
     return config
 
@@ -100,6 +106,9 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"--dropout must be in [0, 1), got {model.dropout}")
     if not config.train.learning_rate > 0:  # also NaN
         raise UserError(f"--lr must be a positive number, got {config.train.learning_rate}")
+    if model.readout not in HEAD_READOUTS[model.head]:
+        raise UserError(f"--readout {model.readout} is not one of the {model.head} head's: "
+                        f"{', '.join(HEAD_READOUTS[model.head])}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -108,6 +117,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     pretrained = factory.is_pretrained(model)
     if data.imdb_archive is not None and data.source != "imdb":
         raise UserError("--imdb-archive goes with --data imdb (or leave --data out)")
+    if data.imdb_url is not None and data.source != "imdb":
+        raise UserError("--imdb-url goes with --data imdb (or leave --data out)")
     if pretrained and model.init_embeddings == "ppmi-svd":
         raise UserError("--init-embeddings ppmi-svd is for --encoder scratch: a pretrained "
                         "encoder brings its own word embeddings")
@@ -124,6 +135,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.encoder_cache.enabled and not factory.frozen_encoder(model):
         raise UserError("--cache-encoder needs a frozen pretrained encoder: pass --encoder "
                         "NAME_OR_PATH and leave out --unfreeze")
+    if config.encoder_cache.enabled and model.head != "gru":
+        raise UserError("--cache-encoder trains the GRU head only: leave out --cache-encoder "
+                        "or use --head gru")
     if config.encoder_cache.enabled and model.notebook_parity:
         raise UserError("--cache-encoder cannot go with --notebook-parity: without the "
                         "attention mask each output depends on its batch's padding")
@@ -164,21 +178,20 @@ def _pretrained(model_cfg: ml_collections.ConfigDict, max_length: int):
 
 def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd: Workdir):
     """(params with PPMI+SVD word vectors, what was done): counted on the training and
-    validation texts (labels unused; never the test split) and, with an archive, its
+    validation texts (labels unused; never the test split) and, with IMDB, its archive's
     unlabelled `train/unsup` reviews, tokenized once and cached like the splits."""
     t0 = time.perf_counter()
     splits = [data.train, data.validation]
-    archive = config.data.imdb_archive
-    if config.data.source == "imdb" and archive is not None:
+    if config.data.source == "imdb":
         def texts():
-            unsup = read_imdb_unsup(archive)
+            unsup = read_imdb_unsup(imdb_archive_path(config.data))
             return TextSplit(unsup, np.zeros(len(unsup), np.int8))
 
         unsup, _ = load_or_encode(
             data.tokenizer, "unsup", texts,
             source_id=source_identity(config.data, config.seed),
             max_length=config.data.max_length, cache_dir=default_cache_dir(wd),
-            progress=config.train.progress)
+            truncation=config.data.truncation, progress=config.train.progress)
         splits.append(unsup)
     tok, std = data.tokenizer, config.model.word_vector_std
     skip = [i for i in (tok.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None]
@@ -215,9 +228,11 @@ def _summary(config, data, model, params, mask) -> None:
           f"{sizes['validation']:,} / test {sizes['test']:,}; vocabulary "
           f"{data.vocab_size:,}; buckets {list(data.buckets)}")
     bert = model.bert
+    head = (f"GRU {model.hidden_dim}x{model.n_layers} bidirectional" if model.head == "gru"
+            else "linear head")
     print(f"model: encoder {config.model.encoder} ({bert.num_hidden_layers} layers, hidden "
-          f"{bert.hidden_size}, {bert.attention} attention), GRU {model.hidden_dim}x"
-          f"{model.n_layers} bidirectional ({model.readout} readout); "
+          f"{bert.hidden_size}, {bert.attention} attention), {head} ({model.readout} "
+          f"readout); "
           f"{models.count_params(params):,} parameters, "
           f"{models.count_params(params, mask):,} trainable; {config.model.dtype} on "
           f"{jax.device_count()} {jax.default_backend()} device(s)")
@@ -243,10 +258,11 @@ def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts
     return ec.head_of(model), head_params, cached
 
 
-def _report(model, params, tokenizer, facts: dict) -> dict[str, Any]:
+def _report(model, params, tokenizer, truncation: str, facts: dict) -> dict[str, Any]:
     """What metrics.json gets besides the loop's numbers: `facts` about the data and the
     initialisation, and the best model's P(positive) of the notebook's sentences."""
-    scored = SentimentPredictor(model, params, tokenizer).score(NOTEBOOK_SENTENCES)
+    scored = SentimentPredictor(model, params, tokenizer,
+                                truncation=truncation).score(NOTEBOOK_SENTENCES)
     predictions = {r.text: r.p_positive for r in scored}
     for text, p in predictions.items():
         print(f"P(positive) = {p:.4f}  {text}")
@@ -290,11 +306,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         result = train(head, head_params, head_data,
                        dataclasses.replace(train_cfg, input_keys=head_data.input_keys), wd,
                        metadata=metadata, report=lambda best: _report(
-                           model, ec.join_params(best, encoder), data.tokenizer, facts))
+                           model, ec.join_params(best, encoder), data.tokenizer,
+                           config.data.truncation, facts))
     else:
         result = train(model, params, data, train_cfg, wd, trainable_mask=mask,
                        metadata=metadata,
-                       report=lambda best: _report(model, best, data.tokenizer, facts))
+                       report=lambda best: _report(model, best, data.tokenizer,
+                                                   config.data.truncation, facts))
     print(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
           f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
     return result

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from hw3_jax.bert import BertConfig, load_pretrained_bert
-from hw3_jax.models import BertGRUSentiment
+from hw3_jax.models import BertGRUSentiment, LinearHead
 
 SCRATCH = "scratch"
 
@@ -38,6 +38,20 @@ def compute_dtype(model_cfg: Mapping[str, Any]) -> str:
     if model_cfg["dtype"] is not None:
         return str(model_cfg["dtype"])
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def head(model_cfg: Mapping[str, Any]) -> str:
+    """`model_cfg["head"]`: "gru" (the notebook) or "linear"."""
+    # A run whose config.json predates the field had the GRU head.
+    return str(model_cfg.get("head", BertGRUSentiment.head))
+
+
+def readout(model_cfg: Mapping[str, Any]) -> str:
+    """`model_cfg["readout"]`; None: the head's own, "final" for the GRU head (the
+    notebook) and "cls" for the linear head."""
+    if model_cfg["readout"] is not None:
+        return str(model_cfg["readout"])
+    return LinearHead.readout if head(model_cfg) == "linear" else BertGRUSentiment.readout
 
 
 def _encoder_overrides(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,4 +92,5 @@ def sentiment_model(model_cfg: Mapping[str, Any], bert_cfg: BertConfig) -> BertG
         bert=bert_cfg, hidden_dim=model_cfg["gru_hidden"], n_layers=model_cfg["gru_layers"],
         dropout=model_cfg["dropout"], freeze_encoder=frozen_encoder(model_cfg),
         gru_over_padding=parity, encoder_attention_mask=not parity,
-        readout=model_cfg["readout"], dtype=jnp.dtype(compute_dtype(model_cfg)))
+        readout=readout(model_cfg), dtype=jnp.dtype(compute_dtype(model_cfg)),
+        head=head(model_cfg))

@@ -16,6 +16,9 @@ Freezing happens in two places, for two reasons:
 Params tree: {"bert": BertEncoder params (exactly what `load_pretrained_bert` returns),
 "gru": `hw3_jax.gru.GRU` params ("l0", "l0_reverse", "l1", "l1_reverse"),
 "out": {"kernel" [D*hidden_dim, 1], "bias" [1]}}.
+
+Beside the notebook's GRU head, `head="linear"` puts `LinearHead` (pooled encoder output ->
+dropout -> Dense(1), the usual head for fine-tuning BERT) on the encoder: {"bert", "out"}.
 """
 
 from __future__ import annotations
@@ -33,7 +36,23 @@ from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.gru import GRU
 
 ENCODER_KEY = "bert"
-READOUTS = ("final", "concat")
+HEADS = ("gru", "linear")
+# What each head reads: the GRU's final states or concat pooling; the encoder's [CLS]
+# vector or its mean over the real tokens.
+HEAD_READOUTS = {"gru": ("final", "concat"), "linear": ("cls", "mean")}
+READOUTS = tuple(r for rs in HEAD_READOUTS.values() for r in rs)
+
+
+def _check_readout(head: str, readout: str) -> None:
+    if readout not in HEAD_READOUTS[head]:
+        raise ValueError(f"the {head} head's readout must be one of {HEAD_READOUTS[head]}, "
+                         f"got {readout!r}")
+
+
+def _masked_mean(x: jax.Array, real: jax.Array) -> jax.Array:
+    """Mean of `x` [B, L, F] over the positions where `real` [B, L, 1] is True -> [B, F]
+    (a row without any is 0, not NaN)."""
+    return jnp.where(real, x, 0.0).sum(axis=1) / jnp.maximum(real.sum(axis=1), 1)
 
 
 class GRUHead(nn.Module):
@@ -63,8 +82,7 @@ class GRUHead(nn.Module):
 
     @nn.compact
     def __call__(self, features, attention_mask, *, deterministic: bool = True) -> jax.Array:
-        if self.readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        _check_readout("gru", self.readout)
         attention_mask = jnp.asarray(attention_mask)
         lengths = jnp.sum(attention_mask != 0, axis=-1)  # [B]
         outputs, hidden = GRU(
@@ -84,8 +102,7 @@ class GRUHead(nn.Module):
             real = (attention_mask != 0)[..., None]  # [B, L, 1]
             out32 = outputs.astype(jnp.float32)  # [B, L, D * hidden_dim]
             pooled_max = jnp.max(jnp.where(real, out32, -jnp.inf), axis=1)
-            pooled_mean = jnp.sum(jnp.where(real, out32, 0.0), axis=1) / jnp.maximum(
-                lengths, 1)[:, None]
+            pooled_mean = _masked_mean(out32, real)
             hidden = jnp.concatenate(
                 [hidden.astype(jnp.float32), pooled_max, pooled_mean], axis=-1
             ).astype(hidden.dtype)  # [B, 3 * D * hidden_dim]
@@ -104,6 +121,39 @@ class GRUHead(nn.Module):
         return logits[:, 0].astype(jnp.float32)
 
 
+class LinearHead(nn.Module):
+    """A light classifier on top of the encoder: pooled features -> dropout -> Dense(1), as
+    BERT's fine-tuning for classification (Devlin et al. 2019; Sun et al. 2019).
+
+    `__call__(features [B, L, F], attention_mask [B, L] (1 = real token), *,
+    deterministic=True) -> logits [B] float32`. Params: {"out": {"kernel" [F, 1], "bias"
+    [1]}}, a sibling of `GRUHead` with the same call.
+
+    `readout`: "cls" reads the first position's vector (the [CLS] token's final hidden
+    state, without BERT's pooler, so the head sees only the sequence output); "mean" averages
+    the real tokens' vectors (padding never counts), the pooling sentence-transformers
+    models such as all-MiniLM-L6-v2 were trained with.
+    """
+
+    dropout: float = 0.1  # BERT's classifier dropout
+    dtype: Any = jnp.float32
+    readout: str = "cls"
+
+    @nn.compact
+    def __call__(self, features, attention_mask, *, deterministic: bool = True) -> jax.Array:
+        _check_readout("linear", self.readout)
+        x = features.astype(jnp.float32)  # [B, L, F]; pooled in float32
+        if self.readout == "cls":
+            pooled = x[:, 0]  # [B, F]
+        else:
+            pooled = _masked_mean(x, (jnp.asarray(attention_mask) != 0)[..., None])  # [B, F]
+        pooled = nn.Dropout(self.dropout)(pooled, deterministic=deterministic)
+        # BERT's classifier init: N(0, 0.02) kernel, zero bias.
+        logits = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02),
+                          name="out")(pooled.astype(self.dtype))  # [B, 1]
+        return logits[:, 0].astype(jnp.float32)
+
+
 class BertGRUSentiment(nn.Module):
     """BERT encoder -> GRU -> [last layer's fwd; bwd final states] -> dropout -> Dense(1).
 
@@ -119,6 +169,10 @@ class BertGRUSentiment(nn.Module):
     exactly instead: `gru_over_padding=True` (its GRU ran over the padded tensor) and
     `encoder_attention_mask=False` (it called `self.bert(text)` without an attention mask).
     `readout="concat"` pools the GRU's outputs too (see `GRUHead`).
+
+    `head="linear"` replaces the GRU head by `LinearHead` (`readout` "cls" or "mean",
+    `dropout` before its output layer; `hidden_dim`, `n_layers`, `bidirectional` and
+    `gru_over_padding` unused): params {"bert", "out"}, the light head for fine-tuning.
     """
 
     bert: BertConfig = BertConfig()
@@ -131,9 +185,12 @@ class BertGRUSentiment(nn.Module):
     encoder_attention_mask: bool = True
     dtype: Any = jnp.float32
     readout: str = "final"
+    head: str = "gru"
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, *, deterministic: bool = True) -> jax.Array:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         attention_mask = jnp.asarray(attention_mask)
         embedded, _ = BertEncoder(self.bert, name=ENCODER_KEY)(
             input_ids,
@@ -144,9 +201,13 @@ class BertGRUSentiment(nn.Module):
             # No backward pass through BERT (compute saved); the optimizer's trainable mask
             # (train.steps.make_optimizer) is what keeps frozen weights and their moments out.
             embedded = jax.lax.stop_gradient(embedded)
-        # The head lives in this module's own scope, so the tree stays {"bert", "gru", "out"}.
-        head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
-                       self.gru_over_padding, self.dtype, self.readout)
+        # The head lives in this module's own scope, so the tree stays {"bert", "gru", "out"}
+        # ({"bert", "out"} for the linear head).
+        if self.head == "linear":
+            head = LinearHead(self.dropout, self.dtype, self.readout)
+        else:
+            head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
+                           self.gru_over_padding, self.dtype, self.readout)
         nn.share_scope(self, head)
         return head(embedded, attention_mask, deterministic=deterministic)
 

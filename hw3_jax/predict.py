@@ -86,9 +86,9 @@ class SentimentPredictor:
     """A trained BertGRUSentiment with its tokenizer, ready to score texts."""
 
     def __init__(self, model: BertGRUSentiment, params: Any, tokenizer: Any,
-                 batch_size: int = 32):
+                 batch_size: int = 32, truncation: str = "head"):
         self.model, self.params, self.tokenizer = model, params, tokenizer
-        self.batch_size = batch_size
+        self.batch_size, self.truncation = batch_size, truncation
         trunc = tokenizer.truncation or {}
         self.max_length = int(trunc.get("max_length", 512))
         self._logits = _logits_fn(model)
@@ -108,7 +108,10 @@ class SentimentPredictor:
                             "score text; train again into this workdir")
         tokenizer = load_tokenizer_file(wd.tokenizer, meta["data"]["max_length"])
         model = factory.sentiment_model(meta["model"], BertConfig.from_dict(meta["bert"]))
-        return cls(model, _full_params(wd, meta, ckpt.params), tokenizer, batch_size)
+        # Runs whose config predates the truncation field cut their reviews' heads.
+        truncation = meta["data"].get("truncation", "head")
+        return cls(model, _full_params(wd, meta, ckpt.params), tokenizer, batch_size,
+                   truncation)
 
     def score(self, texts: Sequence[Any]) -> list[Scored]:
         """One `Scored` per input, in order. Texts longer than the model's max length are
@@ -153,7 +156,8 @@ class SentimentPredictor:
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
         out = np.empty(len(texts), np.float64)
-        for batch in predict_batches(self.tokenizer, texts, batch_size=self.batch_size):
+        for batch in predict_batches(self.tokenizer, texts, truncation=self.truncation,
+                                     batch_size=self.batch_size):
             logits = self._logits(self.params, batch["input_ids"], batch["attention_mask"])
             real = batch["index"] >= 0
             out[batch["index"][real]] = np.asarray(jax.nn.sigmoid(logits))[real]

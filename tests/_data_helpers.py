@@ -48,8 +48,10 @@ def make_archive(path, reviews=REVIEWS, *, reverse=False, empty_dirs=(), compres
 
 def data_config(encoder: str = "scratch", seed: int = 0, **data) -> ml_collections.ConfigDict:
     """The fields of the sentiment config that `get_datasets` reads, small by default."""
-    fields = dict(source="synthetic", imdb_archive=None, synthetic_size=400, limit=None,
-                  max_length=64, batch_size=16, buckets=None, vocab_size=500, vocab=None)
+    fields = dict(source="synthetic", imdb_archive=None, imdb_url=None, imdb_sha256=None,
+                  data_dir=None, synthetic_size=400, limit=None,
+                  max_length=64, truncation="head", batch_size=16, buckets=None,
+                  vocab_size=500, vocab=None)
     unknown = set(data) - set(fields)
     assert not unknown, unknown
     return ml_collections.ConfigDict({"seed": seed, "data": fields | data,

@@ -1,4 +1,5 @@
-"""The data sources: the IMDB archive and its faults, tfds, the synthetic set, the split."""
+"""The data sources: the IMDB archive and its faults, the network probe, the synthetic set, the
+split. The IMDB download: tests/test_imdb_download.py."""
 
 from __future__ import annotations
 
@@ -82,22 +83,10 @@ def test_bad_archives_give_one_clear_data_error(tmp_path):
         assert "\n" not in str(e) and isinstance(e, ValueError)
 
 
-# --------------------------------------------------------------------------- tfds
+# --------------------------------------------------------------------------- network
 
 
-@pytest.mark.slow
-def test_tfds_source_with_mock_data():
-    pytest.importorskip("tensorflow")
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=12):
-        r = imdb.load_imdb_tfds(check_network=False)
-    assert (len(r.train), len(r.test)) == (12, 12)
-    assert all(isinstance(t, str) for t in r.train.texts)
-    assert set(np.unique(r.train.labels)) <= {0, 1}
-    assert r.source_id.startswith("tfds:imdb_reviews")
-
-
-def test_tfds_unreachable_host_is_detected_quickly():
+def test_unreachable_host_is_detected_quickly():
     assert not net.can_reach(("unreachable.invalid", 80), timeout=2.0)
 
 

@@ -54,7 +54,7 @@ def test_total_steps_from_data_and_max_steps():
     assert L.total_steps(_cfg(epochs=3, max_steps=50), 7) == 21
 
 
-@pytest.mark.parametrize("kw", [dict(lr_schedule="linear"), dict(warmup_steps=-1)])
+@pytest.mark.parametrize("kw", [dict(lr_schedule="step"), dict(warmup_steps=-1)])
 def test_bad_schedule_config(kw):
     with pytest.raises(ValueError):
         _cfg(**kw)

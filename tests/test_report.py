@@ -217,17 +217,24 @@ def test_run_command():
         command = "python -m experiments.sentiment --workdir runs/s"
         return {"run_config": {**resolve(get_config(variant)).to_dict(), "command": command}}
 
-    # A run that recorded a variant's own values is that variant; another keeps its command.
+    # A run that recorded a variant's own values is that variant; another is its nearest
+    # variant with the fields where it differs.
     m = collected("synthetic")
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:synthetic")
     m["run_config"]["seed"] = 1
     m["run_config"]["train"]["epochs"] += 1
-    assert sentiment_answers.run_command(m) == "python -m experiments.sentiment --workdir runs/s"
+    assert sentiment_answers.run_command(m) == (
+        "python -m experiments.sentiment --config configs/sentiment.py:synthetic "
+        "--config.seed=1 --config.train.epochs=3")
+    del m["run_config"]["data"]["truncation"]  # older than the field: ran as its default
+    assert sentiment_answers.run_command(m).endswith("--config.train.epochs=3")
     m = collected("imdb_scratch")
     m["run_config"]["data"]["synthetic_size"] = 123  # ignored: not synthetic data
     m["run_config"]["model"]["performer_features"] = 64  # ignored: softmax attention
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch")
-    m["run_config"]["model"]["attention"] = "performer"
-    assert sentiment_answers.run_command(m) == "python -m experiments.sentiment --workdir runs/s"
+    m["run_config"]["model"]["attention"] = "performer"  # now its feature count counts
+    assert sentiment_answers.run_command(m) == (
+        "python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch "
+        "--config.model.attention='performer' --config.model.performer_features=64")

@@ -185,11 +185,11 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
         stop.set()
 
 
-def predict_batches(tok, texts: Sequence[str], *, batch_size: int = 32,
-                    buckets: str | Sequence[int] | None = None,
+def predict_batches(tok, texts: Sequence[str], *, truncation: str = "head",
+                    batch_size: int = 32, buckets: str | Sequence[int] | None = None,
                     sort_by_length: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Batches of free texts for prediction. Texts are cleaned and cut to the tokenizer's
-    max length like the data.
+    max length by `truncation` (`token_cache.TRUNCATIONS`), as the run's data was.
 
     Each batch is padded to the smallest bucket that holds its longest text and to the
     smallest power of two rows (at most `batch_size`) that holds its texts, so one short
@@ -200,7 +200,7 @@ def predict_batches(tok, texts: Sequence[str], *, batch_size: int = 32,
     trunc = tok.truncation or {}
     max_length = int(trunc.get("max_length", 512))
     buckets = normalise_buckets(buckets, max_length)
-    ts = encode_texts(tok, [clean_text(t) for t in texts])
+    ts = encode_texts(tok, [clean_text(t) for t in texts], truncation=truncation)
     pid = pad_id(tok)
     order = (np.argsort(ts.lengths, kind="stable") if sort_by_length
              else np.arange(len(ts)))

@@ -1,9 +1,11 @@
-"""IMDB reviews: the official archive, tensorflow-datasets, and the notebook's split.
+"""IMDB reviews: the official archive, its download, and the notebook's split.
 
 Sources give `(text, label)` with label 1 = positive:
   * `read_imdb_archive(path)`: the official `aclImdb_v1.tar.gz` layout, read in one streaming
     pass with `tarfile` (no extraction, no TensorFlow); an extracted `aclImdb/` folder works too.
-  * `load_imdb_tfds()`: tensorflow-datasets `imdb_reviews` (needs the `tf` extra).
+  * `download_imdb_archive()`: that archive fetched once, with tensorflow-datasets'
+    `DownloadManager` (which needs no TensorFlow), from the URL and checked against the size
+    and sha256 that tfds records for `imdb_reviews`, or from a mirror with its sha256.
 HTML line breaks are removed (`clean_text`). `split_indices` splits the training part at random
 by seed into 70% train and 30% validation (17,500 / 7,500 for IMDB), as the notebook does.
 """
@@ -12,12 +14,16 @@ from __future__ import annotations
 
 import bz2
 import dataclasses
+import glob
 import gzip
+import hashlib
 import logging
 import lzma
 import os
 import re
+import shutil
 import tarfile
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -29,7 +35,17 @@ from hw3_jax.data.errors import DataError
 log = logging.getLogger(__name__)
 
 TRAIN_FRACTION = 0.7  # the notebook: 17,500 train / 7,500 validation of IMDB's 25,000
-IMDB_URL_HOST = ("ai.stanford.edu", 80)  # where tfds downloads aclImdb_v1.tar.gz from
+# The official archive as tensorflow-datasets records it for `imdb_reviews`
+# (tensorflow_datasets/datasets/imdb_reviews/checksums.tsv): URL, bytes, sha256, file name.
+IMDB_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_SIZE = 84_125_825
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+IMDB_FILENAME = "aclImdb_v1.tar.gz"
+# Downloads go to DATA_DIR/downloads/imdb_reviews/, where tfds.load("imdb_reviews") puts
+# them, so either finds the other's.
+TFDS_NAME = "imdb_reviews"
+_SUPPLY = ("supply the archive with --imdb-archive PATH (aclImdb_v1.tar.gz, from "
+           "https://ai.stanford.edu/~amaas/data/sentiment/) or a mirror with --imdb-url URL")
 
 @dataclasses.dataclass
 class TextSplit:
@@ -249,58 +265,124 @@ def read_imdb_unsup(path: str | os.PathLike) -> list[str]:
     return out
 
 
-def load_imdb_tfds(data_dir: str | os.PathLike | None = None, *, download: bool = True,
-                   check_network: bool = True) -> RawDataset:
-    """IMDB through tensorflow-datasets `imdb_reviews` (label 1 = pos, as tfds's ClassLabel).
+def download_target(url: str | None = None, sha256: str | None = None) -> tuple[str, str]:
+    """(URL, sha256) of the archive to download: the official one (`IMDB_URL`, `IMDB_SHA256`),
+    or the mirror `url` with its `sha256` (None: the official archive's, for a mirror of the
+    same file). Raises DataError for a sha256 without a URL, a malformed sha256 or a URL that
+    is not http(s)."""
+    if sha256 is not None and url is None:
+        raise DataError("--imdb-sha256 is the checksum of a mirror's archive: give the mirror "
+                        "with --imdb-url URL too")
+    want = IMDB_SHA256 if sha256 is None else sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise DataError(f"--imdb-sha256 must be a sha256 (64 hexadecimal digits), got "
+                        f"{sha256!r}")
+    url = IMDB_URL if url is None else url.strip()
+    # tfds copies other schemes with tf.io.gfile, which needs TensorFlow.
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DataError(f"--imdb-url must be an http:// or https:// URL, got {url!r}")
+    return url, want
 
-    Needs tensorflow (the `tf` extra). Any failure (no TensorFlow, no internet, a failed
-    download) raises one DataError saying how to use the archive instead. When the dataset
-    is not prepared yet, the download host is probed first (`check_network`), since tfds
-    retries an unreachable host for minutes before it gives up.
+
+def download_identity(url: str | None = None, sha256: str | None = None) -> str:
+    """The token cache's name for a downloaded archive: its sha256, which the download is
+    checked against, so it is known before (and without) downloading."""
+    return f"imdb-sha256:{download_target(url, sha256)[1]}"
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def download_imdb_archive(url: str | None = None, sha256: str | None = None,
+                          data_dir: str | os.PathLike | None = None) -> Path:
+    """The local path of the IMDB archive, downloaded once with tfds's `DownloadManager`.
+
+    `url`, `sha256`: see `download_target` (None: the official archive). `data_dir`:
+    tensorflow-datasets' data folder (None: its default, $TFDS_DATA_DIR or
+    ~/tensorflow_datasets); the archive goes to DATA_DIR/downloads/imdb_reviews/. A
+    downloaded archive is reused without any network request. Nothing here imports
+    TensorFlow. When the size is known (the official sha256) the `DownloadManager` checks
+    size and sha256 itself; for another sha256 the file is hashed here, on every call. Raises
+    DataError, with nothing left behind that a later call would trust, when the host cannot
+    be reached, the download fails or is cut off, or the file has another sha256.
     """
-    hint = ("supply the official archive instead with --imdb-archive PATH (aclImdb_v1.tar.gz, "
-            "from https://ai.stanford.edu/~amaas/data/sentiment/)")
-    try:  # imported here: TensorFlow takes seconds to import and is optional
-        import tensorflow  # noqa: F401
+    url, want = download_target(url, sha256)
+    try:  # here, not at the top: only this path needs tensorflow-datasets
+        import requests
         import tensorflow_datasets as tfds
+        from tensorflow_datasets.core import constants
+        from tensorflow_datasets.core.download import checksums, resource
+        from tensorflow_datasets.core.download.download_manager import (
+            NonMatchingChecksumError,
+        )
     except ImportError as e:
-        raise DataError(f"the tfds path needs TensorFlow and tensorflow-datasets ({e.name} is "
-                        f"not installed): install the 'tf' extra (pip install 'hw3-jax[tf]'), "
-                        f"or {hint}") from None
-    if download and check_network:
-        try:
-            prepared = tfds.builder("imdb_reviews", data_dir=None if data_dir is None
-                                    else str(data_dir)).is_prepared()
-        except Exception:  # noqa: BLE001 - let tfds.load report it
-            prepared = False
-        if not prepared and not net.can_reach(IMDB_URL_HOST):
-            raise DataError(f"imdb_reviews is not downloaded yet and {IMDB_URL_HOST[0]} "
-                            f"cannot be reached (no internet?): {hint}")
+        raise DataError(f"downloading IMDB needs tensorflow-datasets ({e.name} is not "
+                        f"installed): pip install tensorflow-datasets, or {_SUPPLY}") from None
+    root = Path(data_dir if data_dir is not None else constants.get_default_data_dir())
+    download_dir = root.expanduser() / "downloads"
+    # The official sha256 fixes the size too; a mirror's own sha256 does not, and tfds
+    # compares (size, sha256) together, so that file is checked here instead.
+    url_infos = ({url: checksums.UrlInfo(size=IMDB_SIZE, checksum=want, filename=IMDB_FILENAME)}
+                 if want == IMDB_SHA256 else None)
+    # Where DownloadManager keeps a finished download (by dataset, or directly in downloads/).
+    fname = resource.get_dl_fname(url, want if url_infos else None)
+    cached = any(resource.is_locally_cached(d / fname)
+                 for d in (download_dir / TFDS_NAME, download_dir))
+    if not cached:
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        if not net.can_reach(host):
+            raise DataError(f"IMDB is not downloaded yet (into {download_dir}) and {host[0]} "
+                            f"cannot be reached (no internet?): {_SUPPLY}")
+    # DownloadManager leaves a failed or rejected download in downloads/imdb_reviews/
+    # <url name>.tmp.<uuid>/ (a name no later call trusts); removed below all the same.
+    partial = glob.escape(str(download_dir / TFDS_NAME / resource.get_dl_fname(url))) + ".tmp.*"
+
+    def discard_partial() -> str | None:
+        """Remove the unfinished downloads; the sha256 and size of the file one held."""
+        got = None
+        for d in glob.glob(partial):
+            files = [f for f in Path(d).iterdir() if f.is_file()]
+            if got is None and len(files) == 1:
+                got = f"{_sha256_of(files[0])} ({files[0].stat().st_size:,} bytes)"
+            shutil.rmtree(d, ignore_errors=True)
+        return got
+
+    def mismatch(got: str | None) -> DataError:
+        return DataError(f"the archive downloaded from {url} has sha256 {got or 'unknown'}, "
+                         f"expected {want}; it was deleted: check the URL and --imdb-sha256, "
+                         f"or supply the archive with --imdb-archive PATH")
+
     try:
-        train, test = tfds.load("imdb_reviews", split=["train", "test"], as_supervised=True,
-                                data_dir=None if data_dir is None else str(data_dir),
-                                download=download, shuffle_files=False)
-        splits, n_bad = [], 0
-        for ds in (train, test):
-            texts, labels = [], []
-            for raw, label in tfds.as_numpy(ds):
-                text, ok = _decode(raw)
-                n_bad += not ok
-                texts.append(clean_text(text))
-                labels.append(int(label))
-            splits.append(TextSplit(texts, np.asarray(labels, np.int8)))
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - network, checksum, TF errors: all the same advice
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise DataError(f"could not load imdb_reviews with tensorflow-datasets "
-                        f"({type(e).__name__}: {first}): {hint}") from None
-    for name, s in zip(("train", "test"), splits, strict=True):
-        if len(s) == 0:
-            raise DataError(f"tensorflow-datasets imdb_reviews gave an empty {name} split")
-    where = "" if data_dir is None else str(Path(data_dir).expanduser().resolve())
-    return RawDataset("imdb", f"tfds:imdb_reviews:{where}:{len(splits[0])}:{len(splits[1])}",
-                      splits[0], splits[1], invalid_utf8=n_bad)
+        dm = tfds.download.DownloadManager(download_dir=download_dir, dataset_name=TFDS_NAME,
+                                           url_infos=url_infos)
+        path = Path(dm.download(url))
+    except NonMatchingChecksumError:
+        raise mismatch(discard_partial()) from None
+    except (tfds.download.DownloadError, requests.RequestException, OSError) as e:
+        # requests raises ChunkedEncodingError for a body shorter than its Content-Length.
+        discard_partial()
+        raise DataError(f"could not download IMDB from {url} ({_first_line(e)}): "
+                        f"{_SUPPLY}") from None
+    if url_infos is None:
+        got = _sha256_of(path)
+        if got != want:
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            resource.get_info_path(path).unlink(missing_ok=True)
+            raise mismatch(f"{got} ({size:,} bytes)")
+    return path
 
 
 def split_indices(n: int, fraction: float = TRAIN_FRACTION,

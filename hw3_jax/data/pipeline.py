@@ -1,6 +1,7 @@
 """The sentiment experiment's data: `get_datasets(config, workdir)` -> `SentimentData`.
 
-From `config.data` (source, sizes, max_length, batch_size, buckets, vocab_size, vocab, limit),
+From `config.data` (source, sizes, max_length, truncation, batch_size, buckets, vocab_size,
+vocab, limit),
 `config.model.encoder` and `config.seed`:
   1. the source (`sources`), read only when a tokenizer must be trained or a split's token
      ids are not cached;
@@ -36,6 +37,7 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TRAIN_FRACTION, RawDataset, split_indices
 from hw3_jax.data.token_cache import (
     TokenizedSplit,
+    check_truncation,
     default_cache_dir,
     encode_and_store,
     read_cached,
@@ -206,12 +208,13 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
     return tok
 
 
-def _token_ids(tok, source: _Source, source_id: str, cache_dir, max_length: int,
+def _token_ids(tok, source: _Source, source_id: str, cache_dir, data: Any,
                progress: bool, info: dict) -> dict[str, TokenizedSplit]:
     """Token ids of the training and test parts: from the cache, else tokenized and cached."""
     parts = {}
     for split in ("train", "test"):
-        key = dict(source_id=source_id, max_length=max_length, cache_dir=cache_dir)
+        key = dict(source_id=source_id, max_length=data.max_length, cache_dir=cache_dir,
+                   truncation=check_truncation(data.truncation))
         got = read_cached(tok, split, **key)
         if got is None:
             raw = source.get()
@@ -241,15 +244,15 @@ def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
         raise DataError(f"batch size must be positive, got {data.batch_size}")
     encoder = "scratch" if config.model.encoder == "scratch" else str(
         data.vocab or config.model.encoder)
-    info: dict = {"data": data.source, "encoder": encoder, "max_length": data.max_length}
+    info: dict = {"data": data.source, "encoder": encoder, "max_length": data.max_length,
+                  "truncation": data.truncation}
     wd = None if workdir is None else Workdir(workdir)
     source = _Source(data, seed, info)
     source_id = sources.source_identity(data, seed)
     if source_id is None:  # known only once read (tfds)
         source_id = source.get().source_id
     tok = _tokenizer(config, wd, source, source_id, info)
-    parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data.max_length,
-                       progress, info)
+    parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data, progress, info)
     tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed)
     splits = {"train": parts["train"].subset(tr_idx),
               "validation": parts["train"].subset(va_idx), "test": parts["test"]}

@@ -2,11 +2,16 @@
 
   "synthetic": the embedded order-dependent review set (`hw3_jax.data.synthetic`),
     `config.data.synthetic_size` reviews for the training part and a fifth of that for test.
-  "imdb": the official archive at `config.data.imdb_archive`, else tensorflow-datasets.
+  "imdb": the official archive at `config.data.imdb_archive`; else that archive downloaded
+    once with tensorflow-datasets' DownloadManager (no TensorFlow) from its official URL, or
+    from the mirror `config.data.imdb_url` checked against `config.data.imdb_sha256`, into
+    `config.data.data_dir`/downloads (None: tfds's data folder).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from hw3_jax.data import imdb, synthetic
@@ -27,21 +32,39 @@ def synthetic_sizes(data: Any) -> tuple[int, int]:
     return data.synthetic_size, max(data.synthetic_size // 5, 1)
 
 
-def source_identity(data: Any, seed: int) -> str | None:
+def _archive(data: Any) -> str | None:
+    """`data.imdb_archive`, after checking that no mirror is named besides it."""
+    if data.imdb_archive is not None and (data.imdb_url is not None
+                                          or data.imdb_sha256 is not None):
+        raise DataError(f"both an IMDB archive ({data.imdb_archive}) and --imdb-url/"
+                        f"--imdb-sha256 are given: keep one (--config.data.imdb_archive=None "
+                        f"drops a variant's archive)")
+    return data.imdb_archive
+
+
+def source_identity(data: Any, seed: int) -> str:
     """The token cache's name for the source of `data` (config.data), computed without
-    reading it; None for tfds, whose identity is known only once loaded."""
+    reading it: the archive's path, size and mtime, or the sha256 a download is checked
+    against."""
     if _check_source(data) == "synthetic":
         return synthetic.synthetic_source_id(seed, *synthetic_sizes(data))
-    if data.imdb_archive is not None:
+    if _archive(data) is not None:
         return imdb.archive_identity(data.imdb_archive)
-    return None
+    return imdb.download_identity(data.imdb_url, data.imdb_sha256)
+
+
+def imdb_archive_path(data: Any) -> Path:
+    """The local IMDB archive `data` names: `data.imdb_archive`, else the download (made
+    once; later calls need no network)."""
+    if _archive(data) is not None:
+        return Path(data.imdb_archive).expanduser()
+    return imdb.download_imdb_archive(data.imdb_url, data.imdb_sha256, data.data_dir)
 
 
 def load_source(data: Any, seed: int) -> RawDataset:
-    """The labelled text that `data` (config.data: source, imdb_archive, synthetic_size)
-    names; `seed` draws the synthetic set."""
+    """The labelled text that `data` (config.data: source, imdb_archive, imdb_url,
+    imdb_sha256, data_dir, synthetic_size) names; `seed` draws the synthetic set."""
     if _check_source(data) == "synthetic":
         return synthetic.make_synthetic(seed, *synthetic_sizes(data))
-    if data.imdb_archive is not None:
-        return imdb.read_imdb_archive(data.imdb_archive)
-    return imdb.load_imdb_tfds()
+    raw = imdb.read_imdb_archive(imdb_archive_path(data))
+    return dataclasses.replace(raw, source_id=source_identity(data, seed))

@@ -2,8 +2,17 @@
 
 A `TokenizedSplit` holds N examples back to back: one flat id array, per-example starts and
 lengths, and labels. The cache (`.npz`: the flat ids, offsets [N + 1], labels, a JSON meta
-string) is keyed by the source's identity, the split, the tokenizer's fingerprint and
-`max_length`; a second run with the same key reads neither the source nor the tokenizer.
+string) is keyed by the source's identity, the split, the tokenizer's fingerprint,
+`max_length` and the truncation; a second run with the same key reads neither the source nor
+the tokenizer.
+
+Truncation (a review longer than max_length, [CLS] and [SEP] included, loses tokens):
+  * "head": its first max_length - 2 tokens (the tokenizer's own right truncation; the
+    homework notebook's).
+  * "tail": its last max_length - 2 tokens (a review's verdict is often at its end).
+  * "head+tail": the first and the last tokens, in Sun et al.'s proportion (2019, "How to
+    Fine-Tune BERT for Text Classification": 128 + 382 of 510 was best on IMDB), i.e. about
+    a quarter from the head.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit
 from hw3_jax.data.tokenizer import tokenizer_fingerprint
 from hw3_jax.train.workdir import Workdir
@@ -28,6 +38,29 @@ from hw3_jax.train.workdir import Workdir
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+TRUNCATIONS = ("head", "tail", "head+tail")
+HEAD_SHARE = 128 / 510  # head+tail: Sun et al.'s head 128 of 510 text tokens
+
+
+def check_truncation(truncation: str) -> str:
+    if truncation not in TRUNCATIONS:
+        raise DataError(f"unknown truncation {truncation!r}: use one of "
+                        f"{', '.join(TRUNCATIONS)}")
+    return truncation
+
+
+def head_tokens(max_length: int) -> int:
+    """Text tokens that head+tail keeps from the head (128 of max_length 512)."""
+    return round((max_length - 2) * HEAD_SHARE)
+
+
+def _cut(ids: list[int], max_length: int, truncation: str) -> list[int]:
+    """`ids` ([CLS] text [SEP], untruncated) cut to at most `max_length` by `truncation`."""
+    if len(ids) <= max_length:
+        return ids
+    head = head_tokens(max_length) if truncation == "head+tail" else 0
+    tail = max_length - 2 - head
+    return ids[:1 + head] + ids[len(ids) - 1 - tail:]
 
 
 @dataclasses.dataclass
@@ -50,10 +83,17 @@ class TokenizedSplit:
         return self.ids[self.starts[i]:self.starts[i] + self.lengths[i]]
 
 
-def encode_texts(tok, texts: Sequence[str], labels=None, *, chunk: int = 8192,
-                 progress: bool = False, desc: str = "tokenizing") -> TokenizedSplit:
-    """Tokenize with `encode_batch` (multi-threaded in Rust), in chunks to bound memory."""
+def encode_texts(tok, texts: Sequence[str], labels=None, *, truncation: str = "head",
+                 chunk: int = 8192, progress: bool = False, desc: str = "tokenizing"
+                 ) -> TokenizedSplit:
+    """Tokenize with `encode_batch` (multi-threaded in Rust), in chunks to bound memory, each
+    text cut to the tokenizer's truncation length by `truncation` (module docstring)."""
     n = len(texts)
+    check_truncation(truncation)
+    max_length = (tok.truncation or {}).get("max_length")
+    if truncation != "head" and max_length is not None:
+        tok = type(tok).from_str(tok.to_str())  # a copy without truncation; cut below
+        tok.no_truncation()
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.int32
     lengths = np.zeros(n, np.int32)
     parts = []
@@ -67,6 +107,8 @@ def encode_texts(tok, texts: Sequence[str], labels=None, *, chunk: int = 8192,
         enc = tok.encode_batch_fast(batch) if hasattr(tok, "encode_batch_fast") \
             else tok.encode_batch(batch)
         ids = [e.ids for e in enc]
+        if truncation != "head" and max_length is not None:
+            ids = [_cut(x, max_length, truncation) for x in ids]
         lens = np.fromiter((len(x) for x in ids), np.int32, count=len(ids))
         lengths[lo:lo + len(ids)] = lens
         parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype,
@@ -94,9 +136,12 @@ def default_cache_dir(workdir: str | os.PathLike | None = None) -> Path:
 
 
 def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp: str,
-               max_length: int) -> Path:
-    key = json.dumps({"v": CACHE_FORMAT, "source": source_id, "split": split, "tok": tok_fp,
-                      "max_length": max_length}, sort_keys=True)
+               max_length: int, truncation: str = "head") -> Path:
+    key = {"v": CACHE_FORMAT, "source": source_id, "split": split, "tok": tok_fp,
+           "max_length": max_length}
+    if truncation != "head":  # "head" keys stay those of the caches written before
+        key["truncation"] = truncation
+    key = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     kind = re.sub(r"[^A-Za-z0-9]+", "-", source_id.split(":", 1)[0])
     return Path(cache_dir) / f"tokens-{kind}-{split}-{digest}.npz"
@@ -133,18 +178,20 @@ def _load_cache(path: Path) -> tuple[TokenizedSplit, dict] | None:
 
 
 def _key_path(tok, split: str, source_id: str | None, max_length: int,
-              cache_dir: str | os.PathLike | None) -> Path | None:
+              cache_dir: str | os.PathLike | None, truncation: str) -> Path | None:
     if cache_dir is None or source_id is None:
         return None
-    return cache_path(cache_dir, source_id, split, tokenizer_fingerprint(tok), max_length)
+    return cache_path(cache_dir, source_id, split, tokenizer_fingerprint(tok), max_length,
+                      truncation)
 
 
 def read_cached(tok, split: str, *, source_id: str | None, max_length: int,
-                cache_dir: str | os.PathLike | None) -> tuple[TokenizedSplit, dict] | None:
+                cache_dir: str | os.PathLike | None, truncation: str
+                ) -> tuple[TokenizedSplit, dict] | None:
     """Token ids of one split from the cache, with info {"cache_hit": True, "path", "meta"
     (what was stored: source id, examples, invalid UTF-8 count...), "seconds"}; None when
     the cache has no (readable) entry for this key or there is no key (no source id)."""
-    path = _key_path(tok, split, source_id, max_length, cache_dir)
+    path = _key_path(tok, split, source_id, max_length, cache_dir, truncation)
     if path is None:
         return None
     t0 = time.perf_counter()
@@ -158,18 +205,18 @@ def read_cached(tok, split: str, *, source_id: str | None, max_length: int,
 
 def encode_and_store(tok, split: str, texts: TextSplit, *, source_id: str | None,
                      max_length: int, cache_dir: str | os.PathLike | None,
-                     progress: bool = False, extra_meta: dict | None = None
-                     ) -> tuple[TokenizedSplit, dict]:
+                     truncation: str, progress: bool = False,
+                     extra_meta: dict | None = None) -> tuple[TokenizedSplit, dict]:
     """`texts` tokenized, and stored in the cache when there is a key; info as
     `read_cached` with "cache_hit": False ("path" None when nothing was stored)."""
     t0 = time.perf_counter()
-    ts = encode_texts(tok, texts.texts, texts.labels, progress=progress,
-                      desc=f"tokenizing {split}")
+    ts = encode_texts(tok, texts.texts, texts.labels, truncation=truncation,
+                      progress=progress, desc=f"tokenizing {split}")
     seconds = time.perf_counter() - t0
     meta = {"source": source_id, "split": split, "tokenizer": tokenizer_fingerprint(tok),
-            "max_length": max_length, "examples": len(ts), "tokens": int(ts.lengths.sum()),
-            **(extra_meta or {})}
-    path = _key_path(tok, split, source_id, max_length, cache_dir)
+            "max_length": max_length, "truncation": truncation, "examples": len(ts),
+            "tokens": int(ts.lengths.sum()), **(extra_meta or {})}
+    path = _key_path(tok, split, source_id, max_length, cache_dir, truncation)
     if path is not None:
         _save_cache(path, ts, meta)
     return ts, {"cache_hit": False, "path": None if path is None else str(path), "meta": meta,
@@ -178,13 +225,13 @@ def encode_and_store(tok, split: str, texts: TextSplit, *, source_id: str | None
 
 def load_or_encode(tok, split: str, get_texts: Callable[[], TextSplit], *,
                    source_id: str | None, max_length: int,
-                   cache_dir: str | os.PathLike | None, progress: bool = False
-                   ) -> tuple[TokenizedSplit, dict]:
+                   cache_dir: str | os.PathLike | None, truncation: str,
+                   progress: bool = False) -> tuple[TokenizedSplit, dict]:
     """Token ids of one split from the cache, else `get_texts()` tokenized and cached
     (`get_texts` is called only on a miss). Returns (ids, info) as `read_cached`."""
-    hit = read_cached(tok, split, source_id=source_id, max_length=max_length,
-                      cache_dir=cache_dir)
+    key = dict(source_id=source_id, max_length=max_length, cache_dir=cache_dir,
+               truncation=truncation)
+    hit = read_cached(tok, split, **key)
     if hit is not None:
         return hit
-    return encode_and_store(tok, split, get_texts(), source_id=source_id,
-                            max_length=max_length, cache_dir=cache_dir, progress=progress)
+    return encode_and_store(tok, split, get_texts(), progress=progress, **key)

@@ -2,7 +2,8 @@
 
 steps.py        the optimizer (Adam, freezing by a trainable mask), the learning-rate
                 schedule, the train state, and the jitted-in-the-loop train/eval steps
-loop.py         TrainConfig (the loop's defaults) and train(): a flat loop over global steps
+config.py       TrainConfig (the loop's defaults), the run's length and its optimizer
+loop.py         train(): a flat loop over global steps
 checkpoints.py  orbax best/latest checkpoints, load_best for inference, the loop's errors
 workdir.py      Workdir: every path of a run's directory, atomic JSON writes
 sharding.py     the data-parallel mesh and batch placement

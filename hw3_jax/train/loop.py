@@ -1,7 +1,8 @@
 """The one training loop every experiment uses.
 
-`train(model, params, data, config, workdir)` trains a Flax linen model with Adam
-(`steps.make_optimizer`) on a binary or multiclass loss, data-parallel over every device.
+`train(model, params, data, config, workdir)` trains a Flax linen model with Adam or AdamW
+(`steps.make_optimizer`; the encoder may have a learning rate of its own) on a binary or
+multiclass loss, data-parallel over every device.
 It counts global steps: `for step in range(start_step, num_steps)`, where
 num_steps = epochs * steps_per_epoch (or max_steps, if smaller), epoch = step //
 steps_per_epoch and the position in the epoch is step % steps_per_epoch. At each epoch end
@@ -51,75 +52,26 @@ from hw3_jax.train.checkpoints import (
     tree_nbytes,
     tree_signature,
 )
+from hw3_jax.train.config import TrainConfig, optimizer_of, total_steps
 from hw3_jax.train.plots import plot_curves
 from hw3_jax.train.sharding import DataParallel, data_parallel, device_batches, replicate
 from hw3_jax.train.steps import (
-    LOSSES,
     TrainState,
     create_train_state,
     init_metrics,
     jit_eval_step,
     jit_train_step,
-    learning_rate_schedule,
-    make_optimizer,
     metrics_from_sums,
     run_eval,
     to_float32,
 )
-from hw3_jax.train.workdir import Workdir, json_safe
+from hw3_jax.train.workdir import Workdir
 
 # Fields that may change between a run and its resumption without a warning.
 _RESUME_FREE_FIELDS = {
     "resume", "overwrite", "epochs", "max_steps", "progress", "verbose", "log_every_steps",
     "num_devices", "min_free_bytes", "plot", "checkpoint_every_steps", "keep_latest",
 }
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Everything the loop needs besides the model, its parameters, the data and the workdir.
-    The loop's defaults live here and nowhere else."""
-
-    epochs: int = 1
-    learning_rate: float = 1e-3  # PyTorch's Adam default, as the notebook
-    # "constant" (the notebook); "cosine": decays to 0 by the run's last step. Both start
-    # with a linear warmup from 0 over `warmup_steps` (0: none).
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    seed: int = 0  # dropout keys; the data object has its own seed for the order
-    resume: bool = False  # continue from WORKDIR/checkpoints/latest if present
-    overwrite: bool = False  # delete existing checkpoints instead of refusing to start
-    loss: str = "binary"  # "binary": logits [B], sigmoid BCE; "multiclass": [B, C], CE
-    input_keys: tuple[str, ...] = ("input_ids", "attention_mask")
-    val_split: str | None = "validation"  # None: every epoch counts as the best so far
-    test_split: str | None = "test"  # None: no test evaluation
-    checkpoint_every_steps: int | None = 500  # latest also saved at epoch ends, last step
-    keep_latest: int = 2
-    max_steps: int | None = None  # total training steps (smoke runs); may end mid-epoch
-    log_every_steps: int = 50  # progress-bar loss update and non-finite check
-    progress: bool = True  # tqdm bars (stderr)
-    verbose: bool = True  # one summary line per epoch (stdout)
-    fail_on_nonfinite: bool = True  # else non-finite steps are skipped and counted
-    num_devices: int | None = None  # None: all devices
-    min_free_bytes: int | None = None  # None: estimated from the checkpoint size
-    plot: bool = True  # write WORKDIR/curves.png
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        # Checks the schedule name (a cosine schedule's length is known only with the data).
-        learning_rate_schedule(self.learning_rate, self.lr_schedule, self.warmup_steps, 1)
-        keys = (self.input_keys,) if isinstance(self.input_keys, str) else self.input_keys
-        object.__setattr__(self, "input_keys", tuple(keys))
-
-    def to_dict(self) -> dict:
-        return json_safe(dataclasses.asdict(self))
 
 
 @dataclasses.dataclass
@@ -161,12 +113,6 @@ class _Run:
     counts: dict  # {"total", "trainable"} parameters
 
 
-def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
-    """The run's training steps: epochs * steps_per_epoch, or max_steps if smaller."""
-    total = steps_per_epoch * config.epochs
-    return total if config.max_steps is None else min(total, config.max_steps)
-
-
 def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: Any = None,
           model_state: Any = None, metadata: Mapping[str, Any] | None = None,
           report: Callable[[Any], dict] | None = None) -> TrainResult:
@@ -191,9 +137,7 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
     num_steps = total_steps(config, spe)
     dp = data_parallel(num_devices=config.num_devices)
     mask = None if trainable_mask is None else jax.tree.map(bool, trainable_mask)
-    lr = learning_rate_schedule(config.learning_rate, config.lr_schedule, config.warmup_steps,
-                                num_steps)
-    tx = make_optimizer(lr, mask)
+    tx = optimizer_of(config, num_steps, mask)
     state = create_train_state(params, tx, dp, model_state)
     wd = Workdir(workdir)
     wd.check(_required_bytes(config, state))

@@ -1,4 +1,5 @@
-"""The optimizer, the train state and the two step functions of the training loop.
+"""The optimizer (Adam or AdamW, a learning rate per parameter group, freezing), the train
+state and the two step functions of the training loop.
 
 `train_step` and `eval_step` are plain module-level functions; `jit_train_step` /
 `jit_eval_step` jit them over a data-parallel mesh with the model and the loss settings as
@@ -21,38 +22,86 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from hw3_jax.models import ENCODER_KEY
 from hw3_jax.train.sharding import DataParallel, device_batches, replicate
 
 LOSSES = ("binary", "multiclass")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "adamw")
 
 
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array  # int32 scalar: optimizer steps taken
     params: Any  # float32 parameters
-    opt_state: Any  # float32 Adam moments (trainable parameters only)
+    opt_state: Any  # float32 optimizer moments (trainable parameters only), step counts
     model_state: Any  # non-parameter collections (e.g. batch_stats); {} for most models
 
 
 # --------------------------------------------------------------------------- optimizer
 
 
-def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = None
+def param_groups(tree: Any, trainable_mask: Any = None) -> Any:
+    """The optimizer group of each leaf of a params-shaped `tree`: "frozen" where
+    `trainable_mask` (a pytree of bools like `tree`, or None: all trained) is False, else
+    "encoder" under `models.ENCODER_KEY` and "head" elsewhere."""
+    mask = trainable_mask if trainable_mask is not None else jax.tree.map(lambda _: True, tree)
+
+    def group(path, _, trained):
+        if not trained:
+            return "frozen"
+        return "encoder" if getattr(path[0], "key", None) == ENCODER_KEY else "head"
+
+    return jax.tree_util.tree_map_with_path(group, tree, mask)
+
+
+def decay_mask(tree: Any) -> Any:
+    """AdamW's weight-decay mask of a params-shaped `tree`: True for matrices (kernels,
+    embedding tables, GRU weights), False for the 1-D leaves, which here are exactly the
+    biases and the LayerNorm scales and biases (BERT's fine-tuning recipe decays neither).
+    Leaves of other groups (`optax.MaskedNode` inside a partition) are kept as they are."""
+    return jax.tree.map(lambda x: x.ndim > 1, tree)
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = None, *,
+                   optimizer: str = "adam", weight_decay: float = 0.0,
+                   encoder_learning_rate: float | optax.Schedule | None = None
                    ) -> optax.GradientTransformation:
-    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8), frozen where the mask is False.
+    """Adam (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) or AdamW, frozen where the mask
+    is False.
 
     `learning_rate`: a float or an optax schedule (`learning_rate_schedule`).
     `trainable_mask`: a pytree of bools shaped like the parameters (False = frozen), e.g.
     `hw3_jax.models.trainable_mask(params)`, or None (all trained). Frozen leaves go to
     `optax.set_to_zero()`: they get no update and Adam stores no moments for them (its state
     holds `optax.MaskedNode()` there), so the notebook model's optimizer state covers only
-    its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism."""
-    adam = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+    its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism.
+    `optimizer`: "adam" or "adamw" (decoupled weight decay `weight_decay` times the learning
+    rate, on the leaves `decay_mask` selects; PyTorch's AdamW with the same betas and eps).
+    `weight_decay` is passed as given (0.0: none); the loop's default is TrainConfig's.
+    `encoder_learning_rate`: None trains every leaf at `learning_rate` (the groups
+    "trainable" and "frozen"; plain Adam's state without a mask). Otherwise the leaves under
+    `models.ENCODER_KEY` ("encoder") get this one and the rest ("head") `learning_rate`,
+    each group with its own moments and step count (`param_groups`)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+    def one(lr):
+        if optimizer == "adamw":
+            return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay,
+                               mask=decay_mask)
+        return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+
+    if encoder_learning_rate is not None:
+        return optax.partition(
+            {"encoder": one(encoder_learning_rate), "head": one(learning_rate),
+             "frozen": optax.set_to_zero()},
+            lambda tree: param_groups(tree, trainable_mask))
     if trainable_mask is None:
-        return adam
+        return one(learning_rate)
     labels = jax.tree.map(lambda m: "trainable" if m else "frozen", trainable_mask)
-    return optax.partition({"trainable": adam, "frozen": optax.set_to_zero()}, labels)
+    return optax.partition({"trainable": one(learning_rate), "frozen": optax.set_to_zero()},
+                           labels)
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: int,
@@ -60,9 +109,10 @@ def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: in
     """The learning rate as optax takes it.
 
     "constant" without warmup: the float itself (the optimizer state is then plain Adam's).
-    Otherwise a schedule of the step count, which the checkpointed Adam state holds, so a
-    resumed run continues it: a linear warmup from 0 over `warmup_steps`, then constant, or
-    for "cosine" a decay to 0 by `total_steps` (the run's training steps, required)."""
+    Otherwise a schedule of the step count, which the checkpointed optimizer state holds,
+    so a resumed run continues it: a linear warmup from 0 over `warmup_steps`, then
+    constant; for "cosine" a cosine decay and for "linear" (BERT's fine-tuning schedule) a
+    straight line, both reaching 0 at `total_steps` (the run's training steps, required)."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
@@ -70,10 +120,16 @@ def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: in
             return learning_rate
         return optax.linear_schedule(0.0, learning_rate, warmup_steps)
     if not total_steps:
-        raise ValueError("lr_schedule='cosine' needs the number of training steps: a data "
-                         "object with steps_per_epoch, or max_steps")
-    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
-                                              max(total_steps, warmup_steps + 1))
+        raise ValueError(f"lr_schedule={schedule!r} needs the number of training steps: a "
+                         "data object with steps_per_epoch, or max_steps")
+    if schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                                  max(total_steps, warmup_steps + 1))
+    decay = optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup_steps, 1))
+    if not warmup_steps:
+        return decay
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, learning_rate, warmup_steps), decay], [warmup_steps])
 
 
 # --------------------------------------------------------------------------- state
@@ -157,7 +213,7 @@ def _weighted_sums(per: jax.Array, correct: jax.Array, w: jax.Array) -> jax.Arra
 
 def train_step(state: TrainState, acc: dict, batch: dict, model, tx, loss: str,
                input_keys: tuple[str, ...], seed: int) -> tuple[TrainState, dict]:
-    """One Adam step on the weighted mean loss of the global batch -> (state, acc).
+    """One optimizer step on the weighted mean loss of the global batch -> (state, acc).
 
     batch: {input_keys..., "label" [B], "weight" [B]}, split over the mesh's "data" axis
     (GSPMD all-reduces the gradients). The dropout key is fold_in(PRNGKey(seed), step), so a

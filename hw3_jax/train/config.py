@@ -1,0 +1,96 @@
+"""TrainConfig: every setting of the training loop, its defaults defined here once, and
+what follows from it alone: the run's length in steps and its optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import optax
+
+from hw3_jax.train.steps import LOSSES, OPTIMIZERS, learning_rate_schedule, make_optimizer
+from hw3_jax.train.workdir import json_safe
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything the loop needs besides the model, its parameters, the data and the workdir.
+    The loop's defaults live here and nowhere else."""
+
+    epochs: int = 1
+    learning_rate: float = 1e-3  # PyTorch's Adam default, as the notebook
+    # The encoder's ("bert" subtree's) own rate, e.g. 2e-5..5e-5 to fine-tune a pretrained
+    # BERT (Sun et al. 2019); None: learning_rate, one group for every parameter.
+    encoder_learning_rate: float | None = None
+    optimizer: str = "adam"  # "adam" (the notebook) | "adamw" (decoupled weight decay)
+    weight_decay: float = 0.01  # adamw only; never on biases and LayerNorm parameters
+    # "constant" (the notebook); "cosine" and "linear" (BERT's fine-tuning) decay to 0 by
+    # the run's last step. All start with a linear warmup from 0 over `warmup_steps` (0:
+    # none); with encoder_learning_rate each group follows the schedule to its own peak.
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    seed: int = 0  # dropout keys; the data object has its own seed for the order
+    resume: bool = False  # continue from WORKDIR/checkpoints/latest if present
+    overwrite: bool = False  # delete existing checkpoints instead of refusing to start
+    loss: str = "binary"  # "binary": logits [B], sigmoid BCE; "multiclass": [B, C], CE
+    input_keys: tuple[str, ...] = ("input_ids", "attention_mask")
+    val_split: str | None = "validation"  # None: every epoch counts as the best so far
+    test_split: str | None = "test"  # None: no test evaluation
+    checkpoint_every_steps: int | None = 500  # latest also saved at epoch ends, last step
+    keep_latest: int = 2
+    max_steps: int | None = None  # total training steps (smoke runs); may end mid-epoch
+    log_every_steps: int = 50  # progress-bar loss update and non-finite check
+    progress: bool = True  # tqdm bars (stderr)
+    verbose: bool = True  # one summary line per epoch (stdout)
+    fail_on_nonfinite: bool = True  # else non-finite steps are skipped and counted
+    num_devices: int | None = None  # None: all devices
+    min_free_bytes: int | None = None  # None: estimated from the checkpoint size
+    plot: bool = True  # write WORKDIR/curves.png
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.encoder_learning_rate is not None and not self.encoder_learning_rate > 0:
+            raise ValueError("encoder_learning_rate must be > 0 (or None: learning_rate), "
+                             f"got {self.encoder_learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        # Checks the schedule name (a cosine schedule's length is known only with the data).
+        learning_rate_schedule(self.learning_rate, self.lr_schedule, self.warmup_steps, 1)
+        keys = (self.input_keys,) if isinstance(self.input_keys, str) else self.input_keys
+        object.__setattr__(self, "input_keys", tuple(keys))
+
+    def to_dict(self) -> dict:
+        return json_safe(dataclasses.asdict(self))
+
+
+
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's training steps: epochs * steps_per_epoch, or max_steps if smaller."""
+    total = steps_per_epoch * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def optimizer_of(config: TrainConfig, num_steps: int, trainable_mask: Any = None
+                 ) -> optax.GradientTransformation:
+    """`steps.make_optimizer` as `config` describes it, for a run of `num_steps` steps: each
+    group's learning rate follows `config.lr_schedule` to its own peak."""
+
+    def schedule(peak: float):
+        return learning_rate_schedule(peak, config.lr_schedule, config.warmup_steps,
+                                      num_steps)
+
+    encoder_lr = config.encoder_learning_rate
+    return make_optimizer(
+        schedule(config.learning_rate), trainable_mask, optimizer=config.optimizer,
+        weight_decay=config.weight_decay,
+        encoder_learning_rate=None if encoder_lr is None else schedule(encoder_lr))
