@@ -249,8 +249,6 @@ def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
     wd = None if workdir is None else Workdir(workdir)
     source = _Source(data, seed, info)
     source_id = sources.source_identity(data, seed)
-    if source_id is None:  # known only once read (tfds)
-        source_id = source.get().source_id
     tok = _tokenizer(config, wd, source, source_id, info)
     parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data, progress, info)
     tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed)

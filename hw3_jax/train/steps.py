@@ -41,15 +41,18 @@ class TrainState:
 # --------------------------------------------------------------------------- optimizer
 
 
-def param_groups(tree: Any, trainable_mask: Any = None) -> Any:
+def param_groups(tree: Any, trainable_mask: Any = None, by_encoder: bool = True) -> Any:
     """The optimizer group of each leaf of a params-shaped `tree`: "frozen" where
     `trainable_mask` (a pytree of bools like `tree`, or None: all trained) is False, else
-    "encoder" under `models.ENCODER_KEY` and "head" elsewhere."""
+    "encoder" under `models.ENCODER_KEY` and "head" elsewhere (`by_encoder`), or
+    "trainable" (not `by_encoder`)."""
     mask = trainable_mask if trainable_mask is not None else jax.tree.map(lambda _: True, tree)
 
     def group(path, _, trained):
         if not trained:
             return "frozen"
+        if not by_encoder:
+            return "trainable"
         return "encoder" if getattr(path[0], "key", None) == ENCODER_KEY else "head"
 
     return jax.tree_util.tree_map_with_path(group, tree, mask)
@@ -92,16 +95,13 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
                                mask=decay_mask)
         return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
 
-    if encoder_learning_rate is not None:
-        return optax.partition(
-            {"encoder": one(encoder_learning_rate), "head": one(learning_rate),
-             "frozen": optax.set_to_zero()},
-            lambda tree: param_groups(tree, trainable_mask))
-    if trainable_mask is None:
+    by_encoder = encoder_learning_rate is not None
+    if not by_encoder and trainable_mask is None:
         return one(learning_rate)
-    labels = jax.tree.map(lambda m: "trainable" if m else "frozen", trainable_mask)
-    return optax.partition({"trainable": one(learning_rate), "frozen": optax.set_to_zero()},
-                           labels)
+    groups = ({"encoder": one(encoder_learning_rate), "head": one(learning_rate)} if by_encoder
+              else {"trainable": one(learning_rate)})
+    return optax.partition({**groups, "frozen": optax.set_to_zero()},
+                           lambda tree: param_groups(tree, trainable_mask, by_encoder))
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: int,
