@@ -17,13 +17,20 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from hw3_jax.train import sharding
+
 OVERRIDE_PREFIX = "--config."
+# The flags of a multi-process launch, by `jax.distributed.initialize` argument (each also
+# read from its environment variable, `sharding.LAUNCH_ENV`).
+LAUNCH_FLAGS = {"coordinator_address": "--coordinator", "num_processes": "--num-processes",
+                "process_id": "--process-id"}
 
 
 class UserError(Exception):
@@ -107,16 +114,60 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Run `main`; a UserError (or one of `user_errors`) becomes one line and exit status 2,
-    Ctrl-C exit status 130."""
+    Ctrl-C exit status 130. A process of a multi-process run that fails (any error: a
+    traceback then exit status 1) ends at once (`sharding.leave_failed_run`), so that the
+    others stop too."""
     try:
-        return main()
+        code = main()
     except KeyboardInterrupt:
         print("interrupted; continue with --resume where the experiment has it",
               file=sys.stderr)
-        return 130
+        code = 130
     except (UserError, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        code = 2
+    except Exception:
+        if not sharding.is_multiprocess():
+            raise
+        traceback.print_exc()
+        code = 1
+    sharding.leave_failed_run(code)
+    return code
+
+
+def add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    """--coordinator, --num-processes, --process-id and --heartbeat-timeout: how this process
+    joins a multi-process (data-parallel) run."""
+    env = sharding.LAUNCH_ENV
+    group = parser.add_argument_group(
+        "multi-process run", "one process per host (or per device group), all started with "
+        "the same --coordinator and --num-processes and each its own --process-id; the "
+        "workdir must be on a filesystem they share")
+    group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                       help="where process 0 serves JAX's coordination service (default: "
+                       f"${env['coordinator_address']})")
+    group.add_argument("--num-processes", metavar="N", default=None,
+                       help=f"processes in the run (default: ${env['num_processes']})")
+    group.add_argument("--process-id", metavar="I", default=None,
+                       help=f"this process, 0..N-1 (default: ${env['process_id']})")
+    group.add_argument("--heartbeat-timeout", metavar="SECONDS", type=int, default=None,
+                       help="a process silent this long counts as dead and the others stop "
+                       "(default: JAX's 100)")
+
+
+def launch_from_flags(args: argparse.Namespace) -> sharding.Launch | None:
+    """The launch `add_launch_flags`' flags (or their environment variables) describe; None
+    for a single process. A malformed or partial one is a UserError."""
+    labels = {k: f"{flag} (or ${sharding.LAUNCH_ENV[k]})" for k, flag in LAUNCH_FLAGS.items()}
+    try:
+        launch = sharding.launch_from(args.coordinator, args.num_processes, args.process_id,
+                                      labels=labels)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.heartbeat_timeout is not None and args.heartbeat_timeout < 1:
+        raise UserError(f"--heartbeat-timeout must be 1 or more seconds, got "
+                        f"{args.heartbeat_timeout}")
+    return launch
 
 
 def apply_flags(config: ml_collections.ConfigDict, shortcuts: Mapping[str, object],

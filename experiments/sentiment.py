@@ -6,11 +6,18 @@
     python -m experiments.sentiment --encoder bert-base-uncased       # the notebook variant
     python -m experiments.sentiment --imdb-archive aclImdb_v1.tar.gz --lr 3e-3
     python -m experiments.sentiment predict --workdir runs/sentiment "Avengers was great!!"
+    python -m experiments.sentiment --config configs/sentiment.py:smoke \
+        --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on each host, its id
 
 The configuration is configs/sentiment.py (its docstring lists the variants and what each
 gave). Each shortcut flag below sets one config field, `--config.a.b=VALUE` any field; without
 `--config` the flags pick the variant (`implied_variant`). Training is
 `experiments.sentiment_train.train_and_evaluate(config, workdir)`.
+
+Several processes (`--coordinator`, `--num-processes`, `--process-id`, or JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID) train one model data-parallel over all their devices: the
+same command on each, with its own id and one shared --workdir; the global batch is
+--batch-size, each process building its share.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from experiments import cli
 from experiments.cli import UserError
 from experiments.sentiment_train import CHOICES, NOTEBOOK_SENTENCES, train_and_evaluate
 from hw3_jax.data.errors import DataError
+from hw3_jax.train.sharding import initialize_distributed, peer_failures_reported
 from hw3_jax.train.workdir import TrainingError
 
 __all__ = ["NOTEBOOK_SENTENCES", "SHORTCUTS", "build_config", "command_line", "main"]
@@ -167,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     for flag, (field, options, text) in SHORTCUTS.items():
         choices = {"choices": CHOICES[field]} if field in CHOICES else {}
         t.add_argument(flag, dest=field, default=None, help=text, **options, **choices)
+    cli.add_launch_flags(t)
     pr = sub.add_parser("predict", help="probability that each text is positive")
     pr.add_argument("texts", nargs="*", help="texts to score (none: read lines from stdin)")
     pr.add_argument("--workdir", default=DEFAULT_WORKDIR, help="a workdir written by train")
@@ -174,11 +183,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    rest, overrides = cli.split_overrides(argv)
+    return _parser().parse_args(["train", *rest]), overrides
+
+
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:
     """(config, config spec, workdir) of a train command line (without "train"): the variant,
     then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
-    rest, overrides = cli.split_overrides(argv)
-    args = _parser().parse_args(["train", *rest])
+    args, overrides = _train_args(argv)
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
     given = {field: args.__dict__[field] for field, _, _ in SHORTCUTS.values()}
     return cli.apply_flags(cli.load_config(spec), given, overrides), spec, args.workdir
@@ -258,9 +271,14 @@ def _encodable(line: str) -> bool:
 
 
 def _train_command(argv: Sequence[str]) -> int:
+    args, _ = _train_args(argv)
+    launch = cli.launch_from_flags(args)
     config, spec, workdir = build_config(argv)
-    train_and_evaluate(config, workdir, extra={
-        "config_spec": spec, "command": command_line(spec, config, workdir)})
+    # Before anything touches a device (train_and_evaluate's own call is then a no-op).
+    initialize_distributed(launch, heartbeat_timeout_s=args.heartbeat_timeout)
+    with peer_failures_reported():
+        train_and_evaluate(config, workdir, extra={
+            "config_spec": spec, "command": command_line(spec, config, workdir)})
     return 0
 
 

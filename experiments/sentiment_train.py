@@ -14,6 +14,7 @@ checkpoints. The best model then scores the notebook's two sentences.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,12 +34,16 @@ from hw3_jax.data.imdb import TextSplit, read_imdb_unsup
 from hw3_jax.data.pipeline import get_datasets
 from hw3_jax.data.sources import SOURCES, imdb_archive_path, source_identity
 from hw3_jax.data.token_cache import TRUNCATIONS, default_cache_dir, load_or_encode
-from hw3_jax.data.tokenizer import SPECIAL_TOKENS
+from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
 from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.loop import TrainConfig, TrainResult, train
-from hw3_jax.train.sharding import initialize_distributed
+from hw3_jax.train.sharding import (
+    check_same_across_processes,
+    initialize_distributed,
+    sync_processes,
+)
 from hw3_jax.train.steps import LR_SCHEDULES, OPTIMIZERS
 from hw3_jax.train.workdir import Workdir
 
@@ -62,6 +67,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 # ----------------------------------------------------------------------------- the config
+
+
+def _say(*parts: Any) -> None:
+    """print, by process 0 alone (every process of a multi-process run runs this code)."""
+    if jax.process_index() == 0:
+        print(*parts, flush=True)
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -141,6 +152,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.encoder_cache.enabled and model.notebook_parity:
         raise UserError("--cache-encoder cannot go with --notebook-parity: without the "
                         "attention mask each output depends on its batch's padding")
+    _check_processes(config)
+
+
+def _check_processes(config: ml_collections.ConfigDict) -> None:
+    """What a multi-process run needs of the config (one process: nothing)."""
+    processes = jax.process_count()
+    if processes == 1:
+        return
+    if config.data.batch_size % processes:
+        raise UserError(f"--batch-size {config.data.batch_size} must be a multiple of the "
+                        f"{processes} processes: each builds an equal share of every batch")
+    if config.encoder_cache.enabled:
+        raise UserError("--cache-encoder runs in a single process: leave it out to train "
+                        f"the full model over the {processes} processes")
 
 
 # ----------------------------------------------------------------------------- the run
@@ -156,11 +181,25 @@ def _open_workdir(config: ml_collections.ConfigDict, workdir: str) -> Workdir:
     if has_run and not (resume or overwrite):
         raise UserError(f"{wd.root} already holds checkpoints of a run: pass --resume to "
                         "continue it, --overwrite to start over, or use another --workdir")
-    if has_run and overwrite and not resume:
+    if has_run and overwrite and not resume and jax.process_index() == 0:
         # Starting over trains a new vocabulary: the old run's may come from other data.
         for path in (wd.tokenizer, wd.tokenizer_source):
             path.unlink(missing_ok=True)
+    # Every process sees the workdir as it is now before any reads or writes its files.
+    sync_processes("workdir opened")
     return wd
+
+
+def _data_digest(data) -> dict[str, str]:
+    """What every process must derive alike from the seed: the tokenizer and the order
+    and lengths of the first epoch's training batches (text, for
+    `check_same_across_processes`)."""
+    plan = hashlib.sha256()
+    for length, idx in data.train_plan(0):
+        plan.update(np.int64(length).tobytes() + np.asarray(idx, np.int64).tobytes())
+    sizes = ",".join(str(data.num_examples(s)) for s in ("train", "validation", "test"))
+    return {"the tokenizer": tokenizer_fingerprint(data.tokenizer),
+            "the training batches": f"{plan.hexdigest()} {data.steps_per_epoch} {sizes}"}
 
 
 def _pretrained(model_cfg: ml_collections.ConfigDict, max_length: int):
@@ -201,8 +240,8 @@ def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd:
             "unsup_texts": int(sum(len(s) for s in splits[2:])),
             "tokens": int(sum(int(s.lengths.sum()) for s in splits)),
             "seconds": round(time.perf_counter() - t0, 1)}
-    print(f"word vectors: PPMI+SVD on {info['texts']:,} texts ({info['unsup_texts']:,} "
-          f"unlabelled), {info['tokens']:,} tokens, {info['seconds']:.0f} s")
+    _say(f"word vectors: PPMI+SVD on {info['texts']:,} texts ({info['unsup_texts']:,} "
+         f"unlabelled), {info['tokens']:,} tokens, {info['seconds']:.0f} s")
     return with_word_embeddings(params, vectors), info
 
 
@@ -224,18 +263,18 @@ def _summary(config, data, model, params, mask) -> None:
     sizes = {s: data.num_examples(s) for s in ("train", "validation", "test")}
     origin = (config.data.imdb_archive or "tfds") if config.data.source == "imdb" else \
         "embedded"
-    print(f"data: {config.data.source} ({origin}); train {sizes['train']:,} / validation "
-          f"{sizes['validation']:,} / test {sizes['test']:,}; vocabulary "
-          f"{data.vocab_size:,}; buckets {list(data.buckets)}")
+    _say(f"data: {config.data.source} ({origin}); train {sizes['train']:,} / validation "
+         f"{sizes['validation']:,} / test {sizes['test']:,}; vocabulary "
+         f"{data.vocab_size:,}; buckets {list(data.buckets)}")
     bert = model.bert
     head = (f"GRU {model.hidden_dim}x{model.n_layers} bidirectional" if model.head == "gru"
             else "linear head")
-    print(f"model: encoder {config.model.encoder} ({bert.num_hidden_layers} layers, hidden "
-          f"{bert.hidden_size}, {bert.attention} attention), {head} ({model.readout} "
-          f"readout); "
-          f"{models.count_params(params):,} parameters, "
-          f"{models.count_params(params, mask):,} trainable; {config.model.dtype} on "
-          f"{jax.device_count()} {jax.default_backend()} device(s)")
+    _say(f"model: encoder {config.model.encoder} ({bert.num_hidden_layers} layers, hidden "
+         f"{bert.hidden_size}, {bert.attention} attention), {head} ({model.readout} "
+         f"readout); "
+         f"{models.count_params(params):,} parameters, "
+         f"{models.count_params(params, mask):,} trainable; {config.model.dtype} on "
+         f"{jax.device_count()} {jax.default_backend()} device(s)")
 
 
 def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts: dict):
@@ -249,12 +288,12 @@ def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts
     cached = ec.build_cached_encoder_data(
         data, model.bert, bert_params, dtype=config.encoder_cache.dtype,
         attention_mask=model.encoder_attention_mask, cache_dir=default_cache_dir(wd),
-        progress=config.train.progress, log=print)
+        progress=config.train.progress, log=_say)
     info = cached.info["encoder_cache"]
     facts["encoder_cache"] = {"encoder_params": metadata["encoder_params"],
                               "encoder_dropout": False, **info}
-    print(f"encoder outputs ready in {info['seconds']:.1f} s; training the head only "
-          f"(encoder dropout off, unlike the notebook)")
+    _say(f"encoder outputs ready in {info['seconds']:.1f} s; training the head only "
+         f"(encoder dropout off, unlike the notebook)")
     return ec.head_of(model), head_params, cached
 
 
@@ -265,7 +304,7 @@ def _report(model, params, tokenizer, truncation: str, facts: dict) -> dict[str,
                                 truncation=truncation).score(NOTEBOOK_SENTENCES)
     predictions = {r.text: r.p_positive for r in scored}
     for text, p in predictions.items():
-        print(f"P(positive) = {p:.4f}  {text}")
+        _say(f"P(positive) = {p:.4f}  {text}")
     return {**facts, "predictions": predictions}
 
 
@@ -283,7 +322,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     wd = _open_workdir(config, workdir)
     bert_cfg, bert_params = (_pretrained(config.model, config.data.max_length)
                              if factory.is_pretrained(config.model) else (None, None))
-    data = get_datasets(config, wd, progress=config.train.progress)
+    bars = config.train.progress and jax.process_index() == 0
+    data = get_datasets(config, wd, progress=bars)
+    check_same_across_processes(_data_digest(data))
     if bert_cfg is None:
         bert_cfg = factory.encoder_config(config.model, data.vocab_size, data.pad_id,
                                           config.data.max_length)
@@ -313,6 +354,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        metadata=metadata,
                        report=lambda best: _report(model, best, data.tokenizer,
                                                    config.data.truncation, facts))
-    print(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
-          f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
+    _say(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
+         f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
     return result

@@ -7,7 +7,8 @@ vocab, limit),
      ids are not cached;
   2. the tokenizer: a scratch encoder's WordPiece vocabulary trained on the train split (or
      the one already in WORKDIR/tokenizer.json), else the pretrained encoder's own
-     (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json;
+     (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json (by
+     process 0: every process derives the same one);
   3. token ids of the training and test parts (`token_cache`), the training part split 70/30
      into train and validation by seed, each split cut to `config.data.limit` examples;
   4. `SentimentData`: bucketed batches (`batching`) split over JAX's processes.
@@ -154,9 +155,16 @@ class _Source:
 
 
 def _save_tokenizer(wd: Workdir, tok, trained_on: dict | None) -> None:
+    """WORKDIR/tokenizer.json (and what it was trained on), written by process 0 alone and
+    atomically: the other processes derive the same tokenizer themselves, and one that
+    finds the file already written reads it whole."""
+    if jax.process_index() != 0:
+        return
     try:
         wd.root.mkdir(parents=True, exist_ok=True)
-        tok.save(str(wd.tokenizer))
+        tmp = wd.tokenizer.with_name(f".{wd.tokenizer.name}.{os.getpid()}.tmp")
+        tok.save(str(tmp))
+        os.replace(tmp, wd.tokenizer)
         if trained_on is not None:
             wd.write_json(wd.tokenizer_source.name, trained_on)
     except OSError as e:

@@ -13,6 +13,11 @@ Layout under `WORKDIR/checkpoints/`:
 only when it is complete (orbax writes to a temporary name and renames), so a process
 killed mid-save leaves the previous checkpoints intact.
 
+With several processes every one of them opens the same managers and calls every save,
+restore and delete in the same order, as orbax requires: process 0 (orbax's primary host)
+writes the replicated arrays and the JSON, and orbax's barriers keep the others in step.
+The workdir must be on a filesystem every process sees.
+
 `load_best(workdir)` reads the best checkpoint for inference, without a model.
 
 Every failure to read a checkpoint becomes one `CheckpointError` naming the step
@@ -34,6 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hw3_jax.train.sharding import sync_processes
 from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
 
 __all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "TrainingError",
@@ -129,6 +135,8 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
         create=not read_only,
         read_only=read_only,
         save_interval_steps=0 if read_only else 1,
+        # Every process calls save; process 0 writes (the arrays are replicated).
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0),
     )
     try:
         with _quiet_absl():
@@ -275,9 +283,12 @@ class CheckpointStore:
                     _abstract(template["model_state"], sharding)
                 )
         else:
-            args = {"params": ocp.args.StandardRestore()}
-            if has_ms:
-                args["model_state"] = ocp.args.StandardRestore()
+            # The saved shapes onto this process's first device: a checkpoint written on
+            # another device count or topology restores for inference anywhere.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            names = ("params", "model_state") if has_ms else ("params",)
+            args = {n: ocp.args.StandardRestore(_abstract(self._saved_tree(step, n), device))
+                    for n in names}
         try:
             out = self.best.restore(step, args=ocp.args.Composite(**args))
             params = out["params"]
@@ -285,6 +296,15 @@ class CheckpointStore:
         except Exception as e:  # noqa: BLE001
             raise self._error(self.best, step, e) from e
         return params, model_state, meta
+
+    def _saved_tree(self, step: int, name: str) -> Any:
+        """Shapes and dtypes of item `name` as saved at `step` (orbax's array metadata)."""
+        try:
+            with _quiet_absl():
+                md = ocp.StandardCheckpointer().metadata(self.best_dir / str(step) / name)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(self.best, step, e) from e
+        return md.item_metadata
 
     def _check_signature(
         self, mgr, step, meta, template, names=("params", "opt_state", "model_state")
@@ -340,7 +360,9 @@ def open_store(workdir: Workdir, *, keep_latest: int, resume: bool, overwrite: b
                 f"{workdir.root} already holds checkpoints of a run; pass resume=True "
                 "(--resume) to continue it, overwrite=True to start over, or use another "
                 "workdir")
-        shutil.rmtree(workdir.checkpoints)
+        if jax.process_index() == 0:  # the workdir is shared by every process
+            shutil.rmtree(workdir.checkpoints)
+    sync_processes("checkpoints cleared")  # none may open its managers before
     return CheckpointStore(workdir, keep_latest=keep_latest)
 
 

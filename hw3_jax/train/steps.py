@@ -23,7 +23,7 @@ import optax
 from tqdm.auto import tqdm
 
 from hw3_jax.models import ENCODER_KEY
-from hw3_jax.train.sharding import DataParallel, device_batches, replicate
+from hw3_jax.train.sharding import DataParallel, device_batches, from_process_zero, replicate
 
 LOSSES = ("binary", "multiclass")
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -147,15 +147,16 @@ def to_float32(tree: Any) -> Any:
 
 def create_train_state(params: Any, tx: optax.GradientTransformation, dp: DataParallel,
                        model_state: Any = None) -> TrainState:
-    """float32 parameters + optimizer state at step 0, replicated over the mesh."""
+    """float32 parameters + optimizer state at step 0, replicated over the mesh (with
+    several processes, process 0's values: every replica starts the same)."""
     # Fresh buffers: the step donates the state, and the caller keeps its own params.
-    params = replicate(to_float32(params), dp, copy=True)
+    params = replicate(from_process_zero(to_float32(params)), dp, copy=True)
     opt_state = jax.jit(tx.init, out_shardings=dp.replicated)(params)
     return TrainState(
         step=replicate(jnp.zeros((), jnp.int32), dp),
         params=params,
         opt_state=opt_state,
-        model_state=replicate(model_state or {}, dp, copy=True),
+        model_state=replicate(from_process_zero(model_state or {}), dp, copy=True),
     )
 
 
