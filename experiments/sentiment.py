@@ -191,7 +191,11 @@ def _train_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:
     """(config, config spec, workdir) of a train command line (without "train"): the variant,
     then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
-    args, overrides = _train_args(argv)
+    return _config_of(*_train_args(argv))
+
+
+def _config_of(args: argparse.Namespace, overrides: list[tuple[str, str]]
+               ) -> tuple[ml_collections.ConfigDict, str, str]:
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
     given = {field: args.__dict__[field] for field, _, _ in SHORTCUTS.values()}
     return cli.apply_flags(cli.load_config(spec), given, overrides), spec, args.workdir
@@ -271,9 +275,9 @@ def _encodable(line: str) -> bool:
 
 
 def _train_command(argv: Sequence[str]) -> int:
-    args, _ = _train_args(argv)
+    args, overrides = _train_args(argv)
     launch = cli.launch_from_flags(args)
-    config, spec, workdir = build_config(argv)
+    config, spec, workdir = _config_of(args, overrides)
     # Before anything touches a device (train_and_evaluate's own call is then a no-op).
     initialize_distributed(launch, heartbeat_timeout_s=args.heartbeat_timeout)
     with peer_failures_reported():

@@ -43,10 +43,7 @@ LAUNCH_ENV = {
 }
 
 # Environment variables whose presence means "launched as one process of several".
-_MULTIPROCESS_ENV = (
-    "JAX_COORDINATOR_ADDRESS",
-    "COORDINATOR_ADDRESS",
-)
+_MULTIPROCESS_ENV = (LAUNCH_ENV["coordinator_address"], "COORDINATOR_ADDRESS")
 
 # What the message of a failed cross-process collective or barrier holds (gloo on CPU,
 # NCCL on GPU, the coordination service): JAX raises these as plain ValueError /
