@@ -1,6 +1,6 @@
-"""The timed callables: a training step of the notebook recipe in this project and in
-PyTorch, and its parts alone (the encoder's forward, the GRU's forward + backward, the
-feed-forward GEMM). Each call returns once its work is done."""
+"""The timed callables of this project: a training step of the notebook recipe and its parts
+alone (the encoder's forward, the GRU's forward + backward). Each call returns once its work
+is done. PyTorch's are in `benchmarks.torch_peer`."""
 
 from __future__ import annotations
 
@@ -109,74 +109,3 @@ def jax_gru_forward_backward(gru_params: Any, x: np.ndarray, lengths: np.ndarray
     x, lengths = jnp.asarray(x), jnp.asarray(lengths)
     key = jax.random.key(2)
     return lambda: jax.block_until_ready(g(gru_params, x, lengths, key))
-
-
-def gemm(rows: int, inner: int, cols: int, framework: str):
-    """[rows, inner] @ [inner, cols] in float32: the encoder's feed-forward matmul."""
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((rows, inner)).astype(np.float32)
-    b = rng.standard_normal((inner, cols)).astype(np.float32)
-    if framework == "jax":
-        f = jax.jit(jnp.matmul)
-        ja, jb = jnp.asarray(a), jnp.asarray(b)
-        return lambda: jax.block_until_ready(f(ja, jb))
-    import torch
-
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    return lambda: torch.matmul(ta, tb)
-
-
-# --------------------------------------------------------------------------- PyTorch
-
-
-class TorchStep:
-    """One notebook training step in PyTorch with `threads` intra-op threads."""
-
-    def __init__(self, model, batch: dict, threads: int):
-        import torch
-
-        self.torch, self.model, self.threads = torch, model, threads
-        self.ids = torch.from_numpy(batch["input_ids"]).long()
-        self.mask = torch.from_numpy(batch["attention_mask"]).long()
-        self.labels = torch.from_numpy(batch["label"])
-        self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                    lr=LEARNING_RATE)
-        self.loss = torch.nn.BCEWithLogitsLoss()
-
-    def __call__(self) -> None:
-        self.torch.set_num_threads(self.threads)
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
-        loss = self.loss(self.model(self.ids, self.mask), self.labels)
-        loss.backward()
-        self.opt.step()
-
-
-def torch_encoder_forward(model, batch: dict):
-    """The PyTorch model's frozen encoder forward alone (train mode, no gradients)."""
-    import torch
-
-    ids = torch.from_numpy(batch["input_ids"]).long()
-    mask = torch.from_numpy(batch["attention_mask"]).long()
-
-    def run():
-        model.train()
-        with torch.no_grad():
-            model.bert(ids, attention_mask=mask)
-
-    return run
-
-
-def torch_gru_forward_backward(model, x: np.ndarray):
-    """The PyTorch model's GRU forward + backward alone (gradient of the final states' sum)."""
-    import torch
-
-    xt = torch.from_numpy(np.array(x))
-
-    def run():
-        model.train()
-        model.rnn.zero_grad(set_to_none=True)
-        _, h = model.rnn(xt)
-        h.sum().backward()
-
-    return run

@@ -91,15 +91,16 @@ def profile_step(step: Any, top: int = 12) -> dict:
 
 
 def _self_times(pd: Any) -> tuple[collections.Counter, collections.Counter]:
-    """(self time in ns, calls) per XLA op name over the host's XLA worker threads of a
-    `jax.profiler.ProfileData`."""
+    """(self time in ns, calls) per XLA op name in a `jax.profiler.ProfileData`: over the
+    accelerators' XLA op lines, or on a CPU over the host's XLA worker threads."""
     totals: collections.Counter = collections.Counter()
     counts: collections.Counter = collections.Counter()
-    for plane in pd.planes:
-        if plane.name != "/host:CPU":
-            continue
+    # On a GPU or TPU each device plane's "XLA Ops" line holds the ops as they ran there;
+    # on the CPU they run on XLA's worker threads of the host plane.
+    device = [p for p in pd.planes if p.name.startswith("/device:")]
+    for plane in device or [p for p in pd.planes if p.name == "/host:CPU"]:
         for line in plane.lines:
-            if not line.name.startswith("tf_XLA"):  # XLA's worker threads only
+            if not (line.name == "XLA Ops" if device else line.name.startswith("tf_XLA")):
                 continue
             evs = sorted(line.events, key=lambda e: (e.start_ns, -e.duration_ns))
             stack: list = []  # (end_ns, name) of the open events, for self time

@@ -1,6 +1,7 @@
 """The benchmarks run end to end with --quick (tiny sizes) and write their JSON.
 
-Smoke only: no timing is asserted (numbers come from `python -m benchmarks.NAME`).
+Smoke only: no timing is asserted (numbers come from `python -m benchmarks.NAME`); the recipe's
+test checks that its timings and shares are there and in range, not their values.
 `benchmarks.train_step --quick` is left out: ~50 s of CPU even on a tiny encoder (XLA
 compiles the GRU's scan and its backward for two steps, and transformers loads)."""
 
@@ -19,15 +20,62 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["input_pipeline", "predict", "attention"])
-def test_quick_run_writes_json(name, tmp_path, shared_data):
-    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out-dir", str(tmp_path)]
-    if name in ("input_pipeline", "predict"):
-        cmd += ["--vocab", str(shared_data / "bert-base-uncased" / "vocab.txt")]
+def _quick_run(name: str, out_dir: pathlib.Path, *args: str) -> tuple[dict, str]:
+    """(bench_NAME.json, stdout) of `python -m benchmarks.NAME --quick ARGS` on the CPU."""
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out-dir", str(out_dir),
+           *args]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / f"bench_{name}.json").read_text())
+    out = json.loads((out_dir / f"bench_{name}.json").read_text())
     assert out["benchmark"] == name and out["quick"] is True
     assert out["table_markdown"].startswith("|")
     assert "|---|" in proc.stdout  # the Markdown table was printed
+    return out, proc.stdout
+
+
+@pytest.mark.parametrize("name", ["input_pipeline", "predict", "attention"])
+def test_quick_run_writes_json(name, tmp_path, shared_data):
+    args = []
+    if name in ("input_pipeline", "predict"):
+        args = ["--vocab", str(shared_data / "bert-base-uncased" / "vocab.txt")]
+    _quick_run(name, tmp_path, *args)
+
+
+def test_recipe_quick_run(tmp_path, shared_data):
+    """The recipe's training runs (notebook and minilm), their metrics read back, the step's
+    FLOPs and profile shares, in the JSON and the printed tables."""
+    vocab = shared_data / "bert-base-uncased" / "vocab.txt"
+    out, stdout = _quick_run("recipe", tmp_path, "--vocab", str(vocab))
+    assert out["weights"] == "random"  # --quick never asks the hub
+    (row,) = out["rows"]
+    epochs = out["notebook"]["epoch_time_s"]
+    assert len(epochs) == 2 and all(t > 0 for t in epochs)
+    assert row["epoch_1_min"] == pytest.approx(epochs[0] / 60)
+    assert row["examples_per_s"] > 0 and row["step_gflop"] > 0
+    assert row["achieved_tflop_per_s"] > 0
+    assert row["peak_fraction"] is None and "unknown peak" in stdout  # no CPU peak
+    step = out["step"]
+    assert step["xla_flops"] > 0 and step["step"]["median_s"] > 0
+    shares = step["shares"]
+    assert all(0.0 <= shares[k] <= 1.0 for k in ("encoder", "gru", "other"))
+    assert shares["encoder"] > 0 and shares["gru"] > 0 and step["shares_note"] is None
+    assert row["encoder_share"] == shares["encoder"] and row["gru_share"] == shares["gru"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    minilm = out["minilm"]
+    assert len(minilm["epoch_time_s"]) == 2 and all(t > 0 for t in minilm["epoch_time_s"])
+    assert 0.0 <= minilm["test_accuracy"] <= 1.0 and minilm["encoder_cache_s"] > 0
+    assert out["minilm_row"]["test_accuracy"] == minilm["test_accuracy"]
+    tables = [line for line in out["table_markdown"].splitlines() if line.startswith("|---|")]
+    assert len(tables) == 2 and "| minilm" in stdout  # the notebook's and minilm's
+
+
+def test_recipe_missing_archive_is_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks.recipe", "--quick", "--out-dir", str(tmp_path),
+           "--imdb-archive", str(tmp_path / "missing.tar.gz")]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: IMDB archive {tmp_path / 'missing.tar.gz'} not found: pass --imdb-archive PATH"]
+    assert not (tmp_path / "bench_recipe.json").exists()

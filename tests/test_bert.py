@@ -278,10 +278,20 @@ def test_unreachable_hub_says_how_to_use_a_local_directory(monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    from hw3_jax.data import net
+
     def offline(*args, **kwargs):
         raise LocalEntryNotFoundError("no connection")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # The host does not answer: the probe says so at once, without the client's retries.
+    monkeypatch.setattr(net, "can_reach", lambda host, timeout=5.0: False)
+    with pytest.raises(OSError, match="could not fetch 'bert-base-uncased'.*cannot reach "
+                                      r"huggingface\.co.*local directory"):
+        load_pretrained_bert("bert-base-uncased")
+    # The host answers but the download fails: the client's error, in one line.
+    monkeypatch.setattr(net, "can_reach", lambda host, timeout=5.0: True)
     with pytest.raises(
         OSError,
         match="could not fetch 'bert-base-uncased'.*LocalEntryNotFoundError.*local directory",

@@ -2,8 +2,9 @@
 
 The slow tests start real processes of `python -m experiments.sentiment` on 127.0.0.1: two
 processes with one CPU device each must train what one process with two devices trains
-(the same global batches, so the same losses and parameters), and a process whose peer dies
-must stop with an error instead of waiting for it forever.
+(the same global batches, so the same losses and parameters); a process whose peer dies
+must stop with an error instead of waiting for it forever, and the run then resumes; a
+checkpoint written on one layout resumes on another.
 """
 
 from __future__ import annotations
@@ -214,11 +215,13 @@ def _leaves(tree, prefix=""):
 
 
 @pytest.mark.slow  # two processes compile the model's step before one is killed
-def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
-    # Long enough that the kill lands mid-training.
-    with _reaped(_processes(tmp_path / "run", [*SMOKE[:2], "--epochs", "40"])) as (p0, p1):
+def test_a_dead_process_stops_the_other_and_the_run_resumes(tmp_path):
+    # Two epochs, a checkpoint every 3 steps: the kill lands mid-training, after a
+    # checkpoint, possibly while the next one is being written.
+    run = [*SMOKE[:2], "--epochs", "2", "--config.train.checkpoint_every_steps=3"]
+    with _reaped(_processes(tmp_path / "run", run)) as (p0, p1):
         for line in p0.stdout:  # process 0 reports each epoch; kill its peer after the first
-            if line.startswith("epoch 1/40"):
+            if line.startswith("epoch 1/2"):
                 break
         else:
             pytest.fail("process 0 ended before its first epoch: " + _finish(p0)[2][-3000:])
@@ -231,6 +234,13 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
     # Ours when a collective with the dead process failed, JAX's when its heartbeat
     # monitor noticed first.
     assert "another process has probably died" in err or "another task died" in err, err[-3000:]
+
+    # The same two processes, relaunched with --resume, finish the run from its latest
+    # complete checkpoint.
+    out = _run_two(tmp_path / "run", [*run, "--resume"])
+    assert "resumed from" in out, out[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 14 and [h["epoch"] for h in metrics["history"]] == [1, 2]
 
 
 def _run_one(args: list[str], devices: int, log: Path) -> str:

@@ -24,3 +24,13 @@ def can_reach(host: tuple[str, int], timeout: float = 5.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def hub_host() -> tuple[str, int]:
+    """(name, port) of the Hugging Face hub's endpoint (HF_ENDPOINT, default huggingface.co)."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)

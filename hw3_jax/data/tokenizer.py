@@ -129,10 +129,7 @@ def _hub_tokenizer(name: str, max_length: int):
     if constants.HF_HUB_OFFLINE:
         raise DataError(f"the tokenizer of {name!r} is not in the local hub cache and "
                         f"HF_HUB_OFFLINE is set: {advice}")
-    from urllib.parse import urlparse
-
-    url = urlparse(constants.ENDPOINT)
-    host = (url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+    host = net.hub_host()
     if not net.can_reach(host):
         raise DataError(f"cannot reach {host[0]} to download the tokenizer of {name!r} "
                         f"(no internet?): {advice}")

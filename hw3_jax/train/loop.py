@@ -194,6 +194,9 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
                                 f"but its steps_per_epoch is {spe}" if pos else
                                 f"the data gave no training batches for epoch {epoch + 1}")
         p.state, p.acc = step_fn(p.state, p.acc, batch)
+        # Wait for the step: the bar and the clocks then count finished steps, not steps
+        # queued ahead of the device (on a CPU, dispatch ran minutes ahead of the compute).
+        jax.block_until_ready(p.acc)
         bar.update(1)
         done = step + 1
         epoch_end, last = done % spe == 0, done == num_steps

@@ -1,0 +1,132 @@
+"""Matrix-multiply rates of JAX (under XLA:CPU's library options) and PyTorch, float32 and
+bfloat16, at the encoders' feed-forward shapes.
+
+    python -m benchmarks.gemm            # MiniLM and bert-base feed-forward shapes, L=256 x 8
+    python -m benchmarks.gemm --quick    # small shapes: a smoke run, not a number
+
+A CPU with AMX-BF16 or AVX512-BF16 multiplies bfloat16 several times faster than float32,
+if the library reaches those instructions. PyTorch's CPU matmul goes through oneDNN, which
+does. XLA:CPU emits its own dots or hands them to a library: YNNPACK for single dots
+(`--xla_cpu_experimental_ynn_fusion_type`, on by default in recent XLA), XNNPACK
+(`--xla_cpu_use_xnnpack`, `--xla_cpu_experimental_xnn_fusion_type=dot`) or oneDNN
+(`--xla_cpu_use_onednn`, `--xla_cpu_experimental_onednn_fusion_type=dot`, off by default);
+`--xla_cpu_max_isa` caps what its own code generator may emit. Each XLA setting below is
+timed in a fresh process (XLA reads XLA_FLAGS once); the table says which settings change
+the bfloat16 rate on the machine that ran it (`cpu_bf16` lists the CPU's bfloat16 flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hw3_jax import timing
+
+# name -> XLA_FLAGS ("" is XLA's default)
+XLA_SETTINGS = {
+    "default": "",
+    "onednn dot": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot",
+    "xnnpack dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "no ynnpack": "--xla_cpu_experimental_ynn_fusion_type=",
+    "no libraries": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=false",
+}
+BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
+
+
+def gemm(rows: int, inner: int, cols: int, framework: str, dtype: str = "float32"):
+    """A callable: [rows, inner] @ [inner, cols] in `dtype` ("float32" | "bfloat16") with
+    `framework` ("jax" | "torch"); it returns when the product is computed."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((rows, inner)).astype(np.float32)
+    b = rng.standard_normal((inner, cols)).astype(np.float32)
+    if framework == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        f = jax.jit(jnp.matmul)
+        ja, jb = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+        return lambda: jax.block_until_ready(f(ja, jb))
+    import torch
+
+    ta, tb = (torch.from_numpy(x).to(getattr(torch, dtype)) for x in (a, b))
+    return lambda: torch.matmul(ta, tb)
+
+
+def cpu_bf16_flags() -> list[str]:
+    """Which of BF16_CPU_FLAGS /proc/cpuinfo lists (empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), [])
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
+def rates(framework: str, shapes: list[list[int]], repeats: int) -> dict[str, dict]:
+    """GFLOP/s of `framework` at each [rows, inner, cols] shape, float32 and bfloat16."""
+    out: dict[str, dict] = {}
+    for rows, inner, cols in shapes:
+        fns = {d: gemm(rows, inner, cols, framework, d) for d in ("float32", "bfloat16")}
+        timed = timing.time_interleaved(fns, warmup=2, repeats=repeats)
+        out[f"{rows}x{inner}x{cols}"] = {
+            d: 2.0 * rows * inner * cols / t["median_s"] / 1e9 for d, t in timed.items()}
+    return out
+
+
+def _worker(framework: str, shapes: list[list[int]], repeats: int, xla_flags: str) -> dict:
+    """`rates` in a fresh process with XLA_FLAGS=`xla_flags` (torch: default threading)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "OMP_WAIT_POLICY")}
+    if xla_flags:
+        env["XLA_FLAGS"] = xla_flags
+    spec = json.dumps({"framework": framework, "shapes": shapes, "repeats": repeats})
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gemm", "--worker", spec],
+                          env=env, capture_output=True, text=True, cwd=timing.ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = timing.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # one measurement, in this process
+    args = p.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(rates(spec["framework"], spec["shapes"], spec["repeats"])))
+        return {}
+    # The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then bert-base.
+    shapes = [[256, 64, 256]] if args.quick else [[2048, 384, 1536], [2048, 768, 3072]]
+    repeats = args.repeats or (2 if args.quick else 7)
+    results: dict[str, Any] = {f"jax, XLA {name}": _worker("jax", shapes, repeats, flags)
+                               for name, flags in XLA_SETTINGS.items()}
+    results["torch"] = _worker("torch", shapes, repeats, "")
+    result = {"benchmark": "gemm", "command": "python -m benchmarks.gemm"
+              + (" --quick" if args.quick else ""), "quick": args.quick,
+              "machine": {**timing.machine_info(), "cpu_bf16": cpu_bf16_flags()},
+              "xla_settings": XLA_SETTINGS, "gflop_per_s": results}
+    result["table_markdown"] = _table(results, shapes)
+    print(result["table_markdown"])
+    print(f"CPU: {result['machine']['cpu']}; bfloat16 flags: "
+          f"{', '.join(result['machine']['cpu_bf16']) or 'none'}; wrote "
+          f"{timing.write_json('gemm', result, args.out_dir)}")
+    return result
+
+
+def _table(results: dict[str, dict], shapes: list[list[int]]) -> str:
+    keys = [f"{r}x{i}x{c}" for r, i, c in shapes]
+    headers = ["framework", *(f"{k} {d} GFLOP/s" for k in keys for d in ("fp32", "bf16"))]
+    rows = [[name, *(r.get(k, {}).get(d) for k in keys for d in ("float32", "bfloat16"))]
+            for name, r in results.items()]
+    return timing.markdown_table(headers, rows)
+
+
+if __name__ == "__main__":
+    main()

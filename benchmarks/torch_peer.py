@@ -1,0 +1,178 @@
+"""The PyTorch peer of `benchmarks.train_step`: the notebook's model in PyTorch, timed in a
+process of its own.
+
+    python -m benchmarks.torch_peer '{"size": "small", "length": 256, "batch": 8}'
+
+prints one JSON line: the eval-mode logit difference against this project's model (same
+weights), the training step's timings in float32 and under `torch.autocast("cpu",
+torch.bfloat16)`, and with "components": true the encoder forward, the GRU forward +
+backward and the feed-forward GEMM (float32 and bfloat16) alone.
+
+A process of its own because OpenMP reads `OMP_WAIT_POLICY` once, when torch loads, and
+because its spinning threads would steal the cores from JAX's steps in a shared process:
+`benchmarks.train_step` starts one per threading setting with the environment it wants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+import torch
+import transformers
+
+from benchmarks.gemm import gemm
+from benchmarks.inputs import make_batch
+from benchmarks.notebook import SIZES, notebook_model
+from benchmarks.steps import LEARNING_RATE
+from hw3_jax import timing
+from hw3_jax.bert import BertConfig
+from hw3_jax.bert_weights import bert_params_to_torch
+from hw3_jax.models import init_params
+
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: no autocast
+
+
+class NotebookModel(torch.nn.Module):
+    """The notebook's BERTGRUSentiment: BERT (no gradients) -> 2x256 BiGRU -> dropout ->
+    Linear; [batch, length] ids -> [batch] logits."""
+
+    def __init__(self, bert: transformers.BertModel, hidden_dim: int = 256,
+                 dropout: float = 0.25):
+        super().__init__()
+        self.bert = bert
+        self.rnn = torch.nn.GRU(bert.config.hidden_size, hidden_dim, num_layers=2,
+                                bidirectional=True, batch_first=True, dropout=dropout)
+        self.out = torch.nn.Linear(hidden_dim * 2, 1)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, text: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            embedded = self.bert(text, attention_mask=attention_mask)[0]
+        _, hidden = self.rnn(embedded)
+        hidden = self.dropout(torch.cat((hidden[-2, :, :], hidden[-1, :, :]), dim=1))
+        return self.out(hidden)[:, 0]
+
+
+def torch_model(cfg: BertConfig, params: Any) -> NotebookModel:
+    """The notebook's model with this project's weights `params`; BERT frozen as the notebook
+    froze it (requires_grad off)."""
+    tcfg = transformers.BertConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.layer_norm_eps,
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob, hidden_act="gelu")
+    model = NotebookModel(transformers.BertModel(tcfg))
+    missing, unexpected = model.load_state_dict(_state_dict(params), strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not fit the torch model: missing {missing}, "
+                           f"unexpected {unexpected}")
+    for n, p in model.named_parameters():
+        p.requires_grad = not n.startswith("bert.")
+    return model
+
+
+def _state_dict(params: Any) -> dict[str, torch.Tensor]:
+    """This project's params under the PyTorch model's state-dict names."""
+    sd = {f"bert.{k}": torch.from_numpy(np.array(v))
+          for k, v in bert_params_to_torch(params["bert"]).items()}
+    for name, p in params["gru"].items():  # "l1_reverse" -> weight_ih_l1_reverse ...
+        for leaf, v in p.items():
+            sd[f"rnn.{leaf}_{name}"] = torch.from_numpy(np.array(v))
+    sd["out.weight"] = torch.from_numpy(np.array(params["out"]["kernel"]).T.copy())
+    sd["out.bias"] = torch.from_numpy(np.array(params["out"]["bias"]))
+    return sd
+
+
+def _tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(batch["input_ids"]).long(),
+            torch.from_numpy(batch["attention_mask"]).long(), torch.from_numpy(batch["label"]))
+
+
+def train_step(model: NotebookModel, batch: dict, dtype: str):
+    """One notebook training step (train mode, Adam on the head), autocast to `dtype`."""
+    ids, mask, labels = _tensors(batch)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                           lr=LEARNING_RATE)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def run() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=DTYPES[dtype], enabled=DTYPES[dtype] is not None):
+            logits = model(ids, mask)
+        loss_fn(logits.float(), labels).backward()
+        opt.step()
+
+    return run
+
+
+def _components(model: NotebookModel, cfg: BertConfig, batch: dict) -> dict[str, Any]:
+    """The encoder forward (train mode, no gradients), the GRU forward + backward and the
+    feed-forward GEMM, float32."""
+    ids, mask, _ = _tensors(batch)
+    b, length = ids.shape
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal(
+        (b, length, cfg.hidden_size)).astype(np.float32))
+
+    def encoder() -> None:
+        model.train()
+        with torch.no_grad():
+            model.bert(ids, attention_mask=mask)
+
+    def gru() -> None:
+        model.train()
+        model.rnn.zero_grad(set_to_none=True)
+        model.rnn(x)[1].sum().backward()
+
+    shape = (b * length, cfg.hidden_size, cfg.intermediate_size)
+    return {"torch_encoder_forward": encoder, "torch_gru_forward_backward": gru,
+            **{f"torch_gemm_{d}": gemm(*shape, "torch", d) for d in DTYPES}}
+
+
+def logits_diff(model: Any, params: Any, tmodel: NotebookModel, batch: dict) -> float:
+    """max |logit difference| of the two models in eval mode, float32."""
+    got = np.asarray(jax.jit(lambda p, i, m: model.apply({"params": p}, i, m))(
+        params, batch["input_ids"], batch["attention_mask"]))
+    ids, mask, _ = _tensors(batch)
+    tmodel.eval()
+    with torch.no_grad():
+        want = tmodel(ids, mask).numpy()
+    return float(np.abs(got - want).max())
+
+
+def measure(spec: dict) -> dict:
+    """Time the steps (and the components) that `spec` asks for; see the module docstring."""
+    torch.set_num_threads(spec.get("threads") or os.cpu_count() or 1)
+    cfg = BertConfig(**SIZES[spec["size"]])
+    model = notebook_model(cfg)
+    params = init_params(model, jax.random.key(0))
+    batch = make_batch(spec["batch"], spec["length"], cfg.vocab_size)
+    tmodel = torch_model(cfg, params)
+    out: dict[str, Any] = {
+        "eval_max_abs_logit_diff": logits_diff(model, params, tmodel, batch),
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "attn_implementation": tmodel.bert.config._attn_implementation,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+    steps = {d: train_step(tmodel, batch, d) for d in spec.get("dtypes", DTYPES)}
+    out["steps"] = timing.time_interleaved(steps, warmup=spec.get("warmup", 1),
+                                           repeats=spec.get("repeats", 5), rotate=True)
+    if spec.get("components"):
+        comp = timing.time_interleaved(_components(tmodel, cfg, batch), warmup=1,
+                                       repeats=max(2, spec.get("repeats", 5) - 2))
+        out["components_median_s"] = {k: v["median_s"] for k, v in comp.items()}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))
