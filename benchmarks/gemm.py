@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +80,12 @@ def rates(framework: str, shapes: list[list[int]], repeats: int) -> dict[str, di
 
 def _worker(framework: str, shapes: list[list[int]], repeats: int, xla_flags: str) -> dict:
     """`rates` in a fresh process with XLA_FLAGS=`xla_flags` (torch: default threading)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "OMP_WAIT_POLICY")}
-    if xla_flags:
-        env["XLA_FLAGS"] = xla_flags
     spec = json.dumps({"framework": framework, "shapes": shapes, "repeats": repeats})
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gemm", "--worker", spec],
-                          env=env, capture_output=True, text=True, cwd=timing.ROOT)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        return timing.in_fresh_process(["-m", "benchmarks.gemm", "--worker", spec],
+                                       {"XLA_FLAGS": xla_flags or None, "OMP_WAIT_POLICY": None})
+    except RuntimeError as e:
+        return {"error": [str(e)]}
 
 
 def main(argv: list[str] | None = None) -> dict:

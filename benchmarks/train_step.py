@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 import jax
@@ -116,16 +114,12 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
 def _torch_peer(omp_wait_policy: str | None, **spec: Any) -> dict:
     """`benchmarks.torch_peer` in a fresh process with OMP_WAIT_POLICY=`omp_wait_policy`
     (None: unset, OpenMP's default)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if omp_wait_policy:
-        env["OMP_WAIT_POLICY"] = omp_wait_policy
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.torch_peer", json.dumps(spec)],
-                          env=env, cwd=_timing.ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        _timing.fail(f"the PyTorch peer failed ({tail}): pip install torch==2.13.0 "
+    try:
+        return _timing.in_fresh_process(["-m", "benchmarks.torch_peer", json.dumps(spec)],
+                                        {"OMP_WAIT_POLICY": omp_wait_policy})
+    except RuntimeError as e:
+        _timing.fail(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
                      "'hw3-jax[torch]'")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _cached_head(model, params, batch) -> tuple[JaxStep | None, str | None]:

@@ -259,28 +259,15 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, 
     # Hub ids are "name" or "org/name"; anything else is a local path that does not exist.
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
         raise FileNotFoundError(f"{name}: no such checkpoint directory")
-    import huggingface_hub
-
     advice = (f"with no internet, download them elsewhere (e.g. `hf download {name} "
               f"config.json model.safetensors --local-dir DIR`) and pass the local directory "
               f"DIR instead")
-    files = ("config.json", "model.safetensors")
-    try:  # the hub's local cache first: it needs no network
-        return tuple(pathlib.Path(huggingface_hub.hf_hub_download(name, f, local_files_only=True))
-                     for f in files)
-    except Exception:  # noqa: BLE001 - not cached: download below
-        pass
-    # The hub's client retries an unreachable host for half a minute: probe it first.
-    if not huggingface_hub.constants.HF_HUB_OFFLINE and not net.can_reach(net.hub_host()):
-        raise OSError(f"could not fetch '{name}' (config.json + model.safetensors): cannot "
-                      f"reach {net.hub_host()[0]}; {advice}")
     try:
-        return tuple(pathlib.Path(huggingface_hub.hf_hub_download(name, f)) for f in files)
-    except Exception as e:  # no internet, unknown repo, gated model, ...
-        why = (str(e).strip().splitlines() or [""])[0][:200]
-        raise OSError(
-            f"could not fetch '{name}' (config.json + model.safetensors) from the Hugging Face "
-            f"hub ({type(e).__name__}: {why}): {advice}") from e
+        config, weights = net.hub_files(name, [("config.json", "model.safetensors")])
+    except net.HubUnavailable as e:
+        raise OSError(f"could not fetch '{name}' (config.json + model.safetensors): {e}; "
+                      f"{advice}") from e
+    return config, weights
 
 
 def load_pretrained_bert(

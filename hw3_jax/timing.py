@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmarks: timing (warm-up, repetitions, median), machine facts,
-the JSON writer and Markdown tables.
+"""Shared pieces of the benchmarks: timing (warm-up, repetitions, median), a measurement in
+a fresh process, machine facts, the JSON writer and Markdown tables.
 
 Every benchmark times a callable that returns only when its work is done (callers wrap
 jax calls in `jax.block_until_ready`), so the timings are wall-clock seconds of finished work.
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +171,22 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def in_fresh_process(argv: Sequence[str], env: Mapping[str, str | None]) -> dict:
+    """`python ARGV` in a new process, run from the repository root with the environment
+    changed by `env` (a None value unsets the variable), and the JSON object its last line
+    of stdout holds. For settings read once when a library loads (OpenMP's OMP_WAIT_POLICY,
+    XLA_FLAGS), and to keep one framework's threads out of another's timings.
+    Raises RuntimeError with the last line of the process's stderr when it fails."""
+    full = {k: v for k, v in os.environ.items() if k not in env}
+    full.update({k: v for k, v in env.items() if v is not None})
+    proc = subprocess.run([sys.executable, *argv], env=full, cwd=ROOT, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["(no output)"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def fail(msg: str) -> None:
     """One clear line on stderr, exit status 2, no traceback."""
-    import sys
-
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -20,3 +23,13 @@ def shared_data() -> pathlib.Path:
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One persistent XLA compilation cache for the run, shared by this process and the training
+# processes that tests start (they inherit the environment): every subprocess would otherwise
+# compile the smoke model's step again. A size limit turns on the cache's file lock, which
+# keeps a process from reading an entry that another is still writing.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="hw3-jax-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))

@@ -1,7 +1,7 @@
 """The data room: labelled text -> token ids -> batches (and what is built on them).
 
   errors        DataError, the one error type (a ValueError with one clear line)
-  net           can_reach and hub_host: the network probe run before a download
+  net           the network probe run before a download; hub_files: a hub repo's files
   imdb          the official IMDB archive, tensorflow-datasets, the 70/30 split
   synthetic     the embedded order-dependent review set
   sources       config.data -> RawDataset (which source, its cache identity)

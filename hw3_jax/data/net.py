@@ -1,4 +1,4 @@
-"""The one network probe: whether a download can start, checked in seconds.
+"""The network probe, and the Hugging Face hub's files behind it.
 
 Download clients (tfds, the Hugging Face hub) retry an unreachable host for minutes before
 they fail; probing first lets the caller fail in seconds with advice instead.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 _PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
                "all_proxy")
@@ -34,3 +36,42 @@ def hub_host() -> tuple[str, int]:
 
     url = urlparse(constants.ENDPOINT)
     return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+class HubUnavailable(OSError):
+    """A hub repo's files are neither in the local hub cache nor downloadable now."""
+
+
+def hub_files(repo: str, choices: Sequence[Sequence[str]]) -> list[Path]:
+    """Local paths of the first file set in `choices` that hub repo `repo` has.
+
+    The local hub cache is read first for every choice (no network); only then is the host
+    probed, and the files downloaded. E.g. `choices=[("tokenizer.json",), ("vocab.txt",)]`
+    takes either file, `[("config.json", "model.safetensors")]` needs both.
+    Raises `HubUnavailable` with a one-line reason (no advice: the caller knows what else to
+    pass)."""
+    import huggingface_hub
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    for files in choices:
+        try:
+            return [Path(huggingface_hub.hf_hub_download(repo, f, local_files_only=True))
+                    for f in files]
+        except Exception:  # noqa: BLE001 - not cached: the network below
+            pass
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise HubUnavailable("not in the local hub cache, and HF_HUB_OFFLINE is set")
+    host = hub_host()
+    if not can_reach(host):
+        raise HubUnavailable(f"cannot reach {host[0]} (no internet?)")
+    for files in choices:
+        try:
+            return [Path(huggingface_hub.hf_hub_download(repo, f)) for f in files]
+        except RemoteEntryNotFoundError:
+            continue  # the repo lacks this choice: try the next
+        except Exception as e:  # noqa: BLE001 - missing repo, gated model, network: one line
+            why = (str(e).strip().splitlines() or [""])[0][:200]
+            raise HubUnavailable(f"the Hugging Face hub's download failed "
+                                 f"({type(e).__name__}: {why})") from e
+    names = " / ".join(" + ".join(files) for files in choices)
+    raise HubUnavailable(f"the repo has none of {names}")

@@ -104,45 +104,20 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
 
 
 def _hub_tokenizer(name: str, max_length: int):
-    """tokenizer.json (else vocab.txt) of hub repo `name`: the local hub cache first, then
-    the network after a quick reachability probe (the hub client retries for a minute)."""
+    """tokenizer.json (else vocab.txt) of hub repo `name` (`net.hub_files`: the local hub
+    cache first, then the network after a quick reachability probe)."""
+    advice = ("pass a local encoder folder, tokenizer.json or vocab.txt instead "
+              "(e.g. ../shared/data/bert-base-uncased/vocab.txt)")
     try:
-        from huggingface_hub import constants, hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        (local,) = net.hub_files(name, [("tokenizer.json",), ("vocab.txt",)])
     except ImportError:
         raise DataError("huggingface_hub is not installed; pass a local encoder folder or "
                         "vocab.txt") from None
-    advice = ("pass a local encoder folder, tokenizer.json or vocab.txt instead "
-              "(e.g. ../shared/data/bert-base-uncased/vocab.txt)")
-
-    def load(filename: str, local: Path):
-        if filename == "tokenizer.json":
-            return load_tokenizer_file(local, max_length)
-        return _from_vocab(local, max_length)
-
-    files = ("tokenizer.json", "vocab.txt")
-    for filename in files:
-        try:
-            return load(filename, Path(hf_hub_download(name, filename, local_files_only=True)))
-        except Exception:  # noqa: BLE001 - not cached: try the network below
-            pass
-    if constants.HF_HUB_OFFLINE:
-        raise DataError(f"the tokenizer of {name!r} is not in the local hub cache and "
-                        f"HF_HUB_OFFLINE is set: {advice}")
-    host = net.hub_host()
-    if not net.can_reach(host):
-        raise DataError(f"cannot reach {host[0]} to download the tokenizer of {name!r} "
-                        f"(no internet?): {advice}")
-    for filename in files:
-        try:
-            local = Path(hf_hub_download(name, filename))
-        except EntryNotFoundError:
-            continue  # no tokenizer.json in this repo: try vocab.txt
-        except Exception as e:  # noqa: BLE001 - missing repo, network: one line
-            raise DataError(f"could not download the tokenizer of {name!r} from the Hugging "
-                            f"Face hub ({type(e).__name__}): {advice}") from None
-        return load(filename, local)
-    raise DataError(f"hub repo {name!r} has neither tokenizer.json nor vocab.txt: {advice}")
+    except net.HubUnavailable as e:
+        raise DataError(f"the tokenizer of {name!r}: {e}: {advice}") from None
+    if local.name == "tokenizer.json":
+        return load_tokenizer_file(local, max_length)
+    return _from_vocab(local, max_length)
 
 
 # Training. The `tokenizers` WordPiece trainer numbers each "##c" piece when it first meets c

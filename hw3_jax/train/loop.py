@@ -176,7 +176,7 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
     """Steps from the state's step to `num_steps`, with evaluation and checkpoints."""
     cfg, spe = run.config, int(run.data.steps_per_epoch)
     start = int(jax.device_get(p.state.step))
-    batches = bar = None
+    batches = bar = marker = None
     for step in range(start, num_steps):
         epoch, pos = divmod(step, spe)
         if batches is None or pos == 0:  # an epoch (re)starts in this process
@@ -194,9 +194,12 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
                                 f"but its steps_per_epoch is {spe}" if pos else
                                 f"the data gave no training batches for epoch {epoch + 1}")
         p.state, p.acc = step_fn(p.state, p.acc, batch)
-        # Wait for the step: the bar and the clocks then count finished steps, not steps
-        # queued ahead of the device (on a CPU, dispatch ran minutes ahead of the compute).
-        jax.block_until_ready(p.acc)
+        # The bar and the clocks count finished steps, not steps queued ahead of the device
+        # (on a CPU, dispatch ran minutes ahead of the compute). Waiting for the previous
+        # step keeps this one queued, so an accelerator never idles between steps; what is
+        # waited on is a copy, since the next step donates the state and the sums.
+        finished, marker = marker, p.acc["sums"][2]
+        jax.block_until_ready(finished)
         bar.update(1)
         done = step + 1
         epoch_end, last = done % spe == 0, done == num_steps
