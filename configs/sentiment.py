@@ -21,9 +21,10 @@
         bert-base-uncased: every review of the shared archive (17,500 / 7,500 / 25,000),
         256 tokens kept head+tail, batch 128, 2 epochs of Adam 1e-3, the encoder's outputs
         computed once (encoder cache; 13.8 reviews/s on the 2-core AMD EPYC): test 84.64%
-        (loss 0.353; validation 84.96%); results/sentiment_minilm_frozen.json. With `--max-length 128 --truncation head
-        --buckets 32,64,128 --batch-size 32 --limit 2000` (a random 2,000 reviews of each
-        split): test 71.75% (validation 74.85%) in 7 min 49 s; results/sentiment_minilm.json
+        (loss 0.353; validation 84.96%); results/sentiment_minilm_frozen.json. With
+        `--max-length 128 --truncation head --buckets 32,64,128 --batch-size 32 --limit 2000`
+        (a random 2,000 reviews of each split): test 71.75% (validation 74.85%) in 7 min 49 s;
+        results/sentiment_minilm.json
     python -m experiments.sentiment --config configs/sentiment.py:minilm_finetune
         the shared all-MiniLM-L6-v2 fine-tuned (Sun et al. 2019's recipe) with a linear
         head on the mean of its outputs, every review of the shared archive, 256 tokens
