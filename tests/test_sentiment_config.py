@@ -92,7 +92,8 @@ def test_bad_config_is_one_error_line(argv, needle, tmp_path):
                       "scratch"]),
     ("minilm", ["--encoder", "../shared/data/all-MiniLM-L6-v2", "--imdb-archive",
                 "../shared/data/aclImdb_v1.tar.gz", "--max-length", "256", "--truncation",
-                "head+tail", "--buckets", "64,96,128,160,192,224,256", "--cache-encoder"]),
+                "head+tail", "--buckets", "64,96,128,160,192,224,256", "--batch-size", "32",
+                "--cache-encoder"]),
 ])
 def test_the_readme_shortcut_commands_build_the_variants(variant, argv):
     config, _, _ = build_config(argv)
