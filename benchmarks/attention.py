@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     headers = ["T", *[f"{k} ms" for k in args.kinds],
                *[f"{k} speed-up vs softmax" for k in args.kinds if k != "softmax"]]
     result = {
-        "benchmark": "attention",
-        "command": "python -m benchmarks.attention" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": _timing.machine_info(),
+        **_timing.benchmark_header("attention", args.quick),
         "layer": {**dims, "num_hidden_layers": 1, "batch": 1, "performer_features": 256,
                   "local_window": 128, "dropout": 0.0, "vocab_size": 1000},
         "what": "jax.grad of mean(sequence_output**2) w.r.t. all params of a 1-layer "

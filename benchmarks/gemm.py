@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, Any] = {f"jax, XLA {name}": _worker("jax", shapes, repeats, flags)
                                for name, flags in XLA_SETTINGS.items()}
     results["torch"] = _worker("torch", shapes, repeats, "")
-    result = {"benchmark": "gemm", "command": "python -m benchmarks.gemm"
-              + (" --quick" if args.quick else ""), "quick": args.quick,
-              "machine": {**timing.machine_info(), "cpu_bf16": cpu_bf16_flags()},
+    result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=cpu_bf16_flags()),
               "xla_settings": XLA_SETTINGS, "gflop_per_s": results}
     result["table_markdown"] = _table(results, shapes)
     print(result["table_markdown"])

@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     consumer = measure_consumer("tiny" if args.quick else "small", args.batch, length,
                                 warmup=args.warmup, repeats=repeats)
     result = {
-        "benchmark": "input_pipeline",
-        "command": "python -m benchmarks.input_pipeline" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": _timing.machine_info(),
+        **_timing.benchmark_header("input_pipeline", args.quick),
         "archive": str(archive) if not args.quick else "synthetic 400-review archive",
         "vocab": str(vocab),
         **_measurements(builds, epochs, consumer, args.batch),

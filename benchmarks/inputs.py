@@ -22,9 +22,8 @@ _TEST_REVIEW = re.compile(r"(?:^|/)test/(pos|neg)/[^/]+\.txt$")
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """--archive (an aclImdb_v1.tar.gz) and --vocab (a WordPiece vocab.txt), both defaulting
     to the shared data folder."""
-    p.add_argument("--archive", default=str(timing.SHARED_DATA / "aclImdb_v1.tar.gz"))
-    p.add_argument("--vocab",
-                   default=str(timing.SHARED_DATA / "bert-base-uncased" / "vocab.txt"))
+    p.add_argument("--archive", default=str(timing.SHARED_ARCHIVE))
+    p.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
 
 
 def existing_file(path: str, what: str, option: str) -> Path:

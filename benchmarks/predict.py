@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                               repeats=repeats)
     throughputs = measure_throughput(model, params, tok, texts, lengths, warmup=args.warmup)
     result = {
-        "benchmark": "predict",
-        "command": "python -m benchmarks.predict" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": _timing.machine_info(),
+        **_timing.benchmark_header("predict", args.quick),
         "encoder": size, "bert": cfg.to_dict(), "texts_source": source,
         "short_text": SHORT_TEXT, "typical_review_tokens": typical_tokens,
         "latency": latency, **throughputs,

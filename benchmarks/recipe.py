@@ -55,8 +55,6 @@ from hw3_jax.train.workdir import TrainingError, Workdir
 HUB_ENCODER = "bert-base-uncased"
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
-SHARED_ARCHIVE = timing.SHARED_DATA / "aclImdb_v1.tar.gz"
-SHARED_VOCAB = timing.SHARED_DATA / "bert-base-uncased" / "vocab.txt"
 # --quick: a tiny encoder (the bert-base-uncased vocabulary still), short reviews, few of them.
 QUICK_ENCODER = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
                      intermediate_size=128)
@@ -311,11 +309,11 @@ def _parser():
                         "(several GB at full size) go, kept (default a temporary directory, "
                         "removed at the end)")
     p.add_argument("--imdb-archive", default=None,
-                   help=f"an aclImdb_v1.tar.gz (default {SHARED_ARCHIVE} where it exists, "
+                   help=f"an aclImdb_v1.tar.gz (default {timing.SHARED_ARCHIVE} where it exists, "
                         "else the official archive downloaded once; --quick: a small archive "
                         "of synthetic reviews)")
     p.add_argument("--vocab", default=None,
-                   help=f"bert-base-uncased's vocab.txt (default {SHARED_VOCAB} where it "
+                   help=f"bert-base-uncased's vocab.txt (default {timing.SHARED_VOCAB} where it "
                         "exists, else the hub's)")
     p.add_argument("--skip-minilm", action="store_true", help="leave out the minilm run")
     return p
@@ -329,11 +327,11 @@ def _inputs(args, root: Path) -> tuple[str | None, str | None]:
     elif args.quick:
         archive = str(write_small_archive(root / "reviews.tar.gz", QUICK_REVIEWS_PER_FOLDER))
     else:
-        archive = str(SHARED_ARCHIVE) if SHARED_ARCHIVE.is_file() else None
+        archive = str(timing.SHARED_ARCHIVE) if timing.SHARED_ARCHIVE.is_file() else None
     if args.vocab is not None:
         vocab = str(existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt"))
     else:
-        vocab = str(SHARED_VOCAB) if SHARED_VOCAB.is_file() else None
+        vocab = str(timing.SHARED_VOCAB) if timing.SHARED_VOCAB.is_file() else None
     if not args.skip_minilm and not Path(SHARED_MINILM).is_dir():
         timing.fail(f"the minilm run needs the encoder {SHARED_MINILM}: pass --skip-minilm")
     return archive, vocab
@@ -363,8 +361,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
     if minilm_result is not None:
         tables.append(minilm_table(minilm_result))
     return {
-        "benchmark": "recipe", "command": command, "quick": args.quick,
-        "machine": timing.machine_info(), "device": timing.device_name(),
+        **timing.benchmark_header("recipe", args.quick), "device": timing.device_name(),
         "weights": weights, "weights_note": weights_note, "imdb_archive": archive,
         "vocab": vocab, "reference_epoch_min": {"notebook": NOTEBOOK_EPOCH_MIN,
                                                 "tutorial": TUTORIAL_EPOCH_MIN},

@@ -228,12 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
                                  repeats=repeats if size != "bert-base" else min(repeats, 3),
                                  profile=not args.no_profile))
     result = {
-        "benchmark": "train_step",
-        "command": "python -m benchmarks.train_step" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": {**_timing.machine_info(), "cpu_bf16": cpu_bf16_flags(),
-                    "torch_settings": {k: {"OMP_WAIT_POLICY": v, "threads": os.cpu_count()}
-                                       for k, v in TORCH_SETTINGS.items()}},
+        **_timing.benchmark_header(
+            "train_step", args.quick, cpu_bf16=cpu_bf16_flags(),
+            torch_settings={k: {"OMP_WAIT_POLICY": v, "threads": os.cpu_count()}
+                            for k, v in TORCH_SETTINGS.items()}),
         "target": "this project (float32) >= 2x the fastest PyTorch examples/s "
                   "(notebook recipe, same work)",
         "target_met": all(r["ratio_jax_over_torch"] >= TARGET_RATIO for r in rows),

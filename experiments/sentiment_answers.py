@@ -28,12 +28,10 @@ from typing import Any
 
 from experiments import cli
 from experiments.sentiment_train import NOTEBOOK_SENTENCES
+from hw3_jax import timing
 from hw3_jax.train.workdir import Workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_VOCAB = SHARED / "bert-base-uncased" / "vocab.txt"
-DEFAULT_ARCHIVE = SHARED / "aclImdb_v1.tar.gz"
 FACTS_FILE = "sentiment_facts.json"
 RUN_GLOB = "sentiment_*.json"
 
@@ -276,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
                        "results/sentiment_facts.json")
-    f.add_argument("--vocab", default=_existing(DEFAULT_VOCAB),
+    f.add_argument("--vocab", default=_existing(timing.SHARED_VOCAB),
                    help="bert-base-uncased vocab.txt, tokenizer.json or hub name "
                    "(default: ../shared/data/bert-base-uncased/vocab.txt)")
-    f.add_argument("--imdb-archive", default=_existing(DEFAULT_ARCHIVE),
+    f.add_argument("--imdb-archive", default=_existing(timing.SHARED_ARCHIVE),
                    help="aclImdb_v1.tar.gz (default: ../shared/data/aclImdb_v1.tar.gz)")
     f.add_argument("--out", type=pathlib.Path, default=ROOT / "results")
     c = sub.add_parser("collect", help="a finished run's metrics -> results/sentiment_NAME.json")

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
-from configs.sentiment import SHARED_ARCHIVE
 from experiments.cli import run_main
+from hw3_jax import timing
+from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import read_imdb_archive
 from hw3_jax.data.token_cache import encode_texts
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 
-SHARED_VOCAB = "../shared/data/bert-base-uncased/vocab.txt"
 LIMITS = (128, 256, 384, 512)
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 
@@ -36,10 +37,10 @@ def length_stats(lengths: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archive", default=SHARED_ARCHIVE)
-    ap.add_argument("--vocab", default=SHARED_VOCAB)
+    ap.add_argument("--archive", default=str(timing.SHARED_ARCHIVE))
+    ap.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
     ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
     args = ap.parse_args(argv)
     raw = read_imdb_archive(args.archive)
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.out, "w") as f:
             json.dump(stats, f, indent=1)
             f.write("\n")
+    return 0
 
 
 if __name__ == "__main__":
-    run_main(main)
+    sys.exit(run_main(main, user_errors=(DataError,)))

@@ -25,7 +25,9 @@ from hw3_jax.train.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data/README.md lists what it holds
+SHARED_ARCHIVE = SHARED_DATA / "aclImdb_v1.tar.gz"
+SHARED_VOCAB = SHARED_DATA / "bert-base-uncased" / "vocab.txt"
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> dict:
@@ -114,6 +116,14 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def benchmark_header(name: str, quick: bool, **machine_extra: Any) -> dict:
+    """The fields every benchmark's JSON opens with: its name, the command that gave it,
+    whether it was the --quick form, and `machine_info()` (plus `machine_extra`)."""
+    return {"benchmark": name,
+            "command": f"python -m benchmarks.{name}" + (" --quick" if quick else ""),
+            "quick": quick, "machine": {**machine_info(), **machine_extra}}
 
 
 def mem_available_bytes() -> int | None:

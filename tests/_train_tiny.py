@@ -162,6 +162,18 @@ def init_params(model, data, seed=0, key="input_ids"):
     return jax.jit(model.init)(jax.random.PRNGKey(seed), *inputs)["params"]
 
 
+def evaluate(model, params, batches, *, loss="binary", input_keys=("input_ids", "attention_mask")):
+    """Weighted loss and accuracy of `params` over `batches` on every device, through the
+    loop's own eval step: {loss, accuracy, examples} (examples: the sum of the weights)."""
+    from hw3_jax.train.sharding import data_parallel, replicate
+    from hw3_jax.train.steps import jit_eval_step, run_eval, to_float32
+
+    dp = data_parallel()
+    eval_fn = jit_eval_step(dp, model=model, loss=loss, input_keys=input_keys)
+    return run_eval(eval_fn, replicate(to_float32(params), dp), replicate({}, dp), batches, dp,
+                    tuple(input_keys), desc="eval", bars=False)
+
+
 def flat(tree):
     return {
         "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _train_tiny import BagModel, BNModel, NaNAt, TinyData, flat, init_params
+from _train_tiny import BagModel, BNModel, NaNAt, TinyData, evaluate, flat, init_params
 
 from hw3_jax.models import count_params
 from hw3_jax.train import loop as L
@@ -112,8 +112,8 @@ def test_weight_zero_examples_never_count():
     padded = {k: np.concatenate([batch[k], junk[k]]) for k in batch}
 
     kw = dict(loss="binary", input_keys=("input_ids", "attention_mask"))
-    m1 = L.evaluate(model, params, [batch], **kw)
-    m2 = L.evaluate(model, params, [padded], **kw)
+    m1 = evaluate(model, params, [batch], **kw)
+    m2 = evaluate(model, params, [padded], **kw)
     assert m2["examples"] == m1["examples"] == 12
     assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-6)
     assert m2["accuracy"] == m1["accuracy"]
@@ -277,7 +277,7 @@ def test_best_and_latest_semantics(tmp_path):
     best, last = flat(res.params), flat(res.final_state.params)
     assert not np.allclose(best["out/kernel"], last["out/kernel"])
     # the test metrics are those of the best params
-    m = L.evaluate(model, loaded.params, data.eval_batches("test"))
+    m = evaluate(model, loaded.params, data.eval_batches("test"))
     assert m["loss"] == pytest.approx(res.test_loss, rel=1e-6)
 
 

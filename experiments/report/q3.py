@@ -10,6 +10,7 @@ import math
 import pathlib
 from typing import Any
 
+from experiments.attention_scaling_analysis import find_record
 from experiments.report.text import and_list, fill, reflow, row, template, tex_int
 
 METHODS = {"softmax": "exact softmax", "performer": "Performer", "local": "local"}
@@ -25,13 +26,6 @@ def _mib(record: dict[str, Any]) -> str:
     return f"{record['temp_bytes'] / 2**20:,.0f}"
 
 
-def _rec(records: list[dict], method: str, mode: str, t: int) -> dict | None:
-    for r in records:
-        if (r["method"], r["mode"], r["T"]) == (method, mode, t):
-            return r
-    return None
-
-
 def _ok(record: dict | None) -> bool:
     return bool(record) and record["status"] == "ok"
 
@@ -45,21 +39,21 @@ def q3_table(r: dict[str, Any]) -> str:
     for t in r["config"]["lengths"]:
         cells = []
         for m in METHODS:
-            f, b = _rec(recs, m, "fwd", t), _rec(recs, m, "fwd_bwd", t)
+            f, b = find_record(recs, m, "fwd", t), find_record(recs, m, "fwd_bwd", t)
             if not _ok(f):
                 cells.append("skipped" if f else "-")
             else:
                 cells.append(_ms(f["median_s"]) + " / "
                              + (_ms(b["median_s"]) if _ok(b) else "skipped"))
         for m in METHODS:
-            f = _rec(recs, m, "fwd", t)
+            f = find_record(recs, m, "fwd", t)
             cells.append("-" if f is None else _mib(f))
         rows.append(row([f"{t:,}", *cells]))
     return "\n".join(rows)
 
 
 def _growth(recs: list[dict], method: str, mode: str, t0: int, t1: int) -> float | None:
-    a, b = _rec(recs, method, mode, t0), _rec(recs, method, mode, t1)
+    a, b = find_record(recs, method, mode, t0), find_record(recs, method, mode, t1)
     return b["median_s"] / a["median_s"] if _ok(a) and _ok(b) else None
 
 
@@ -86,7 +80,7 @@ def _time_sentences(r: dict[str, Any], pieces: dict[str, str]) -> list[str]:
         out.append(fill(pieces["time_growth"], {
             "t_lo": tex_int(t_lo), "t_hi": tex_int(t_hi), "span": f"{t_hi // t_lo:,}",
             "growths": and_list(growths)}))
-    sm_ok = [t for t in lengths if _ok(_rec(recs, "softmax", "fwd", t))]
+    sm_ok = [t for t in lengths if _ok(find_record(recs, "softmax", "fwd", t))]
     skipped = [t for t in lengths if t not in sm_ok]
     if skipped:
         out.append(fill(pieces["softmax_skipped"], {"t_skip": tex_int(skipped[0])}))
@@ -112,8 +106,8 @@ def _memory_sentences(r: dict[str, Any], pieces: dict[str, str]) -> list[str]:
     """Temporary memory at the shortest and longest length, and the targets."""
     recs, lengths, tgt = r["records"], r["config"]["lengths"], r.get("targets", {})
     t_lo, t_hi = lengths[0], lengths[-1]
-    lo = {m: _rec(recs, m, "fwd", t_lo) for m in METHODS}
-    hi = {m: _rec(recs, m, "fwd", t_hi) for m in METHODS}
+    lo = {m: find_record(recs, m, "fwd", t_lo) for m in METHODS}
+    hi = {m: find_record(recs, m, "fwd", t_hi) for m in METHODS}
     parts = []
     if hi["softmax"]:
         parts.append(fill(pieces["memory_softmax"], {

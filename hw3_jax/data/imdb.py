@@ -77,7 +77,6 @@ class RawDataset:
     test: TextSplit
     invalid_utf8: int = 0  # review files decoded with replacement characters
     invalid_utf8_files: list[str] = dataclasses.field(default_factory=list)
-    unsup: list[str] | None = None
 
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -186,11 +185,11 @@ def archive_identity(path: str | os.PathLike) -> str:
     return f"imdb-archive:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def read_imdb_archive(path: str | os.PathLike, *, include_unsup: bool = False) -> RawDataset:
+def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
     """Read the labelled reviews of an archive in the official aclImdb_v1.tar.gz layout.
 
     One streaming pass over the compressed file (no extraction); `train/unsup` is skipped
-    unless `include_unsup`. Files are sorted by name within each folder, so the result does
+    (`read_imdb_unsup` reads it). Files are sorted by name within each folder, so the result does
     not depend on the archive's member order. `<br />` line breaks are removed. Files that are
     not valid UTF-8 are decoded with U+FFFD replacement characters, counted in
     `invalid_utf8` and logged. Raises DataError for a missing, non-gzip, truncated or
@@ -198,8 +197,6 @@ def read_imdb_archive(path: str | os.PathLike, *, include_unsup: bool = False) -
     """
     p = _check_path(path)
     want = {"train/pos", "train/neg", "test/pos", "test/neg"}
-    if include_unsup:
-        want.add("train/unsup")
     files: dict[str, list[tuple[str, bytes]]] = {k: [] for k in want}
     seen: set[str] = set()
     for folder, name, raw in _iter_archive(p, want):
@@ -235,12 +232,11 @@ def read_imdb_archive(path: str | os.PathLike, *, include_unsup: bool = False) -
         neg, pos = texts_of(f"{split}/neg"), texts_of(f"{split}/pos")
         labels = np.concatenate([np.zeros(len(neg), np.int8), np.ones(len(pos), np.int8)])
         splits[split] = TextSplit(neg + pos, labels)
-    unsup = texts_of("train/unsup") if include_unsup else None
     if bad:
         log.warning("%d review file(s) in %s are not valid UTF-8; decoded with replacement "
                     "characters (e.g. %s)", len(bad), p, ", ".join(bad[:3]))
     return RawDataset("imdb", archive_identity(p), splits["train"], splits["test"],
-                      invalid_utf8=len(bad), invalid_utf8_files=bad, unsup=unsup)
+                      invalid_utf8=len(bad), invalid_utf8_files=bad)
 
 
 def read_imdb_unsup(path: str | os.PathLike) -> list[str]:

@@ -98,7 +98,6 @@ PLURAL = {
     "the characters", "the performances", "the visuals", "the special effects",
     "the costumes", "the action scenes", "the fight scenes", "the jokes",
 }
-FILM_NOUNS = ("film", "movie", "watch", "experience", "ride", "story", "picture")
 
 OPINION_PREFIXES = ("", "", "", "", "Honestly, ", "To be honest, ", "I think ", "Frankly, ",
                     "In my opinion, ", "I have to say ")

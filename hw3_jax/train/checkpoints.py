@@ -178,9 +178,6 @@ class CheckpointStore:
         return self._managers["latest"]
 
     # -- queries
-    def has_any(self) -> bool:
-        return bool(self.best.all_steps() or self.latest.all_steps())
-
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from hw3_jax.train.checkpoints import (
 )
 from hw3_jax.train.config import TrainConfig, optimizer_of, total_steps
 from hw3_jax.train.plots import plot_curves
-from hw3_jax.train.sharding import DataParallel, data_parallel, device_batches, replicate
+from hw3_jax.train.sharding import DataParallel, data_parallel, device_batches
 from hw3_jax.train.steps import (
     TrainState,
     create_train_state,
@@ -63,7 +63,6 @@ from hw3_jax.train.steps import (
     jit_train_step,
     metrics_from_sums,
     run_eval,
-    to_float32,
 )
 from hw3_jax.train.workdir import Workdir
 
@@ -414,20 +413,6 @@ def _eval_split(run: _Run, params, model_state, split: str, desc: str) -> dict:
     return run_eval(run.eval_fn, params, model_state, run.data.eval_batches(split), run.dp,
                      run.config.input_keys, desc=desc, total=run.data.eval_steps(split),
                      bars=_bars_on(run.config))
-
-
-def evaluate(model, params, batches: Iterable[Mapping], *, loss: str = TrainConfig.loss,
-             input_keys: tuple[str, ...] = TrainConfig.input_keys, model_state: Any = None,
-             dp: DataParallel | None = None, progress: bool = False, desc: str = "eval"
-             ) -> dict:
-    """Weighted loss and accuracy of `params` over `batches`: {loss, accuracy, examples}.
-
-    `examples` is the sum of the weights (every real example once, padding none)."""
-    dp = dp or data_parallel()
-    eval_fn = jit_eval_step(dp, model=model, loss=loss, input_keys=input_keys)
-    params = replicate(to_float32(params), dp)
-    return run_eval(eval_fn, params, replicate(model_state or {}, dp), batches, dp,
-                     tuple(input_keys), desc=desc, bars=progress and jax.process_index() == 0)
 
 
 def _bars_on(config: TrainConfig) -> bool:

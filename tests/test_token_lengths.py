@@ -1,0 +1,27 @@
+"""experiments.token_lengths: the statistics, and a missing archive as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from experiments.token_lengths import length_stats
+
+
+def test_length_stats():
+    stats = length_stats(np.array([100, 200, 300, 600]))
+    assert stats["reviews"] == 4 and stats["mean"] == 300.0
+    assert stats["share_over"] == {"128": 0.75, "256": 0.5, "384": 0.25, "512": 0.25}
+    assert stats["percentiles"]["50"] == 250
+
+
+def test_a_missing_archive_is_one_error_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.token_lengths", "--archive",
+         str(tmp_path / "missing.tar.gz")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.tar.gz" in lines[0]
