@@ -4,7 +4,8 @@
         synthetic (the default): the embedded synthetic reviews (labels depend on word order;
         bag-of-words logistic regression 64.8%), a 2-layer encoder (hidden 64) trained from
         scratch, 2 epochs: test 99.70% (loss 0.0104; the run itself 164 s) on the idle 2-core
-        AMD EPYC (float32); results/sentiment_default.json
+        AMD EPYC without AVX-512 (float32; the rounding, so the loss, differs between CPUs);
+        results/sentiment_default.json
     python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch
         real IMDB from ../shared/data/aclImdb_v1.tar.gz, a 1-layer encoder (hidden 64) from
         scratch whose word embeddings start from PPMI+SVD vectors of the 75,000 unlabelled
