@@ -373,7 +373,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    command = "python -m benchmarks.recipe" + (" --quick" if args.quick else "")
+    command = timing.benchmark_command("recipe", args.quick)
     if args.workdir is not None:
         root = Path(args.workdir)
         try:

@@ -118,12 +118,16 @@ def machine_info() -> dict:
     return info
 
 
+def benchmark_command(name: str, quick: bool) -> str:
+    """The command line of benchmark `name`, in its --quick form or not."""
+    return f"python -m benchmarks.{name}" + (" --quick" if quick else "")
+
+
 def benchmark_header(name: str, quick: bool, **machine_extra: Any) -> dict:
     """The fields every benchmark's JSON opens with: its name, the command that gave it,
     whether it was the --quick form, and `machine_info()` (plus `machine_extra`)."""
-    return {"benchmark": name,
-            "command": f"python -m benchmarks.{name}" + (" --quick" if quick else ""),
-            "quick": quick, "machine": {**machine_info(), **machine_extra}}
+    return {"benchmark": name, "command": benchmark_command(name, quick), "quick": quick,
+            "machine": {**machine_info(), **machine_extra}}
 
 
 def mem_available_bytes() -> int | None:
