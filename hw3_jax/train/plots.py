@@ -16,6 +16,7 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -23,6 +24,8 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
         for split, style in (("train", "o-"), ("val", "s--")):
             ys = [h.get(f"{split}_{key}") for h in history]
             ax.plot(epochs, [np.nan if y is None else y for y in ys], style, label=split)
+        # Whole epochs only (no 1.2, 1.4, ... between them), few enough for a long run.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(True, alpha=0.3)
