@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m benchmarks.NAME` (never run by the test suite)."""
+"""Benchmarks: `python -m benchmarks.NAME` (the test suite runs some in their --quick form)."""

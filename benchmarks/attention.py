@@ -19,33 +19,29 @@ layer around them.
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hw3_jax import timing as _timing
+from hw3_jax import timing
 from hw3_jax.bert import ATTENTION_KINDS, BertConfig, BertEncoder
 
 FULL = dict(hidden_size=512, num_attention_heads=8, intermediate_size=2048)
 QUICK = dict(hidden_size=128, num_attention_heads=2, intermediate_size=256)
 
 
-def layer_config(kind: str, length: int, dims: dict) -> BertConfig:
-    return BertConfig(vocab_size=1000, num_hidden_layers=1, max_position_embeddings=length,
-                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                      attention=kind, performer_features=256, local_window=128, **dims)
-
-
-def grad_step(cfg: BertConfig, length: int, seed: int = 0):
-    """(jitted grad function, params, ids, mask) for batch 1 and `length` tokens."""
+def grad_step(kind: str, length: int, dims: dict):
+    """(jitted grad function, params, ids, mask) of the one-layer encoder with attention
+    `kind`, for batch 1 and `length` tokens."""
+    cfg = BertConfig(vocab_size=1000, num_hidden_layers=1, max_position_embeddings=length,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                     attention=kind, performer_features=256, local_window=128, **dims)
     enc = BertEncoder(cfg)
-    ids = jnp.asarray(np.random.default_rng(seed).integers(1, cfg.vocab_size, (1, length)),
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, cfg.vocab_size, (1, length)),
                       jnp.int32)
     mask = jnp.ones((1, length), jnp.int32)
     params = jax.jit(lambda k: enc.init(k, ids[:, :8], mask[:, :8])["params"])(
-        jax.random.key(seed))
+        jax.random.key(0))
 
     def loss(p, ids, mask):
         seq, _ = enc.apply({"params": p}, ids, mask, deterministic=True)
@@ -56,11 +52,9 @@ def grad_step(cfg: BertConfig, length: int, seed: int = 0):
 
 def run_case(kind: str, length: int, dims: dict, *, warmup: int, repeats: int,
              max_bytes: float) -> dict:
-    cfg = layer_config(kind, length, dims)
-    g, params, ids, mask = grad_step(cfg, length)
-    t0 = time.perf_counter()
-    compiled = g.lower(params, ids, mask).compile()
-    row: dict = {"attention": kind, "length": length, "compile_s": time.perf_counter() - t0}
+    g, params, ids, mask = grad_step(kind, length, dims)
+    compiled, info = timing.compile_timed(g, params, ids, mask)
+    row: dict = {"attention": kind, "length": length, "compile_s": info["compile_s"]}
     mem = compiled.memory_analysis()
     if mem is not None:
         need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
@@ -69,21 +63,18 @@ def run_case(kind: str, length: int, dims: dict, *, warmup: int, repeats: int,
         if need > max_bytes:
             row["skipped"] = f"needs {need / 1e9:.1f} GB > {max_bytes / 1e9:.0f} GB"
             return row
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):
-        cost = cost[0] if cost else {}
-    timed = _timing.time_calls(lambda: jax.block_until_ready(compiled(params, ids, mask)),
-                               warmup=warmup, repeats=repeats)
+    timed = timing.time_calls(lambda: jax.block_until_ready(compiled(params, ids, mask)),
+                              warmup=warmup, repeats=repeats)
     row.update(timed)
     row["tokens_per_s"] = length / timed["median_s"]
-    if cost and cost.get("flops"):
-        row["xla_flops"] = float(cost["flops"])
-        row["achieved_gflop_per_s"] = float(cost["flops"]) / timed["median_s"] / 1e9
+    if info.get("xla_flops"):
+        row["xla_flops"] = info["xla_flops"]
+        row["achieved_gflop_per_s"] = info["xla_flops"] / timed["median_s"] / 1e9
     return row
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _timing.base_parser(__doc__.splitlines()[0])
+    p = timing.base_parser(__doc__.splitlines()[0])
     p.add_argument("--lengths", nargs="+", type=int, default=None)
     p.add_argument("--kinds", nargs="+", choices=ATTENTION_KINDS, default=list(ATTENTION_KINDS))
     p.add_argument("--max-gb", type=float, default=8.0,
@@ -98,39 +89,34 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[attention] {kind} T={length} ...", flush=True)
             rows.append(run_case(kind, length, dims, warmup=args.warmup, repeats=repeats,
                                  max_bytes=args.max_gb * 1e9))
-    by = {(r["attention"], r["length"]): r for r in rows}
-    table = []
-    for length in lengths:
-        line: list = [length]
-        for kind in args.kinds:
-            r = by[(kind, length)]
-            line.append(None if "skipped" in r else r["median_s"] * 1e3)
-        for kind in args.kinds:
-            if kind == "softmax":
-                continue
-            s, o = by.get(("softmax", length)), by[(kind, length)]
-            ok = s is not None and "median_s" in s and "median_s" in o
-            line.append(s["median_s"] / o["median_s"] if ok else None)
-        table.append(line)
-    headers = ["T", *[f"{k} ms" for k in args.kinds],
-               *[f"{k} speed-up vs softmax" for k in args.kinds if k != "softmax"]]
     result = {
-        **_timing.benchmark_header("attention", args.quick),
+        **timing.benchmark_header("attention", args.quick),
         "layer": {**dims, "num_hidden_layers": 1, "batch": 1, "performer_features": 256,
                   "local_window": 128, "dropout": 0.0, "vocab_size": 1000},
         "what": "jax.grad of mean(sequence_output**2) w.r.t. all params of a 1-layer "
                 "BertEncoder (forward + backward), jitted, float32",
         "rows": rows,
-        "table_markdown": _timing.markdown_table(headers, table),
+        "table_markdown": _table(rows, lengths, args.kinds),
     }
-    path = _timing.write_json("attention", result, args.out_dir)
-    print(result["table_markdown"])
-    skipped = [f"{r['attention']} T={r['length']} ({r['skipped']})" for r in rows
-               if "skipped" in r]
-    if skipped:
-        print("skipped: " + "; ".join(skipped))
-    print(f"wrote {path}")
+    timing.report(result, args.out_dir)
     return result
+
+
+def _table(rows: list[dict], lengths: list[int], kinds: list[str]) -> str:
+    """Milliseconds per step of each attention (- where skipped) and the speed-ups over
+    softmax, one line per length."""
+    median = {(r["attention"], r["length"]): r.get("median_s") for r in rows}
+    others = [k for k in kinds if k != "softmax"]
+    table = []
+    for length in lengths:
+        times = [median[k, length] for k in kinds]
+        soft = median.get(("softmax", length))
+        table.append([length, *(None if t is None else t * 1e3 for t in times),
+                      *(soft / median[k, length] if soft and median[k, length] else None
+                        for k in others)])
+    headers = ["T", *[f"{k} ms" for k in kinds],
+               *[f"{k} speed-up vs softmax" for k in others]]
+    return timing.markdown_table(headers, table)
 
 
 if __name__ == "__main__":

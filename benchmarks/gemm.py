@@ -12,14 +12,13 @@ does. XLA:CPU emits its own dots or hands them to a library: YNNPACK for single 
 (`--xla_cpu_use_onednn`, `--xla_cpu_experimental_onednn_fusion_type=dot`, off by default);
 `--xla_cpu_max_isa` caps what its own code generator may emit. Each XLA setting below is
 timed in a fresh process (XLA reads XLA_FLAGS once); the table says which settings change
-the bfloat16 rate on the machine that ran it (`cpu_bf16` lists the CPU's bfloat16 flags).
+the bfloat16 rate on the machine that ran it (`machine.cpu_bf16`: the CPU's bfloat16 flags).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,6 @@ XLA_SETTINGS = {
     "no ynnpack": "--xla_cpu_experimental_ynn_fusion_type=",
     "no libraries": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=false",
 }
-BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
 
 
 def gemm(rows: int, inner: int, cols: int, framework: str, dtype: str = "float32"):
@@ -54,17 +52,6 @@ def gemm(rows: int, inner: int, cols: int, framework: str, dtype: str = "float32
 
     ta, tb = (torch.from_numpy(x).to(getattr(torch, dtype)) for x in (a, b))
     return lambda: torch.matmul(ta, tb)
-
-
-def cpu_bf16_flags() -> list[str]:
-    """Which of BF16_CPU_FLAGS /proc/cpuinfo lists (empty where there is no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])
-    return [f for f in BF16_CPU_FLAGS if f in flags]
 
 
 def rates(framework: str, shapes: list[list[int]], repeats: int) -> dict[str, dict]:
@@ -102,13 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, Any] = {f"jax, XLA {name}": _worker("jax", shapes, repeats, flags)
                                for name, flags in XLA_SETTINGS.items()}
     results["torch"] = _worker("torch", shapes, repeats, "")
-    result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=cpu_bf16_flags()),
-              "xla_settings": XLA_SETTINGS, "gflop_per_s": results}
-    result["table_markdown"] = _table(results, shapes)
-    print(result["table_markdown"])
-    print(f"CPU: {result['machine']['cpu']}; bfloat16 flags: "
-          f"{', '.join(result['machine']['cpu_bf16']) or 'none'}; wrote "
-          f"{timing.write_json('gemm', result, args.out_dir)}")
+    result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=timing.cpu_bf16_flags()),
+              "xla_settings": XLA_SETTINGS, "gflop_per_s": results,
+              "table_markdown": _table(results, shapes)}
+    timing.report(result, args.out_dir)
     return result
 
 

@@ -24,13 +24,12 @@ cached epoch produced faster than the step consumes it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jax
 
@@ -38,7 +37,7 @@ from benchmarks.inputs import add_data_options, existing_file, make_batch, write
 from benchmarks.notebook import SIZES, notebook_model
 from benchmarks.steps import JaxStep
 from configs.sentiment import get_config
-from hw3_jax import timing as _timing
+from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData, get_datasets
@@ -47,21 +46,6 @@ from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 
 TOKENIZE_TARGET_S = 30.0
-
-
-@contextlib.contextmanager
-def token_cache_at(path: Path) -> Iterator[None]:
-    """The token cache in `path` ($HW3_JAX_CACHE) while the block runs: a fresh folder
-    makes the first build cold whatever cache the environment names."""
-    before = os.environ.get("HW3_JAX_CACHE")
-    os.environ["HW3_JAX_CACHE"] = str(path)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("HW3_JAX_CACHE")
-        else:
-            os.environ["HW3_JAX_CACHE"] = before
 
 
 def build(archive: Path, vocab: Path, workdir: Path, batch: int
@@ -87,21 +71,35 @@ def time_epoch(data: SentimentData, epoch: int, device_ready: bool) -> tuple[int
     return n, time.perf_counter() - t0
 
 
-def measure_builds(archive: Path, vocab: Path, tmp: Path, batch: int, repeats: int) -> dict:
-    """The cold build, then `repeats` builds from the token cache; the data of the last."""
-    with token_cache_at(tmp / "cache"):
+def measure_builds(archive: Path, vocab: Path, tmp: Path, batch: int, repeats: int
+                   ) -> tuple[SentimentData, dict, dict]:
+    """The cold build, then `repeats` builds from the token cache: (the data of the last,
+    the result's "cold" and "cached" sections)."""
+    # A fresh token cache ($HW3_JAX_CACHE) makes the first build cold whatever cache the
+    # environment names.
+    with mock.patch.dict(os.environ, {"HW3_JAX_CACHE": str(tmp / "cache")}):
         print("[input_pipeline] cold build ...", flush=True)
         try:
             data, cold_s, cold_cpu = build(archive, vocab, tmp / "run", batch)
         except DataError as e:
-            _timing.fail(str(e))
+            timing.fail(str(e))
         cold_info = dict(data.info)
         print("[input_pipeline] cached builds ...", flush=True)
-        cached = _timing.time_calls(lambda: build(archive, vocab, tmp / "run", batch),
-                                    warmup=0, repeats=repeats)
+        cached = timing.time_calls(lambda: build(archive, vocab, tmp / "run", batch),
+                                   warmup=0, repeats=repeats)
         data, _, _ = build(archive, vocab, tmp / "run", batch)
-    return {"data": data, "cold_s": cold_s, "cold_cpu": cold_cpu, "cold_info": cold_info,
-            "cached": cached, "cached_info": dict(data.info)}
+    n = sum(len(s) for s in (data.train, data.validation, data.test))
+    cold = {"seconds": cold_s, "reviews_per_s": n / cold_s,
+            # CPU time does not grow with other processes' load as wall time does:
+            # on an idle machine the wall time is at least cpu_s / cores.
+            "cpu_s": cold_cpu, "cpu_s_per_core": cold_cpu / (os.cpu_count() or 1),
+            "read_s": float(cold_info.get("read_s") or 0.0),
+            "tokenize_s": float(cold_info.get("train_encode_s", 0.0)
+                                + cold_info.get("test_encode_s", 0.0)),
+            "cache_hits": [cold_info.get("train_cache_hit"), cold_info.get("test_cache_hit")]}
+    cached.update(reviews_per_s=n / cached["median_s"],
+                  cache_hits=[data.info.get("train_cache_hit"), data.info.get("test_cache_hit")])
+    return data, cold, cached
 
 
 def measure_epochs(data: SentimentData, repeats: int) -> dict:
@@ -111,7 +109,7 @@ def measure_epochs(data: SentimentData, repeats: int) -> dict:
     for mode, dev in (("host", False), ("device_ready", True)):
         runs = [time_epoch(data, e, dev) for e in range(repeats)]
         n = runs[0][0]
-        med = _timing.summarize([s for _, s in runs])
+        med = timing.summarize([s for _, s in runs])
         epochs[mode] = {**med, "batches": n, "batches_per_s": n / med["median_s"],
                         "examples_per_s": len(data.train) / med["median_s"]}
     return epochs
@@ -125,13 +123,13 @@ def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats
     step = JaxStep(model, init_params(model, jax.random.key(0)),
                    make_batch(batch, length, cfg.vocab_size))
     step.compile()
-    st = _timing.time_calls(step, warmup=warmup, repeats=repeats)
+    st = timing.time_calls(step, warmup=warmup, repeats=repeats)
     return {"encoder": size, "batch": batch, "length": length, **st,
             "steps_per_s": 1.0 / st["median_s"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _timing.base_parser(__doc__.splitlines()[0])
+    p = timing.base_parser(__doc__.splitlines()[0])
     add_data_options(p)
     p.add_argument("--batch", type=int, default=8,
                    help="batch size of the epoch and of the consumer step (default 8)")
@@ -147,59 +145,38 @@ def main(argv: list[str] | None = None) -> dict:
             archive = write_small_archive(tmp / "small_aclImdb.tar.gz")
         else:
             archive = existing_file(args.archive, "IMDB archive", "--archive PATH")
-        builds = measure_builds(archive, vocab, tmp, args.batch, repeats)
-        epochs = measure_epochs(builds["data"], repeats)
+        data, cold, cached = measure_builds(archive, vocab, tmp, args.batch, repeats)
+        epochs = measure_epochs(data, repeats)
     consumer = measure_consumer("tiny" if args.quick else "small", args.batch, length,
                                 warmup=args.warmup, repeats=repeats)
     result = {
-        **_timing.benchmark_header("input_pipeline", args.quick),
+        **timing.benchmark_header("input_pipeline", args.quick),
         "archive": str(archive) if not args.quick else "synthetic 400-review archive",
         "vocab": str(vocab),
-        **_measurements(builds, epochs, consumer, args.batch),
+        **_measurements(data, cold, cached, epochs, consumer, args.batch),
     }
     result["table_markdown"] = _table(result)
-    path = _timing.write_json("input_pipeline", result, args.out_dir)
-    print(result["table_markdown"])
-    t, cold = result["targets"], result["cold"]
-    print(f"tokenize target (<= {TOKENIZE_TARGET_S:.0f} s for {result['reviews']} reviews): "
-          f"{'met' if t['tokenize_50k_le_30s']['met'] else 'NOT met'} "
-          f"({cold['tokenize_s']:.1f} s; the whole cold build {cold['seconds']:.1f} s wall, "
-          f"{cold['cpu_s']:.1f} s CPU, load average {os.getloadavg()[0]:.1f}); "
-          f"epoch vs step: {t['epoch_faster_than_step']['headroom']:.0f}x "
-          f"({'met' if t['epoch_faster_than_step']['met'] else 'NOT met'}); wrote {path}")
+    timing.report(result, args.out_dir)
     return result
 
 
-def _measurements(builds: dict, epochs: dict, consumer: dict, batch: int) -> dict[str, Any]:
+def _measurements(data: SentimentData, cold: dict, cached: dict, epochs: dict,
+                  consumer: dict, batch: int) -> dict[str, Any]:
     """The result's sizes, build and epoch timings, consumer step and targets."""
-    data, cold_s, cold_info = builds["data"], builds["cold_s"], builds["cold_info"]
-    cached, cached_info = builds["cached"], builds["cached_info"]
     splits = (data.train, data.validation, data.test)
-    n_reviews = sum(len(s) for s in splits)
-    read_s = float(cold_info.get("read_s") or 0.0)
-    tok_s = float(cold_info.get("train_encode_s", 0.0) + cold_info.get("test_encode_s", 0.0))
+    n_reviews, tok_s = sum(len(s) for s in splits), cold["tokenize_s"]
     produce, steps_per_s = epochs["device_ready"]["batches_per_s"], consumer["steps_per_s"]
     return {
         "reviews": n_reviews,
         "tokens": int(sum(s.lengths.sum() for s in splits)),
-        "cold": {"seconds": cold_s, "reviews_per_s": n_reviews / cold_s,
-                 # CPU time does not grow with other processes' load as wall time does:
-                 # on an idle machine the wall time is at least cpu_s / cores.
-                 "cpu_s": builds["cold_cpu"],
-                 "cpu_s_per_core": builds["cold_cpu"] / (os.cpu_count() or 1),
-                 "read_s": read_s, "tokenize_s": tok_s,
-                 "cache_hits": [cold_info.get("train_cache_hit"),
-                                cold_info.get("test_cache_hit")]},
-        "cached": {**cached, "reviews_per_s": n_reviews / cached["median_s"],
-                   "cache_hits": [cached_info.get("train_cache_hit"),
-                                  cached_info.get("test_cache_hit")]},
+        "cold": cold, "cached": cached,
         "epoch": {"batch": batch, "train_examples": len(data.train),
                   "buckets": list(data.buckets), **epochs},
         "consumer_step": consumer,
         "targets": {
             # The target is on tokenizing; reading the archive is reported beside it.
             "tokenize_50k_le_30s": {"target_s": TOKENIZE_TARGET_S, "measured_s": tok_s,
-                                    "cold_build_s": cold_s, "reviews": n_reviews,
+                                    "cold_build_s": cold["seconds"], "reviews": n_reviews,
                                     "met": tok_s <= TOKENIZE_TARGET_S},
             "epoch_faster_than_step": {"batches_per_s": produce, "steps_per_s": steps_per_s,
                                        "headroom": produce / steps_per_s,
@@ -225,7 +202,7 @@ def _table(result: dict) -> str:
         [f"train step, {st['encoder']} encoder, B={b} L={st['length']}", b, st["median_s"],
          b * st["steps_per_s"], st["steps_per_s"]],
     ]
-    return _timing.markdown_table(["stage", "reviews", "seconds", "reviews/s", "batches/s"],
+    return timing.markdown_table(["stage", "reviews", "seconds", "reviews/s", "batches/s"],
                                   rows)
 
 

@@ -34,9 +34,9 @@ def existing_file(path: str, what: str, option: str) -> Path:
     return p
 
 
-def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_batch(batch: int, length: int, vocab: int) -> dict[str, np.ndarray]:
     """[batch, length] random token ids (all real), labels 0/1, weights 1."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     return {
         "input_ids": rng.integers(1000 % vocab, vocab, (batch, length)).astype(np.int32),
         "attention_mask": np.ones((batch, length), np.int32),
@@ -45,10 +45,10 @@ def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, 
     }
 
 
-def write_small_archive(path: Path, per_folder: int = 100, seed: int = 0) -> Path:
+def write_small_archive(path: Path, per_folder: int = 100) -> Path:
     """A tar.gz in the official layout (aclImdb/{train,test}/{pos,neg}/ID_RATING.txt) of
     synthetic reviews, `per_folder` in each of the four folders."""
-    texts, labels = generate_reviews(8 * per_folder, seed)
+    texts, labels = generate_reviews(8 * per_folder, 0)
     by_label = {1: [t for t, y in zip(texts, labels, strict=True) if y == 1],
                 0: [t for t, y in zip(texts, labels, strict=True) if y == 0]}
     with tarfile.open(path, "w:gz") as tar:

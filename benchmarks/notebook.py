@@ -32,3 +32,4 @@ def notebook_model(bert: BertConfig, dtype: str = "float32") -> BertGRUSentiment
     model_cfg = get_config("notebook").model
     model_cfg.dtype = dtype
     return sentiment_model(model_cfg, bert)
+

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks.inputs import add_data_options, existing_file, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
-from hw3_jax import timing as _timing
+from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.data.synthetic import generate_reviews
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
@@ -48,58 +48,55 @@ def _texts(args: Any, n_texts: int) -> tuple[list[str], str]:
     return texts, f"first {len(texts)} test reviews of {archive.name}"
 
 
-def _predictor_parts(size: str, vocab: Path) -> tuple[Any, Any, Any, BertConfig]:
-    """(model, params, tokenizer, BertConfig): the encoder's vocabulary is the tokenizer's
-    (the tiny size included)."""
+def _predictors(size: str, vocab: Path) -> tuple[dict[int, SentimentPredictor], Any,
+                                                  BertConfig]:
+    """({batch_size: predictor} for batch sizes 32 and 1, tokenizer, BertConfig): the
+    encoder's vocabulary is the tokenizer's (the tiny size included)."""
     size_cfg = SIZES[size]
     max_length = min(512, size_cfg.get("max_position_embeddings", 512))
     tok = load_pretrained_tokenizer(vocab, max_length)
     cfg = BertConfig(**{**size_cfg, "vocab_size": tok.get_vocab_size()})
     model = notebook_model(cfg)
-    return model, init_params(model, jax.random.key(0)), tok, cfg
+    params = init_params(model, jax.random.key(0))
+    return {bs: SentimentPredictor(model, params, tok, batch_size=bs) for bs in (32, 1)}, tok, cfg
 
 
-def measure_latency(model, params, tok, typical: str, *, warmup: int, repeats: int) -> dict:
+def measure_latency(predictors: dict[int, SentimentPredictor], typical: str, *, warmup: int,
+                    repeats: int) -> dict:
     """`score([text])` of the short sentence and the typical review, batch_size 32 and 1."""
     latency = {}
-    for bs in (32, 1):
-        pred = SentimentPredictor(model, params, tok, batch_size=bs)
+    for bs, pred in predictors.items():
         for name, text in (("short", SHORT_TEXT), ("typical_review", typical)):
             print(f"[predict] latency {name}, batch_size={bs} ...", flush=True)
-            r = _timing.time_calls(lambda p=pred, t=text: p.score([t]), warmup=warmup,
-                                   repeats=repeats)
-            latency[f"{name}_batch_size_{bs}"] = r
+            latency[f"{name}_batch_size_{bs}"] = timing.time_calls(
+                lambda p=pred, t=text: p.score([t]), warmup=warmup, repeats=repeats)
     return latency
 
 
-def measure_throughput(model, params, tok, texts: list[str], lengths: list[int], *,
-                       warmup: int) -> dict[str, dict]:
+def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[str],
+                       lengths: list[int], *, warmup: int) -> dict[str, dict]:
     """`score(texts)` as they come, sorted by length by the caller, and with batch_size 1."""
     print("[predict] throughput ...", flush=True)
-    pred = SentimentPredictor(model, params, tok, batch_size=32)
-    thr = _timing.time_calls(lambda: pred.score(texts), warmup=warmup, repeats=2)
-    throughput = {**thr, "texts": len(texts), "texts_per_s": len(texts) / thr["median_s"],
-                  "batch_size": 32, "mean_tokens": float(np.mean(lengths)),
-                  "median_tokens": float(np.median(lengths))}
     # The same texts sorted by length by the caller: each batch pads to its own longest
     # text, so grouping similar lengths shows what sorting inside `score` would save.
     by_length = [texts[i] for i in np.argsort(lengths, kind="stable")]
-    thr_sorted = _timing.time_calls(lambda: pred.score(by_length), warmup=warmup, repeats=2)
     # One text per batch: on a CPU the [32, heads, 512, 512] attention of a padded batch
     # leaves the caches, so small batches can be faster per text.
-    pred1 = SentimentPredictor(model, params, tok, batch_size=1)
-    thr_1 = _timing.time_calls(lambda: pred1.score(texts), warmup=warmup, repeats=2)
-    return {
-        "throughput": throughput,
-        "throughput_sorted_by_length": {**thr_sorted,
-                                        "texts_per_s": len(texts) / thr_sorted["median_s"]},
-        "throughput_batch_size_1": {**thr_1, "texts_per_s": len(texts) / thr_1["median_s"],
-                                    "batch_size": 1},
-    }
+    cases = {"throughput": (32, texts, {"texts": len(texts), "batch_size": 32,
+                                        "mean_tokens": float(np.mean(lengths)),
+                                        "median_tokens": float(np.median(lengths))}),
+             "throughput_sorted_by_length": (32, by_length, {}),
+             "throughput_batch_size_1": (1, texts, {"batch_size": 1})}
+    out = {}
+    for key, (bs, inputs, extra) in cases.items():
+        t = timing.time_calls(lambda p=predictors[bs], x=inputs: p.score(x), warmup=warmup,
+                              repeats=2)
+        out[key] = {**t, "texts_per_s": len(texts) / t["median_s"], **extra}
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _timing.base_parser(__doc__.splitlines()[0])
+    p = timing.base_parser(__doc__.splitlines()[0])
     add_data_options(p)
     p.add_argument("--encoder", choices=sorted(SIZES), default=None,
                    help="encoder size (default small = MiniLM size; tiny with --quick)")
@@ -110,25 +107,20 @@ def main(argv: list[str] | None = None) -> dict:
     size = args.encoder or ("tiny" if args.quick else "small")
     repeats = args.repeats or (3 if args.quick else 5)
     texts, source = _texts(args, args.texts or (16 if args.quick else 64))
-    model, params, tok, cfg = _predictor_parts(size, vocab)
+    predictors, tok, cfg = _predictors(size, vocab)
     lengths = [len(tok.encode(t).ids) for t in texts]
     typical = texts[int(np.argsort(lengths)[len(lengths) // 2])]
-    typical_tokens = len(tok.encode(typical).ids)
 
-    latency = measure_latency(model, params, tok, typical, warmup=args.warmup,
-                              repeats=repeats)
-    throughputs = measure_throughput(model, params, tok, texts, lengths, warmup=args.warmup)
+    latency = measure_latency(predictors, typical, warmup=args.warmup, repeats=repeats)
+    throughputs = measure_throughput(predictors, texts, lengths, warmup=args.warmup)
     result = {
-        **_timing.benchmark_header("predict", args.quick),
+        **timing.benchmark_header("predict", args.quick),
         "encoder": size, "bert": cfg.to_dict(), "texts_source": source,
-        "short_text": SHORT_TEXT, "typical_review_tokens": typical_tokens,
+        "short_text": SHORT_TEXT, "typical_review_tokens": len(tok.encode(typical).ids),
         "latency": latency, **throughputs,
+        "table_markdown": _table(latency, throughputs, len(texts)),
     }
-    result["table_markdown"] = _table(latency, throughputs, len(texts))
-    path = _timing.write_json("predict", result, args.out_dir)
-    print(result["table_markdown"])
-    print(f"encoder {size}; typical review {typical_tokens} tokens; reviews: mean "
-          f"{throughputs['throughput']['mean_tokens']:.0f} tokens; wrote {path}")
+    timing.report(result, args.out_dir)
     return result
 
 
@@ -140,7 +132,7 @@ def _table(latency: dict, throughputs: dict, n: int) -> str:
                       ("throughput_batch_size_1", f"the {n} reviews, batch_size 1")):
         t = throughputs[key]
         rows.append([f"throughput: {what}", t["median_s"] * 1e3, t["texts_per_s"]])
-    return _timing.markdown_table(["call", "median ms", "texts/s"], rows)
+    return timing.markdown_table(["call", "median ms", "texts/s"], rows)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import jax
 import ml_collections
 
 from benchmarks.inputs import existing_file, make_batch, write_small_archive
+from benchmarks.notebook import SIZES
 from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import SHARED_MINILM, get_config
@@ -55,9 +56,8 @@ from hw3_jax.train.workdir import TrainingError, Workdir
 HUB_ENCODER = "bert-base-uncased"
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
-# --quick: a tiny encoder (the bert-base-uncased vocabulary still), short reviews, few of them.
-QUICK_ENCODER = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
-                     intermediate_size=128)
+# --quick: the tiny encoder of `benchmarks.notebook.SIZES` (the bert-base-uncased vocabulary
+# still), short reviews, few of them.
 # One GRU layer: XLA compiling the GRU's scans (in the profiled step, the run's initialisation,
 # training and evaluation steps, the predictor) is most of --quick's time on a CPU.
 QUICK_HEAD = dict(gru_hidden=32, gru_layers=1)
@@ -94,11 +94,12 @@ def peak_flops(device_kind: str) -> float | None:
 # ----------------------------------------------------------------------------- the configs
 
 
-def notebook_config(archive: str | None, vocab: str | None, quick: bool
-                    ) -> ml_collections.ConfigDict:
-    """`configs/sentiment.py:notebook` on IMDB from `archive` (None: the download) with the
-    WordPiece `vocab` (None: the encoder's own); `quick`: the small sizes."""
-    config = get_config("notebook")
+def recipe_config(name: str, archive: str | None, vocab: str | None, quick: bool
+                  ) -> ml_collections.ConfigDict:
+    """`configs/sentiment.py:NAME` on IMDB from `archive` (None: the download) with the
+    WordPiece `vocab` (None: the encoder's own); `quick`: the small sizes (minilm: a few
+    reviews, their heads)."""
+    config = get_config(name)
     config.data.update(source="imdb", imdb_archive=archive, vocab=vocab)
     # A rerun into the same --workdir trains afresh (the token cache is still reused).
     config.train.overwrite = True
@@ -106,25 +107,15 @@ def notebook_config(archive: str | None, vocab: str | None, quick: bool
         config.data.update(**QUICK_DATA)
         config.model.update(**QUICK_HEAD)
         config.train.update(progress=False, plot=False)
-    return config
-
-
-def minilm_config(archive: str | None, quick: bool) -> ml_collections.ConfigDict:
-    """`configs/sentiment.py:minilm` on IMDB from `archive`; `quick`: a few short reviews."""
-    config = get_config("minilm")
-    config.data.imdb_archive = archive
-    config.train.overwrite = True
-    if quick:
-        config.data.update(limit=QUICK_MINILM_LIMIT, truncation="head", **QUICK_DATA)
-        config.model.update(**QUICK_HEAD)
-        config.train.update(progress=False, plot=False)
+        if name == "minilm":
+            config.data.update(limit=QUICK_MINILM_LIMIT, truncation="head")
     return config
 
 
 # ----------------------------------------------------------------------------- the encoder
 
 
-def write_random_encoder(directory: Path, bert: BertConfig, seed: int = 0) -> Path:
+def write_random_encoder(directory: Path, bert: BertConfig) -> Path:
     """A checkpoint directory (config.json + model.safetensors, the hub's file layout) of an
     encoder shaped `bert` with BERT's random initialisation, for `load_pretrained_bert`."""
     from safetensors.numpy import save_file
@@ -132,14 +123,8 @@ def write_random_encoder(directory: Path, bert: BertConfig, seed: int = 0) -> Pa
     from hw3_jax.bert_weights import bert_params_to_torch
 
     directory.mkdir(parents=True, exist_ok=True)
-    hf_fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                 "layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                 "pad_token_id", "initializer_range")
-    hf = {k: getattr(bert, k) for k in hf_fields}
-    hf.update(model_type="bert", hidden_act="gelu", position_embedding_type="absolute")
-    (directory / "config.json").write_text(json.dumps(hf, indent=1))
-    params = init_bert_params(bert, jax.random.key(seed))
+    (directory / "config.json").write_text(json.dumps(bert.to_hf_dict(), indent=1))
+    params = init_bert_params(bert, jax.random.key(0))
     save_file(bert_params_to_torch(params), str(directory / "model.safetensors"))
     return directory
 
@@ -158,8 +143,8 @@ def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
             why = f"the hub's {HUB_ENCODER} did not load ({e})"
     vocab = config.data.vocab or HUB_ENCODER
     vocab_size = load_pretrained_tokenizer(vocab, config.data.max_length).get_vocab_size()
-    sizes = QUICK_ENCODER if quick else {}  # BertConfig's defaults are bert-base-uncased's
-    bert = BertConfig(vocab_size=vocab_size, **sizes)
+    sizes = SIZES["tiny"] if quick else {}  # BertConfig's defaults are bert-base-uncased's
+    bert = BertConfig(**{**sizes, "vocab_size": vocab_size})
     config.model.encoder = str(write_random_encoder(root / "random-encoder", bert))
     shape = "a tiny encoder" if quick else f"the shape of {HUB_ENCODER}"
     return "random", f"{why}: random weights of {shape}, frozen (the time is the same)"
@@ -340,7 +325,7 @@ def _inputs(args, root: Path) -> tuple[str | None, str | None]:
 def run_recipe(args, root: Path, command: str) -> dict:
     """Everything `main` reports, with `root` as the work directory."""
     archive, vocab = _inputs(args, root)
-    config = notebook_config(archive, vocab, args.quick)
+    config = recipe_config("notebook", archive, vocab, args.quick)
     try:
         weights, weights_note = choose_encoder(config, root, args.quick)
         print(f"[recipe] encoder: {weights_note}", flush=True)
@@ -352,7 +337,8 @@ def run_recipe(args, root: Path, command: str) -> dict:
         minilm = None
         if not args.skip_minilm:
             print("[recipe] the minilm config, trained ...", flush=True)
-            minilm = train_run(minilm_config(archive, args.quick), root / "minilm", command)
+            minilm = train_run(recipe_config("minilm", archive, None, args.quick),
+                               root / "minilm", command)
     except RUN_ERRORS as e:
         timing.fail(str(e))
     row = recipe_row(timing.device_name(), weights, notebook, step)
@@ -384,11 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         with tempfile.TemporaryDirectory(prefix="recipe-") as d:
             result = run_recipe(args, Path(d), command)
-    path = timing.write_json("recipe", result, args.out_dir)
-    print(result["table_markdown"])
-    if result["step"]["shares_note"]:
-        print(f"shares: {result['step']['shares_note']}")
-    print(f"encoder: {result['weights_note']}; wrote {path}")
+    timing.report(result, args.out_dir)
     return result
 
 

@@ -4,13 +4,13 @@ is done. PyTorch's are in `benchmarks.torch_peer`."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hw3_jax import timing
 from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.data import encoder_cache
 from hw3_jax.gru import GRU
@@ -20,8 +20,6 @@ from hw3_jax.train.sharding import data_parallel, prepare_batch
 from hw3_jax.train.steps import create_train_state, init_metrics, jit_train_step, make_optimizer
 
 LEARNING_RATE = 1e-3
-
-# --------------------------------------------------------------------------- this project
 
 
 class JaxStep:
@@ -49,19 +47,11 @@ class JaxStep:
 
     def compile(self) -> dict:
         """Compile; return the compile time and XLA's cost analysis of the step."""
-        t0 = time.perf_counter()
-        compiled = self.step.lower(self.state, self.acc, self.batch).compile()
-        out = {"compile_s": time.perf_counter() - t0}
+        compiled, info = timing.compile_timed(self.step, self.state, self.acc, self.batch)
         # Run this executable from now on (calling the jit function would compile again).
         self._run = compiled
         self.hlo_text = compiled.as_text()
-        cost = compiled.cost_analysis()
-        if isinstance(cost, list):
-            cost = cost[0] if cost else {}
-        if cost:
-            out["xla_flops"] = float(cost.get("flops", 0.0))
-            out["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
-        return out
+        return info
 
     def __call__(self) -> None:
         self.state, self.acc = self._run(self.state, self.acc, self.batch)

@@ -61,15 +61,7 @@ class NotebookModel(torch.nn.Module):
 def torch_model(cfg: BertConfig, params: Any) -> NotebookModel:
     """The notebook's model with this project's weights `params`; BERT frozen as the notebook
     froze it (requires_grad off)."""
-    tcfg = transformers.BertConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings,
-        type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.layer_norm_eps,
-        hidden_dropout_prob=cfg.hidden_dropout_prob,
-        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob, hidden_act="gelu")
-    model = NotebookModel(transformers.BertModel(tcfg))
+    model = NotebookModel(transformers.BertModel(transformers.BertConfig(**cfg.to_hf_dict())))
     missing, unexpected = model.load_state_dict(_state_dict(params), strict=False)
     missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
     if missing or unexpected:
@@ -151,7 +143,7 @@ def logits_diff(model: Any, params: Any, tmodel: NotebookModel, batch: dict) -> 
 
 def measure(spec: dict) -> dict:
     """Time the steps (and the components) that `spec` asks for; see the module docstring."""
-    torch.set_num_threads(spec.get("threads") or os.cpu_count() or 1)
+    torch.set_num_threads(os.cpu_count() or 1)
     cfg = BertConfig(**SIZES[spec["size"]])
     model = notebook_model(cfg)
     params = init_params(model, jax.random.key(0))
@@ -164,7 +156,7 @@ def measure(spec: dict) -> dict:
         "attn_implementation": tmodel.bert.config._attn_implementation,
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
-    steps = {d: train_step(tmodel, batch, d) for d in spec.get("dtypes", DTYPES)}
+    steps = {d: train_step(tmodel, batch, d) for d in DTYPES}
     out["steps"] = timing.time_interleaved(steps, warmup=spec.get("warmup", 1),
                                            repeats=spec.get("repeats", 5), rotate=True)
     if spec.get("components"):

@@ -48,7 +48,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks.gemm import cpu_bf16_flags, gemm
+from benchmarks.gemm import gemm
 from benchmarks.inputs import make_batch
 from benchmarks.notebook import SIZES, notebook_model
 from benchmarks.steps import (
@@ -59,7 +59,7 @@ from benchmarks.steps import (
     notebook_step,
 )
 from benchmarks.xla_profile import profile_step
-from hw3_jax import timing as _timing
+from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.models import init_params
 
@@ -79,11 +79,11 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
     batch = make_batch(batch_size, length, cfg.vocab_size)
     jsteps = {d: notebook_step(notebook_model(cfg, d), params, batch) for d in DTYPES}
     info = {d: s.compile() for d, s in jsteps.items()}
-    contenders: dict[str, Any] = {f"jax_{d}": s for d, s in jsteps.items()}
-    hstep, head_error = _cached_head(notebook_model(cfg), params, batch)
-    if hstep is not None:
-        contenders["jax_cached_head"] = hstep
-    timed = _timing.time_interleaved(contenders, warmup=warmup, repeats=repeats)
+    head = cached_head_step(notebook_model(cfg), params, batch)
+    head.compile()
+    timed = timing.time_interleaved(
+        {**{f"jax_{d}": s for d, s in jsteps.items()}, "jax_cached_head": head},
+        warmup=warmup, repeats=repeats)
     peers = {name: _torch_peer(policy, size=size, length=length, batch=batch_size,
                                warmup=warmup, repeats=repeats,
                                components=profile and name == "default")
@@ -93,18 +93,16 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
            "eval_max_abs_logit_diff": peers["default"]["eval_max_abs_logit_diff"],
            **_step_timings(timed, peers, info, batch_size)}
 
-    comp_fns: dict[str, Any] = {}
-    if hstep is not None:  # the encoder's one deterministic pass per review
-        comp_fns["jax_encoder_forward_eval"] = jax_encoder_forward(
-            cfg, params["bert"], batch, deterministic=True)
+    # The cached-encoder recipe's one deterministic encoder pass per review.
+    comp_fns = {"jax_encoder_forward_eval": jax_encoder_forward(cfg, params["bert"], batch,
+                                                                deterministic=True)}
     if profile:
         comp_fns.update(_component_fns(cfg, params, batch))
-    comp = _timing.time_interleaved(comp_fns, warmup=1, repeats=max(2, repeats - 2))
+    comp = timing.time_interleaved(comp_fns, warmup=1, repeats=max(2, repeats - 2))
     comp_s = {k: v["median_s"] for k, v in comp.items()}
-    if hstep is not None:
-        row["jax_cached_encoder"] = _cached_encoder_row(timed, comp_s, row, epochs)
-    else:
-        row["jax_cached_encoder"] = {"error": head_error}
+    row["jax_cached_encoder"] = _cached_encoder_row(timed["jax_cached_head"],
+                                                    comp_s["jax_encoder_forward_eval"], row,
+                                                    epochs)
     if profile:
         comp_s.update(peers["default"]["components_median_s"])
         row.update(_profile_row(cfg, batch_size, length, comp_s, jsteps["float32"]))
@@ -115,21 +113,11 @@ def _torch_peer(omp_wait_policy: str | None, **spec: Any) -> dict:
     """`benchmarks.torch_peer` in a fresh process with OMP_WAIT_POLICY=`omp_wait_policy`
     (None: unset, OpenMP's default)."""
     try:
-        return _timing.in_fresh_process(["-m", "benchmarks.torch_peer", json.dumps(spec)],
-                                        {"OMP_WAIT_POLICY": omp_wait_policy})
+        return timing.in_fresh_process(["-m", "benchmarks.torch_peer", json.dumps(spec)],
+                                       {"OMP_WAIT_POLICY": omp_wait_policy})
     except RuntimeError as e:
-        _timing.fail(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
-                     "'hw3-jax[torch]'")
-
-
-def _cached_head(model, params, batch) -> tuple[JaxStep | None, str | None]:
-    """The compiled cached-encoder head step, or (None, why not)."""
-    try:
-        hstep = cached_head_step(model, params, batch)
-        hstep.compile()
-        return hstep, None
-    except (ImportError, AttributeError) as e:  # the encoder cache is optional here
-        return None, f"{type(e).__name__}: {e}"
+        timing.fail(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
+                    "'hw3-jax[torch]'")
 
 
 def _step_timings(timed: dict, peers: dict, info: dict, batch_size: int) -> dict:
@@ -169,16 +157,16 @@ def _component_fns(cfg: BertConfig, params: Any, batch: dict) -> dict[str, Any]:
     }
 
 
-def _cached_encoder_row(timed: dict, comp_s: dict, row: dict, epochs: int) -> dict:
-    """The cached-encoder recipe's cost per example over `epochs` epochs."""
+def _cached_encoder_row(head: dict, enc: float, row: dict, epochs: int) -> dict:
+    """The cached-encoder recipe's cost per example over `epochs` epochs, from the head
+    step's timing `head` and the deterministic encoder pass's `enc` seconds."""
     batch_size = row["batch"]
     t = batch_size / row["torch"][row["torch_fastest"]]["examples_per_s"]
-    h = timed["jax_cached_head"]["median_s"]
-    enc = comp_s["jax_encoder_forward_eval"]
+    h = head["median_s"]
     # Per example over `epochs` epochs: the head step every epoch, the encoder once.
     per_example = (epochs * h + enc) / (epochs * batch_size)
     return {
-        "head_step": {**timed["jax_cached_head"], "examples_per_s": batch_size / h},
+        "head_step": {**head, "examples_per_s": batch_size / h},
         "encoder_forward_eval_s": enc, "epochs": epochs,
         "examples_per_s_amortised": 1.0 / per_example,
         "ratio_over_torch_amortised": t / batch_size / per_example,
@@ -203,19 +191,15 @@ def _profile_row(cfg: BertConfig, batch_size: int, length: int, comp_s: dict,
 # --------------------------------------------------------------------------- driver
 
 
-def _parse(argv: list[str] | None):
-    p = _timing.base_parser(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    p = timing.base_parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=None,
                    help="encoder sizes (default: small bert-base; tiny with --quick)")
     p.add_argument("--lengths", nargs="+", type=int, default=None)
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 8)")
     p.add_argument("--no-profile", action="store_true",
                    help="skip the component timings and the jax.profiler trace")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = _parse(argv)
+    args = p.parse_args(argv)
     sizes = args.sizes or (["tiny"] if args.quick else ["small", "bert-base"])
     lengths = args.lengths or ([32] if args.quick else [128, 256])
     batch = args.batch or (4 if args.quick else 8)
@@ -228,34 +212,25 @@ def main(argv: list[str] | None = None) -> dict:
                                  repeats=repeats if size != "bert-base" else min(repeats, 3),
                                  profile=not args.no_profile))
     result = {
-        **_timing.benchmark_header(
-            "train_step", args.quick, cpu_bf16=cpu_bf16_flags(),
+        **timing.benchmark_header(
+            "train_step", args.quick, cpu_bf16=timing.cpu_bf16_flags(),
             torch_settings={k: {"OMP_WAIT_POLICY": v, "threads": os.cpu_count()}
                             for k, v in TORCH_SETTINGS.items()}),
         "target": "this project (float32) >= 2x the fastest PyTorch examples/s "
                   "(notebook recipe, same work)",
         "target_met": all(r["ratio_jax_over_torch"] >= TARGET_RATIO for r in rows),
         "rows": rows,
+        "table_markdown": _step_table(rows),
     }
-    result["table_markdown"] = _step_table(rows)
-    print(result["table_markdown"])
-    print("torch default: OpenMP's own waiting; passive: OMP_WAIT_POLICY=PASSIVE; "
-          "cached-enc: the --cache-encoder recipe (head step + one deterministic encoder "
-          "pass per review, over 2 epochs; encoder dropout off, unlike the notebook)")
     if not args.no_profile:
         result.update(_profile_tables(rows))
-        print()
-        print(result["components_markdown"])
-        print()
-        print("Where the JAX float32 step's time goes (jax.profiler, % of XLA busy time):")
-        print(result["profile_markdown"])
-    path = _timing.write_json("train_step", result, args.out_dir)
-    print(f"CPU: {result['machine']['cpu']}, {os.cpu_count()} cores; bfloat16 instructions: "
-          f"{', '.join(result['machine']['cpu_bf16']) or 'none'}; wrote {path}")
+    timing.report(result, args.out_dir)
     return result
 
 
 def _step_table(rows: list[dict]) -> str:
+    """Examples/s of every contender and the ratios over the fastest PyTorch ("cached-enc":
+    the --cache-encoder recipe, head step + one deterministic encoder pass per review)."""
     torch_keys = [f"{s} {d}" for s in TORCH_SETTINGS for d in DTYPES]
     headers = ["encoder", "L", "B", "jax fp32 ex/s", "jax bf16 ex/s",
                *(f"torch {k.replace('float32', 'fp32').replace('bfloat16', 'bf16')} ex/s"
@@ -266,13 +241,14 @@ def _step_table(rows: list[dict]) -> str:
               *(r["jax"][d]["examples_per_s"] for d in DTYPES),
               *(r["torch"][k]["examples_per_s"] for k in torch_keys),
               r["torch_fastest"], r["ratio_jax_over_torch"], r["ratio_jax_bf16_over_torch"],
-              r["jax_cached_encoder"].get("examples_per_s_amortised"),
-              r["jax_cached_encoder"].get("ratio_over_torch_amortised")] for r in rows]
-    return _timing.markdown_table(headers, table)
+              r["jax_cached_encoder"]["examples_per_s_amortised"],
+              r["jax_cached_encoder"]["ratio_over_torch_amortised"]] for r in rows]
+    return timing.markdown_table(headers, table)
 
 
 def _profile_tables(rows: list[dict]) -> dict[str, str]:
-    """The components table and the profile's share of time per model part."""
+    """The components table and the JAX float32 step's share of XLA busy time per model
+    part (jax.profiler)."""
     parts = sorted({k for r in rows for k in r["jax_profile"].get("by_part_fraction", {})})
     gemm_keys = [f"{fw} {d}" for fw in ("jax", "torch") for d in DTYPES]
     comp_h = ["encoder", "L", "jax enc fwd s", "torch enc fwd s", "jax GRU f+b s",
@@ -285,8 +261,8 @@ def _profile_tables(rows: list[dict]) -> dict[str, str]:
     prof = [[r["encoder"], r["length"],
              *(100 * r["jax_profile"].get("by_part_fraction", {}).get(k, 0.0)
                for k in parts)] for r in rows]
-    return {"components_markdown": _timing.markdown_table(comp_h, comp),
-            "profile_markdown": _timing.markdown_table(
+    return {"components_markdown": timing.markdown_table(comp_h, comp),
+            "profile_markdown": timing.markdown_table(
                 ["encoder", "L", *[f"% {k}" for k in parts]], prof)}
 
 

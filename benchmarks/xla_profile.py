@@ -52,11 +52,11 @@ def _category(name: str, calls: int, ops: dict) -> str:
     return "head, loss, Adam"
 
 
-def profile_step(step: Any, top: int = 12) -> dict:
+def profile_step(step: Any) -> dict:
     """One call of `step` (a compiled `benchmarks.steps.JaxStep`) under `jax.profiler`, XLA
-    ops aggregated (self time summed over XLA's worker threads) by name and by model part,
-    from the ops' source metadata in the compiled HLO. Ops executed more than once per step
-    are inside the GRU's scans (nothing else in the step loops)."""
+    ops aggregated (self time summed over XLA's worker threads) by model part, from the ops'
+    source metadata in the compiled HLO, and the 12 longest by name. Ops executed more than
+    once per step are inside the GRU's scans (nothing else in the step loops)."""
     from jax.profiler import ProfileData
 
     with tempfile.TemporaryDirectory() as d:
@@ -86,7 +86,7 @@ def profile_step(step: Any, top: int = 12) -> dict:
         "gru_scan_ops_s": in_scans / 1e9,
         "top_ops": [{"name": n, "self_s": totals[n] / 1e9, "calls": counts[n],
                      "type": ops.get(n, ("", ""))[0], "source": ops.get(n, ("", ""))[1]}
-                    for n, _ in totals.most_common(top)],
+                    for n, _ in totals.most_common(12)],
     }
 
 

@@ -42,29 +42,18 @@
         a tiny encoder on 300 synthetic reviews, 2 epochs: seconds once compiled, for the
         tests and the notebook's CPU run; accuracy near chance is expected
 
-Any field can be overridden: `--config.train.learning_rate=2e-3`, `--config.data.limit=500`;
-the shortcut flags (`--lr 2e-3`, `--limit 500`, ...) set one field each
-(experiments/sentiment.py lists them). Without `--config` the shortcut flags pick the variant
-as the recipe follows the data: `--encoder NAME` -> notebook, `--imdb-archive PATH` or
-`--data imdb` -> imdb_scratch, otherwise synthetic.
+The command line (experiments/sentiment.py) sets any field (`--config.data.limit=500`) or
+one per shortcut flag (`--limit 500`), and without `--config` picks the variant the flags
+imply: `--encoder NAME` -> notebook, `--imdb-archive PATH` or `--data imdb` -> imdb_scratch,
+otherwise synthetic.
 
-Fields whose default is None (`placeholder`): `data.source` (None: imdb with a pretrained
-encoder or an archive, synthetic otherwise), `data.imdb_archive` (None: download the official
-archive once with tensorflow-datasets' DownloadManager, which needs no TensorFlow),
-`data.imdb_url` and `data.imdb_sha256` (None: the official URL and sha256; set: a mirror),
-`data.data_dir` (None: tfds's $TFDS_DATA_DIR or ~/tensorflow_datasets; the download goes to
-DIR/downloads),
-`data.limit` (None: every example), `data.buckets` (None: powers of two from 32 up to
-max_length), `data.vocab` (None: the encoder's own vocabulary), `model.encoder_dropout` (None:
-the encoder's own hidden dropout, BertConfig's 0.1 for a scratch encoder), `model.readout`
-(None: the head's own, final for the GRU head, cls for the linear head), `model.dtype`
-(None: bfloat16 on TPU/GPU, float32 on CPU), `train.encoder_learning_rate` (None: the
-encoder trains at train.learning_rate).
+A field whose default is None (`placeholder`) says at its definition what None means.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -75,25 +64,31 @@ from hw3_jax.train.config import TrainConfig
 
 SHARED_ARCHIVE = "../shared/data/aclImdb_v1.tar.gz"
 SHARED_MINILM = "../shared/data/all-MiniLM-L6-v2"
-VARIANTS = ("synthetic", "imdb_scratch", "notebook", "minilm", "minilm_finetune", "smoke")
 
 
 def _data() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
-        "source": placeholder(str),  # "synthetic" | "imdb"; None: follows the encoder
-        "imdb_archive": placeholder(str),  # an aclImdb_v1.tar.gz; None: download it (tfds)
+        # "synthetic" | "imdb"; None: imdb with a pretrained encoder or an archive
+        "source": placeholder(str),
+        # An aclImdb_v1.tar.gz; None: download the official one once (tensorflow-datasets'
+        # DownloadManager, which needs no TensorFlow).
+        "imdb_archive": placeholder(str),
         "imdb_url": placeholder(str),  # a mirror of the archive; None: the official URL
         "imdb_sha256": placeholder(str),  # the mirror's sha256; None: the official archive's
-        "data_dir": placeholder(str),  # tfds's data folder for the download; None: its default
+        # tfds's data folder, the download going to DIR/downloads; None: $TFDS_DATA_DIR or
+        # ~/tensorflow_datasets
+        "data_dir": placeholder(str),
         "synthetic_size": 25_000,  # training part (split 70/30); the test part has a fifth
         "limit": placeholder(int),  # at most N examples per split, drawn at random by seed
         "max_length": 64,  # tokens per review including [CLS] and [SEP]
         # What a longer review keeps: "head" | "tail" | "head+tail" (data.token_cache)
         "truncation": "head",
         "batch_size": 32,
-        "buckets": placeholder(str),  # batch lengths "64,128,256"
+        # Batch lengths "64,128,256"; None: powers of two from 32 up to max_length
+        "buckets": placeholder(str),
         "vocab_size": 4000,  # WordPiece vocabulary trained for a scratch encoder
-        "vocab": placeholder(str),  # vocab.txt / tokenizer.json for a pretrained encoder
+        # vocab.txt / tokenizer.json for a pretrained encoder; None: the encoder's own
+        "vocab": placeholder(str),
     })
 
 
@@ -106,6 +101,7 @@ def _model() -> ml_collections.ConfigDict:
         "layers": 2,
         "heads": 4,
         "intermediate_size": 128,
+        # None: the encoder's own hidden dropout (BertConfig's 0.1 for a scratch encoder)
         "encoder_dropout": placeholder(float),
         "local_window": BertConfig.local_window,
         "performer_features": BertConfig.performer_features,
@@ -115,16 +111,31 @@ def _model() -> ml_collections.ConfigDict:
         "dropout": BertGRUSentiment.dropout,
         # "gru" (the notebook) | "linear": pooled encoder output -> dropout -> Dense(1)
         "head": BertGRUSentiment.head,
-        # GRU head: "final" | "concat" (final; max; mean); linear head: "cls" | "mean"
+        # GRU head: "final" | "concat" (final; max; mean); linear head: "cls" | "mean";
+        # None: the head's own (final, cls)
         "readout": placeholder(str),
         # True: BERT without attention mask and the GRU over padding, as the notebook ran.
         "notebook_parity": False,
-        "dtype": placeholder(str),  # "float32" | "bfloat16"
+        # "float32" | "bfloat16"; None: bfloat16 on TPU/GPU, float32 on CPU
+        "dtype": placeholder(str),
         "freeze_encoder": True,  # a pretrained encoder; False fine-tunes it
         "freeze_word_embeddings": False,
         "init_embeddings": "random",  # "random" | "ppmi-svd" (scratch encoder)
         "word_vector_std": BertConfig.initializer_range,  # scale of the PPMI+SVD vectors
     })
+
+
+def _train() -> ml_collections.ConfigDict:
+    """TrainConfig's defaults; one that is None becomes a typed placeholder, so that an
+    override of the wrong type (`--config.train.max_steps=abc`) is refused when parsed."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {}
+    for name, value in dataclasses.asdict(TrainConfig()).items():
+        if value is None:
+            (kind,) = (t for t in typing.get_args(hints[name]) if t is not type(None))
+            value = placeholder(kind)
+        fields[name] = value
+    return ml_collections.ConfigDict(fields)
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -134,7 +145,7 @@ def _base() -> ml_collections.ConfigDict:
     config.data = _data()
     config.model = _model()
     config.encoder_cache = ml_collections.ConfigDict({"enabled": False, "dtype": "float16"})
-    config.train = ml_collections.ConfigDict(dataclasses.asdict(TrainConfig()))
+    config.train = _train()
     config.train.seed = config.get_ref("seed")  # dropout keys follow the one seed
     config.train.epochs = 2
     return config
@@ -190,6 +201,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
 
 _APPLY = {"synthetic": None, "imdb_scratch": _imdb_scratch, "notebook": _notebook,
           "minilm": _minilm, "minilm_finetune": _minilm_finetune, "smoke": _smoke}
+VARIANTS = tuple(_APPLY)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -16,14 +16,13 @@ this one run.
 Every setting and its default is in `configs/attention_scaling.py`; `--quick` is its "quick"
 variant and each other flag sets one field (`--config.FIELD=VALUE` any field). Writes
 `<out>/attention_scaling.json` and `<out>/attention_scaling_{time,memory,error}.png`
-(`experiments/attention_scaling_plots.py`), and prints a table.
+(`experiments/attention_scaling_plots.py`), and prints the crossovers and targets.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -44,7 +43,6 @@ from experiments.attention_scaling_analysis import (
     MODES,
     crossover,
     forward_flops,
-    print_table,
     targets,
 )
 from experiments.attention_scaling_error import error_vs_features
@@ -77,23 +75,15 @@ SHORTCUTS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Machine facts and calibration.
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------- Machine facts and calibration.
 
 
 def machine_facts() -> dict:
     """`hw3_jax.timing.machine_info()` and, under the names the Q3 report reads, the backend,
-    devices, cores, available memory and load at the start."""
+    devices and cores."""
     info = machine_info()
-    info.update(backend=info.get("jax_backend"), devices=info.get("jax_devices"),
-                cpu_count=os.cpu_count(),
-                mem_available_gib_at_start=(mem_available_bytes() or 0) / 2**30)
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
+    return {**info, "backend": info["jax_backend"], "devices": info["jax_devices"],
+            "cpu_count": info["cores"]}
 
 
 def _blocking(compiled, args):
@@ -119,53 +109,54 @@ def calibrate(seed: int) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# The measured functions.
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- The measured functions.
 
 
-def attention_fn(method: str, window: int):
-    if method == "softmax":
-        return lambda q, k, v, w: att.softmax_attention(q, k, v)
-    if method == "performer":
-        return lambda q, k, v, w: att.performer_attention(q, k, v, w)
-    if method == "local":
-        return lambda q, k, v, w: att.local_attention(q, k, v, window)
-    raise ValueError(method)
+def random_inputs(rng: np.random.Generator, t: int, n: int) -> tuple[jax.Array, ...]:
+    """`n` float32 arrays [BATCH, t, HEADS, HEAD_DIM] of standard normals."""
+    shape = (BATCH, t, HEADS, HEAD_DIM)
+    return tuple(jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(n))
 
 
-def mode_fn(fn, mode: str):
-    if mode == "fwd":
-        return lambda q, k, v, w, ct: fn(q, k, v, w)
+def compile_attention(method: str, mode: str, window: int, inputs: tuple):
+    """`method`'s attention compiled for inputs (q, k, v, projection w, cotangent ct): its
+    output ("fwd"), or the gradients of <attention(q, k, v), ct> with respect to q, k and v
+    ("fwd_bwd")."""
 
-    # Forward + backward: the gradients of <f(q, k, v), ct> with respect to q, k and v.
-    def fwd_bwd(q, k, v, w, ct):
-        return jax.grad(lambda q, k, v: jnp.vdot(fn(q, k, v, w), ct), argnums=(0, 1, 2))(q, k, v)
+    def attention(q, k, v, w):
+        if method == "softmax":
+            return att.softmax_attention(q, k, v)
+        if method == "performer":
+            return att.performer_attention(q, k, v, w)
+        return att.local_attention(q, k, v, window)
 
-    return fwd_bwd
+    def call(q, k, v, w, ct):
+        if mode == "fwd":
+            return attention(q, k, v, w)
+        return jax.grad(lambda q, k, v: jnp.vdot(attention(q, k, v, w), ct),
+                        argnums=(0, 1, 2))(q, k, v)
+
+    return jax.jit(call).lower(*inputs).compile()
 
 
-# ---------------------------------------------------------------------------------------------
-# Experiment 1: scaling with T.
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Experiment 1: scaling with T.
 
 
 def _compiled_point(method: str, mode: str, t: int, inputs: tuple,
                     config: ml_collections.ConfigDict):
     """(the compiled call, its record so far: compile time, memory analysis, FLOPs)."""
-    rec = {"method": method, "mode": mode, "T": t}
     t0 = time.perf_counter()
-    compiled = jax.jit(mode_fn(attention_fn(method, config.window), mode)).lower(
-        *inputs).compile()
-    rec["compile_s"] = time.perf_counter() - t0
+    compiled = compile_attention(method, mode, config.window, inputs)
+    compile_s = time.perf_counter() - t0
     ma = compiled.memory_analysis()
-    rec["temp_bytes"] = int(ma.temp_size_in_bytes)
-    rec["argument_bytes"] = int(ma.argument_size_in_bytes)
-    rec["output_bytes"] = int(ma.output_size_in_bytes)
-    rec["flops"] = forward_flops(method, t, config.features, config.window) * (
-        1 if mode == "fwd" else 3
-    )
-    return compiled, rec
+    return compiled, {
+        "method": method, "mode": mode, "T": t, "compile_s": compile_s,
+        "temp_bytes": int(ma.temp_size_in_bytes),
+        "argument_bytes": int(ma.argument_size_in_bytes),
+        "output_bytes": int(ma.output_size_in_bytes),
+        "flops": forward_flops(method, t, config.features, config.window) * (
+            1 if mode == "fwd" else 3),
+    }
 
 
 def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
@@ -182,20 +173,17 @@ def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
 
 
 def scaling(config: ml_collections.ConfigDict, lengths: list[int], budget_bytes: int | None,
-            bar) -> list[dict]:
+            proj: jax.Array, bar) -> list[dict]:
     """One record per (T, method, mode): memory always, time where the point fits."""
     rng = np.random.default_rng(config.seed)
-    proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
-                                          HEAD_DIM)
     records = []
     last: dict[tuple[str, str], tuple[int, float]] = {}  # (method, mode) -> (T, one call s)
     for t in lengths:
-        shape = (BATCH, t, HEADS, HEAD_DIM)
-        q, k, v, ct = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4))
+        q, k, v, ct = random_inputs(rng, t, 4)
+        inputs = (q, k, v, proj, ct)
         for method in METHODS:
             for mode in MODES:
                 bar.set_postfix_str(f"{method} {mode} T={t}")
-                inputs = (q, k, v, proj, ct)
                 compiled, rec = _compiled_point(method, mode, t, inputs, config)
                 # Predicted time of one call: quadratic growth for softmax, linear otherwise.
                 predicted = None
@@ -251,19 +239,18 @@ def interleaved(calls: dict, rounds: int, bar) -> dict:
 def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rng,
                      bar) -> dict:
     """{"growth_per_step": {method_mode: {"T->2T": median of per-round t(2T)/t(T)}},
-    "times_s"} of the O(T) methods at the lengths `big` (from 4096)."""
+    "times_s"} of the O(T) methods at the lengths `big` (from 4096); {} for fewer than 2."""
+    if len(big) < 2:
+        return {}
     calls = {}
     for t in big:
-        shape = (BATCH, t, HEADS, HEAD_DIM)
-        q, k, v, ct = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4))
+        q, k, v, ct = random_inputs(rng, t, 4)
+        inputs = (q, k, v, proj, ct)
         for method in ("performer", "local"):
             for mode in MODES:
                 bar.set_postfix_str(f"growth: compile {method} {mode} T={t}")
-                fn = jax.jit(mode_fn(attention_fn(method, config.window), mode))
-                inputs = (q, k, v, proj, ct)
-                calls[(method, mode, t)] = (fn.lower(*inputs).compile(), inputs)
-    if len(big) < 2:
-        return {}
+                compiled = compile_attention(method, mode, config.window, inputs)
+                calls[(method, mode, t)] = (compiled, inputs)
     bar.set_postfix_str("growth: interleaved rounds")
     times = interleaved(calls, config.growth_rounds, bar)
     steps = {}
@@ -280,14 +267,11 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
 
 def _baseline(config: ml_collections.ConfigDict, t_base: int, proj, rng, bar) -> dict:
     """Our chunked Performer against the unchunked FAVOR+ dataflow at T = t_base."""
-    shape = (BATCH, t_base, HEADS, HEAD_DIM)
-    q, k, v = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(3))
+    q, k, v = random_inputs(rng, t_base, 3)
     bar.set_postfix_str(f"baseline: ours vs unchunked FAVOR+ T={t_base}")
-    pairs = {
-        "ours": (jax.jit(lambda q, k, v, w: att.performer_attention(q, k, v, w)), (q, k, v, proj)),
-        "unchunked": (jax.jit(favor_unchunked), (q, k, v, proj)),
-    }
-    calls = {n: (f.lower(*a).compile(), a) for n, (f, a) in pairs.items()}
+    args = (q, k, v, proj)
+    calls = {n: (jax.jit(f).lower(*args).compile(), args)
+             for n, f in (("ours", att.performer_attention), ("unchunked", favor_unchunked))}
     temp = {n: int(c.memory_analysis().temp_size_in_bytes) for n, (c, _) in calls.items()}
     times = interleaved(calls, 2 * config.growth_rounds + 1, bar)
     ratio = statistics.median(a / b for a, b in zip(times["ours"], times["unchunked"], strict=True))
@@ -301,11 +285,10 @@ def _baseline(config: ml_collections.ConfigDict, t_base: int, proj, rng, bar) ->
     }
 
 
-def growth_and_baseline(config: ml_collections.ConfigDict, lengths: list[int], bar) -> dict:
+def growth_and_baseline(config: ml_collections.ConfigDict, lengths: list[int], proj: jax.Array,
+                        bar) -> dict:
     """Interleaved measurements behind two targets: growth per doubling and the baseline."""
     rng = np.random.default_rng(config.seed + 2)
-    proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
-                                          HEAD_DIM)
     big = [t for t in lengths if t >= 4096]
     out = {"rounds": config.growth_rounds, **_growth_per_step(config, big, proj, rng, bar)}
     t_base = max([t for t in lengths if t <= 8192], default=lengths[0])
@@ -313,18 +296,12 @@ def growth_and_baseline(config: ml_collections.ConfigDict, lengths: list[int], b
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The run: flags, measurements, outputs.
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------- The run: flags, measurements, outputs.
 
 
 def doubling_lengths(min_t: int, max_t: int) -> list[int]:
     """min_t, 2 min_t, 4 min_t, ... up to max_t."""
-    lengths, t = [], min_t
-    while t <= max_t:
-        lengths.append(t)
-        t *= 2
-    return lengths
+    return [min_t * 2**i for i in range((max_t // min_t).bit_length())]
 
 
 def memory_budget(config: ml_collections.ConfigDict) -> int | None:
@@ -338,7 +315,10 @@ def memory_budget(config: ml_collections.ConfigDict) -> int | None:
 
 def measure(config: ml_collections.ConfigDict, lengths: list[int],
             budget: int | None) -> tuple[list[dict], dict, dict]:
-    """(scaling records, interleaved growth and baseline, Performer error), one progress bar."""
+    """(scaling records, interleaved growth and baseline, Performer error), one progress bar;
+    the timing runs share one orthogonal projection of `config.features` rows."""
+    proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
+                                          HEAD_DIM)
     n_big = len([t for t in lengths if t >= 4096])
     cfg = config.error
     total = (
@@ -348,8 +328,8 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
         + 2 * (2 * config.growth_rounds + 1)
     )
     with tqdm(total=total, desc="attention_scaling", unit="pt") as bar:
-        records = scaling(config, lengths, budget, bar)
-        extra = growth_and_baseline(config, lengths, bar)
+        records = scaling(config, lengths, budget, proj, bar)
+        extra = growth_and_baseline(config, lengths, proj, bar)
         err = error_vs_features(config, bar)
     return records, extra, err
 
@@ -377,7 +357,8 @@ def _run_config(config: ml_collections.ConfigDict, lengths: list[int],
 
 
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
-    """Measure, write OUT/attention_scaling.json and the plots, print the table."""
+    """Measure, write OUT/attention_scaling.json and the plots, print the crossovers and
+    targets."""
     out = Path(config.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -387,21 +368,14 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     budget = memory_budget(config)
     t_start = time.perf_counter()
     info = machine_facts()
-    print(
-        f"attention_scaling: T={lengths}, backend={info['backend']}, "
-        f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB",
-        flush=True,
-    )
+    print(f"attention_scaling: T={lengths}, backend={info['backend']}, "
+          f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB", flush=True)
     calib = calibrate(config.seed)
     records, extra, err = measure(config, lengths, budget)
     crossovers = {
         f"{m}_{mode}": crossover(records, m, mode) for m in ("performer", "local") for mode in MODES
     }
     tgt = targets(records, calib, extra)
-    try:
-        info["loadavg_at_end"] = os.getloadavg()
-    except OSError:
-        pass
     result = {
         "command": command,
         "config": _run_config(config, lengths, budget),
@@ -417,8 +391,13 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     result["plots"] = make_plots(records, lengths, err, out)
     path = out / "attention_scaling.json"
     path.write_text(json.dumps(result, indent=1))
-    print_table(records, lengths, crossovers, tgt, err)
-    print(f"\nwrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")
+    print(f"wrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")
+    for name, c in crossovers.items():
+        print(f"crossover {name}: " + (c.get("note") or f"T ~ {c['T']:.0f}"))
+    for name, v in tgt.items():
+        if v.get("target") is not None:
+            value = "n/a" if v["value"] is None else f"{v['value']:.3g}"
+            print(f"{name}: {value} (target {v['target']}, met {v['met']})")
     return result
 
 

@@ -18,27 +18,25 @@ from experiments.attention_scaling_analysis import HEAD_DIM, HEADS
 from hw3_jax import attention as att
 
 
-def _tv_performer(q, k, w):
-    """Mean total-variation distance between Performer's implicit attention rows and softmax's.
+def _softmax_rows(q, k):
+    """Exact attention rows [N, T, T] of q, k: [T, N, d] (on purpose: analysis only, small T)."""
+    return jax.nn.softmax(jnp.einsum("tnh,snh->nts", q, k) / math.sqrt(q.shape[-1]), -1)
 
-    q, k: [T, N, d]; w: [m, d]. Builds [N, T, T] on purpose (analysis only, small T).
-    """
+
+def _tv_performer(q, k, w):
+    """Mean total-variation distance between Performer's implicit attention rows and softmax's;
+    q, k: [T, N, d], w: [m, d]."""
     fq, fk = att.favor_features(q, w), att.favor_features(k, w)  # [T, N, m]
     a_hat = jnp.einsum("tnm,snm->nts", fq, fk)
     a_hat = a_hat / jnp.sum(a_hat, -1, keepdims=True)
-    logits = jnp.einsum("tnh,snh->nts", q, k) / math.sqrt(q.shape[-1])
-    a = jax.nn.softmax(logits, -1)
-    return 0.5 * jnp.mean(jnp.sum(jnp.abs(a_hat - a), -1))
+    return 0.5 * jnp.mean(jnp.sum(jnp.abs(a_hat - _softmax_rows(q, k)), -1))
 
 
 def _tv_local(q, k, window):
     """Total-variation distance of local attention's rows: the softmax mass outside the band."""
-    t = q.shape[0]
-    logits = jnp.einsum("tnh,snh->nts", q, k) / math.sqrt(q.shape[-1])
-    a = jax.nn.softmax(logits, -1)
-    pos = jnp.arange(t)
+    pos = jnp.arange(q.shape[0])
     band = jnp.abs(pos[:, None] - pos[None, :]) <= window
-    return jnp.mean(jnp.sum(jnp.where(band, 0.0, a), -1))
+    return jnp.mean(jnp.sum(jnp.where(band, 0.0, _softmax_rows(q, k)), -1))
 
 
 def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:

@@ -45,12 +45,9 @@ def _time_panel(ax: Any, records: list[dict], lengths: list[int], mode: str) -> 
         if times:
             ts = sorted(times)
             ax.loglog(ts, [times[t] for t in ts], "o-", color=COLORS[m], label=m)
-        skipped = [
-            r["T"] for r in records
-            if r["method"] == m and r["mode"] == mode and r["status"] != "ok"
-        ]
-        for t in skipped:
-            ax.axvline(t, color=COLORS[m], ls=":", lw=1)
+        for r in records:
+            if r["method"] == m and r["mode"] == mode and r["status"] != "ok":
+                ax.axvline(r["T"], color=COLORS[m], ls=":", lw=1)
     ts = np.array(lengths, float)
     pt = ok_times(records, "performer", mode)
     st = ok_times(records, "softmax", mode)
@@ -85,17 +82,10 @@ def plot_memory(records: list[dict], out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     for m in METHODS:
         for mode, ls in (("fwd", "o-"), ("fwd_bwd", "s--")):
-            rs = sorted(
-                (r for r in records if r["method"] == m and r["mode"] == mode), key=lambda r: r["T"]
-            )
+            rs = [r for r in records if r["method"] == m and r["mode"] == mode]  # T ascending
             if rs:
-                ax.loglog(
-                    [r["T"] for r in rs],
-                    [max(r["temp_bytes"], 1) / 2**20 for r in rs],
-                    ls,
-                    color=COLORS[m],
-                    label=f"{m} {mode}",
-                )
+                ax.loglog([r["T"] for r in rs], [max(r["temp_bytes"], 1) / 2**20 for r in rs], ls,
+                          color=COLORS[m], label=f"{m} {mode}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequence length T")
     ax.set_ylabel("compiled temporary memory (MiB)")

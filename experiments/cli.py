@@ -27,10 +27,14 @@ import ml_collections
 from hw3_jax.train import sharding
 
 OVERRIDE_PREFIX = "--config."
-# The flags of a multi-process launch, by `jax.distributed.initialize` argument (each also
-# read from its environment variable, `sharding.LAUNCH_ENV`).
-LAUNCH_FLAGS = {"coordinator_address": "--coordinator", "num_processes": "--num-processes",
-                "process_id": "--process-id"}
+# The flags of a multi-process launch: `jax.distributed.initialize` argument -> (flag,
+# metavar, help); each not given is read from its environment variable (`sharding.LAUNCH_ENV`).
+LAUNCH_FLAGS = {
+    "coordinator_address": ("--coordinator", "HOST:PORT",
+                            "where process 0 serves JAX's coordination service"),
+    "num_processes": ("--num-processes", "N", "processes in the run"),
+    "process_id": ("--process-id", "I", "this process, 0..N-1"),
+}
 
 
 class UserError(Exception):
@@ -138,18 +142,13 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
 def add_launch_flags(parser: argparse.ArgumentParser) -> None:
     """--coordinator, --num-processes, --process-id and --heartbeat-timeout: how this process
     joins a multi-process (data-parallel) run."""
-    env = sharding.LAUNCH_ENV
     group = parser.add_argument_group(
         "multi-process run", "one process per host (or per device group), all started with "
         "the same --coordinator and --num-processes and each its own --process-id; the "
         "workdir must be on a filesystem they share")
-    group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
-                       help="where process 0 serves JAX's coordination service (default: "
-                       f"${env['coordinator_address']})")
-    group.add_argument("--num-processes", metavar="N", default=None,
-                       help=f"processes in the run (default: ${env['num_processes']})")
-    group.add_argument("--process-id", metavar="I", default=None,
-                       help=f"this process, 0..N-1 (default: ${env['process_id']})")
+    for name, (flag, metavar, text) in LAUNCH_FLAGS.items():
+        group.add_argument(flag, dest=name, metavar=metavar,
+                           help=f"{text} (default: ${sharding.LAUNCH_ENV[name]})")
     group.add_argument("--heartbeat-timeout", metavar="SECONDS", type=int, default=None,
                        help="a process silent this long counts as dead and the others stop "
                        "(default: JAX's 100)")
@@ -158,9 +157,10 @@ def add_launch_flags(parser: argparse.ArgumentParser) -> None:
 def launch_from_flags(args: argparse.Namespace) -> sharding.Launch | None:
     """The launch `add_launch_flags`' flags (or their environment variables) describe; None
     for a single process. A malformed or partial one is a UserError."""
-    labels = {k: f"{flag} (or ${sharding.LAUNCH_ENV[k]})" for k, flag in LAUNCH_FLAGS.items()}
+    labels = {k: f"{flag} (or ${sharding.LAUNCH_ENV[k]})"
+              for k, (flag, _, _) in LAUNCH_FLAGS.items()}
     try:
-        launch = sharding.launch_from(args.coordinator, args.num_processes, args.process_id,
+        launch = sharding.launch_from(**{k: getattr(args, k) for k in LAUNCH_FLAGS},
                                       labels=labels)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -170,13 +170,43 @@ def launch_from_flags(args: argparse.Namespace) -> sharding.Launch | None:
     return launch
 
 
-def apply_flags(config: ml_collections.ConfigDict, shortcuts: Mapping[str, object],
+@dataclasses.dataclass(frozen=True)
+class Shortcut:
+    """A command-line flag that sets one config field; not given, the config's value stays."""
+
+    field: str  # dotted name in the config
+    help: str = ""
+    type: Callable[[str], Any] = str
+    nargs: str | None = None
+    choices: Sequence[str] | None = None
+    metavar: str | None = None
+    const: Any = None  # not None: a switch, taking no value, that sets the field to const
+
+
+def add_shortcuts(parser: argparse.ArgumentParser, shortcuts: Mapping[str, Shortcut],
+                  defaults: Mapping[str, object] | None = None) -> None:
+    """Each shortcut (flag -> Shortcut) as a flag of `parser` whose value lands in
+    `args.<field>`, None when not given; with `defaults` (a `flatten`ed config) its help
+    ends with the field's default."""
+    for flag, s in shortcuts.items():
+        text = s.help if defaults is None else f"{s.help} (default {defaults[s.field]})".lstrip()
+        if s.const is not None:
+            parser.add_argument(flag, dest=s.field, action="store_const", const=s.const,
+                                help=text)
+        else:
+            parser.add_argument(flag, dest=s.field, type=s.type, nargs=s.nargs,
+                                choices=s.choices, metavar=s.metavar, help=text)
+
+
+def apply_flags(config: ml_collections.ConfigDict, args: argparse.Namespace,
+                shortcuts: Mapping[str, Shortcut],
                 overrides: Sequence[tuple[str, object]] = ()) -> ml_collections.ConfigDict:
-    """Set each shortcut flag's value (dotted field -> value; None: the flag was not given),
-    then each `--config.a.b=V` override, on `config`; returns it."""
-    for dotted, value in shortcuts.items():
+    """Set each shortcut flag given in `args` (None: not given), then each `--config.a.b=V`
+    override, on `config`; returns it."""
+    for s in shortcuts.values():
+        value = getattr(args, s.field)
         if value is not None:
-            set_field(config, dotted, value)
+            set_field(config, s.field, value)
     for dotted, value in overrides:
         set_field(config, dotted, value)
     return config
@@ -194,13 +224,14 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, ob
 
 
 def command_line(prefix: str, config: ml_collections.ConfigDict,
-                 base: ml_collections.ConfigDict, flags: Mapping[str, str], *,
+                 base: ml_collections.ConfigDict, shortcuts: Mapping[str, Shortcut], *,
                  always: Sequence[str] = (), skip: Sequence[str] = ()) -> str:
     """The command that gives `config`: `prefix` (the program and its --config), then each
-    shortcut flag (flag -> dotted field, in order) whose field differs from `base` or is in
+    shortcut flag that takes a value, in order, whose field differs from `base` or is in
     `always`, then `--config.a.b=V` for each other field that differs; the fields in `skip`
     (where outputs go) never. A tuple value of a flag is written as its items."""
     values, defaults = flatten(config), flatten(base)
+    flags = {flag: s.field for flag, s in shortcuts.items() if s.const is None}
     parts = [prefix]
     for flag, dotted in flags.items():
         value = values[dotted]
@@ -211,17 +242,6 @@ def command_line(prefix: str, config: ml_collections.ConfigDict,
         if dotted not in skip and dotted not in flags.values() and value != defaults[dotted]:
             parts.append(f"{OVERRIDE_PREFIX}{dotted}={value!r}".replace(" ", ""))
     return " ".join(parts)
-
-
-@dataclasses.dataclass(frozen=True)
-class Shortcut:
-    """A command-line flag that sets one config field; its default is the config's."""
-
-    field: str  # dotted name in the config
-    help: str = ""
-    type: Callable[[str], Any] = str
-    nargs: str | None = None
-    choices: Sequence[str] | None = None
 
 
 def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
@@ -240,18 +260,14 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
                                     "--config.FIELD=VALUE sets any field")
     if quick_help is not None:
         p.add_argument("--quick", action="store_true", help=quick_help)
-    for flag, s in shortcuts.items():
-        p.add_argument(flag, dest=s.field, type=s.type, nargs=s.nargs, choices=s.choices,
-                       help=f"{s.help} (default {defaults[s.field]})".lstrip())
+    add_shortcuts(p, shortcuts, defaults)
     args = p.parse_args(rest)
     quick = quick_help is not None and args.quick
     if quick and args.config:
         raise UserError("--quick is the variant :quick of the config: pass --quick or --config")
     spec = args.config or (f"{default_config}:quick" if quick else default_config)
-    values = {s.field: getattr(args, s.field) for s in shortcuts.values()}
-    config = apply_flags(load_config(spec), values, overrides)
+    config = apply_flags(load_config(spec), args, shortcuts, overrides)
     prefix = (f"{prog} --config {args.config}" if args.config
               else f"{prog} --quick" if quick else prog)
-    flags = {flag: s.field for flag, s in shortcuts.items()}
-    return config, command_line(prefix, config, load_config(spec), flags, always=always,
+    return config, command_line(prefix, config, load_config(spec), shortcuts, always=always,
                                 skip=skip)

@@ -47,7 +47,7 @@ from experiments.report.cnn_tables import markdown_report
 from experiments.report.text import pct
 from hw3_jax import vision
 from hw3_jax.data.errors import DataError
-from hw3_jax.data.images import ImageData, ImageSplits, load_digits_splits, load_mnist_splits
+from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
 from hw3_jax.timing import device_name, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
@@ -79,11 +79,11 @@ NOT_IN_COMMAND = ("out", "tfds_data_dir")  # where files go, not what is measure
 # ---------------------------------------------------------------------------------------- models
 
 
-def build_models(image_shape: tuple[int, int], dtype: Any = jnp.float32) -> dict[str, Any]:
+def build_models(image_shape: tuple[int, int]) -> dict[str, Any]:
     """The two classifiers, with comparable parameter budgets (about 14-15k on 8x8 digits)."""
-    return {"cnn": vision.CNNClassifier(num_classes=CLASSES, dtype=dtype),
+    return {"cnn": vision.CNNClassifier(num_classes=CLASSES),
             "rnn": vision.RowGRUClassifier(input_width=image_shape[1], num_classes=CLASSES,
-                                    hidden_size=RNN_HIDDEN, dtype=dtype)}
+                                           hidden_size=RNN_HIDDEN)}
 
 
 def architectures(h: int, w: int) -> dict[str, str]:
@@ -268,12 +268,6 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
 # ------------------------------------------------------------------------------------------- run
 
 
-def load_splits(config: ml_collections.ConfigDict) -> ImageSplits:
-    if config.data == "digits":
-        return load_digits_splits(config.seed)
-    return load_mnist_splits(config.seed, config.tfds_data_dir)
-
-
 def train_and_measure(key: str, model: Any, data: ImageData,
                       config: ml_collections.ConfigDict) -> tuple[dict, Any, dict]:
     """Train one model, then measure it on the test images: (its results entry, its trained
@@ -320,7 +314,8 @@ def train_and_measure(key: str, model: Any, data: ImageData,
 def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
     """The whole measurement; `command` (what regenerates it) is recorded in the results."""
     t_start = time.perf_counter()
-    splits = load_splits(config)
+    splits = (load_digits_splits(config.seed) if config.data == "digits"
+              else load_mnist_splits(config.seed, config.tfds_data_dir))
     h, w = splits.image_shape
     data = ImageData(splits, batch_size=config.batch_size, seed=config.seed)
     models = build_models((h, w))
@@ -394,7 +389,6 @@ def _main(argv: list[str] | None) -> int:
     config, command = parse_args(argv)
     results = run(config, command)
     paths = write_outputs(results, pathlib.Path(config.out))
-    print(markdown_report(results))
     print(f"wrote {', '.join(str(p) for p in paths)} in {results['wall_time_s']:.0f} s")
     return 0
 

@@ -31,9 +31,7 @@ def _save(fig: Any, out: pathlib.Path, name: str) -> str:
 
 
 def _labelled_bars(ax: Any, values: list[float], fmt: str) -> None:
-    ax.bar(LABELS, values, color=COLORS)
-    for i, v in enumerate(values):
-        ax.text(i, v, fmt.format(v), ha="center", va="bottom")
+    ax.bar_label(ax.bar(LABELS, values, color=COLORS), labels=[fmt.format(v) for v in values])
 
 
 def plot_accuracy(r: dict[str, Any], out: pathlib.Path) -> str:
@@ -56,10 +54,8 @@ def _latency_bars(ax: Any, r: dict[str, Any]) -> None:
     batch = r["config"]["latency_batch"]
     for off, field, lab in ((-0.2, "latency_ms_1", "1 image"),
                             (0.2, "latency_ms_batch", f"{batch} images")):
-        vals = [m[k][field] for k in KEYS]
-        ax.bar(x + off, vals, 0.4, label=lab)
-        for i, v in enumerate(vals):
-            ax.text(i + off, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.bar_label(ax.bar(x + off, [m[k][field] for k in KEYS], 0.4, label=lab), fmt="%.2f",
+                     fontsize=8)
     ax.set_xticks(x, LABELS)
     ax.set_ylabel("ms (warm median)")
     ax.margins(y=0.3)

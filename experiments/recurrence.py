@@ -99,8 +99,7 @@ def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int) -
     }
 
 
-def _check_odd(run: Callable, cf: Callable, x: np.ndarray, h: np.ndarray,
-               y: np.ndarray) -> dict:
+def _check_odd(cf: Callable, x: np.ndarray, h: np.ndarray, y: np.ndarray) -> dict:
     """Odd lengths (x [n, T] and the scan's h, y): h_T = sum odd - sum even, so the final
     answer is the opposite one."""
     d = even_minus_odd_np(x)
@@ -160,7 +159,7 @@ def check_scan(rng: np.random.Generator, n: int) -> dict:
     return {
         "inputs": f"integers uniform in [{LOW}, {HIGH}]",
         "even": even,
-        "odd": _check_odd(run, cf, x, h, y),
+        "odd": _check_odd(cf, x, h, y),
         "float32_limit": _float32_limit(run, cf),
         "rescaled_w_in_w_out_max_abs_diff_y_all_steps": _rescaled(x, y),
     }
@@ -186,13 +185,19 @@ def training_set(seed: int, n_per_length: int) -> tuple[jax.Array, jax.Array, in
     return train_x, train_y, int((d == 0).sum())
 
 
-def make_run_steps(model: ScalarRNN, opt: optax.GradientTransformation,
-                   batch_size: int) -> Callable:
-    """jitted (carry, keys [S], train_x, train_y) -> (carry, (loss [S, I], params per step)):
-    S Adam steps of every init I at once; carry = (params, opt_state), vmapped over inits."""
+def fit(model: ScalarRNN, params: dict, train_x: jax.Array, train_y: jax.Array, seed: int,
+        steps: int, batch_size: int, learning_rate: float) -> tuple[dict, dict]:
+    """Adam with cosine decay to 0 from `learning_rate`, all inits at once: (final params,
+    history {"loss": [steps][inits], name: [steps][inits] for each weight})."""
+    # Cosine decay to 0: Adam's steps stay near lr in size however small the gradient, so a
+    # constant rate leaves w_rec jittering around its optimum.
+    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
     @jax.jit
     def run_steps(carry, keys, train_x, train_y):
+        """len(keys) Adam steps of every init at once; carry = (params, opt_state), vmapped
+        over inits: (carry, (loss [steps, inits], params per step))."""
+
         def step(carry, key):
             params, opt_state = carry
             idx = jax.random.randint(key, (batch_size,), 0, train_x.shape[0])
@@ -208,30 +213,15 @@ def make_run_steps(model: ScalarRNN, opt: optax.GradientTransformation,
 
         return jax.lax.scan(step, carry, keys)
 
-    return run_steps
-
-
-def fit(model: ScalarRNN, params: dict, train_x: jax.Array, train_y: jax.Array, seed: int,
-        steps: int, batch_size: int, learning_rate: float) -> tuple[dict, dict]:
-    """Adam with cosine decay to 0 from `learning_rate`, all inits at once: (final params,
-    history {"loss": [steps][inits], name: [steps][inits] for each weight})."""
-    # Cosine decay to 0: Adam's steps stay near lr in size however small the gradient, so a
-    # constant rate leaves w_rec jittering around its optimum.
-    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-    run_steps = make_run_steps(model, opt, batch_size)
     keys = jax.random.split(jax.random.key(seed + 2), steps)
-    carry, losses, weights = (params, jax.vmap(opt.init)(params)), [], []
+    carry, chunks = (params, jax.vmap(opt.init)(params)), []
     with tqdm(total=steps, desc="train ScalarRNN", unit="step", leave=False) as bar:
         for start in range(0, steps, CHUNK_STEPS):
-            carry, (loss, p) = run_steps(carry, keys[start:start + CHUNK_STEPS], train_x,
-                                         train_y)
-            losses.append(np.asarray(loss))
-            weights.append(jax.device_get(p))
-            bar.update(loss.shape[0])
-    history = {"loss": np.concatenate(losses).tolist()}
-    for name in WEIGHT_NAMES:
-        history[name] = np.concatenate([w[name] for w in weights]).tolist()
-    return jax.device_get(carry[0]), history
+            carry, chunk = run_steps(carry, keys[start:start + CHUNK_STEPS], train_x, train_y)
+            chunks.append(jax.device_get(chunk))
+            bar.update(len(chunk[0]))
+    loss, weights = jax.tree.map(lambda *c: np.concatenate(c).tolist(), *chunks)
+    return jax.device_get(carry[0]), {"loss": loss, **weights}
 
 
 def held_out_accuracy(model: ScalarRNN, final: dict, seed: int) -> dict:
@@ -239,15 +229,11 @@ def held_out_accuracy(model: ScalarRNN, final: dict, seed: int) -> dict:
     on new draws at the training lengths, unseen even lengths and odd lengths."""
     # The figure's weights ride along as one more row of weights; even lengths share one
     # padded shape (100), odd ones another (33): two compilations in all.
-    rows = {
-        k: np.append(np.asarray(final[k]), w)
-        for k, w in zip(
-            WEIGHT_NAMES, (ScalarRNN.w_in, ScalarRNN.w_rec, ScalarRNN.w_out), strict=True
-        )
-    }
-    final_outputs = jax.jit(
-        jax.vmap(lambda p, x: model.apply({"params": p}, x)[1][:, -1], in_axes=(0, None))
-    )
+    figure = (ScalarRNN.w_in, ScalarRNN.w_rec, ScalarRNN.w_out)
+    rows = {k: np.append(np.asarray(final[k]), w)
+            for k, w in zip(WEIGHT_NAMES, figure, strict=True)}
+    final_outputs = jax.jit(jax.vmap(lambda p, x: model.apply({"params": p}, x)[1][:, -1],
+                                     in_axes=(0, None)))
     eval_rng = np.random.default_rng(seed + 3)
     accuracy = {}
     for group, lengths, pad_to in (
@@ -276,18 +262,12 @@ def loss_argmin_w_rec(model: ScalarRNN, train_x: jax.Array, train_y: jax.Array) 
     On separable data the product only sets the confidence; at a finite product the BCE
     minimiser in w_rec need not sit exactly at -1."""
     grid = -1.0 + np.linspace(-5e-3, 5e-3, 101)
-    grid_loss = jax.jit(
-        jax.vmap(
-            jax.vmap(
-                lambda w_rec, prod: bce_loss(
-                    model, {"w_in": jnp.float32(1.0), "w_rec": w_rec, "w_out": prod}, train_x,
-                    train_y
-                ),
-                in_axes=(0, None),
-            ),
-            in_axes=(None, 0),
-        )
-    )
+
+    def loss(w_rec, prod):
+        params = {"w_in": jnp.float32(1.0), "w_rec": w_rec, "w_out": prod}
+        return bce_loss(model, params, train_x, train_y)
+
+    grid_loss = jax.jit(jax.vmap(jax.vmap(loss, in_axes=(0, None)), in_axes=(None, 0)))
     products = np.array([2.0, 6.0, 20.0], np.float32)
     losses_on_grid = np.asarray(grid_loss(grid.astype(np.float32), products))
     return {
@@ -354,42 +334,7 @@ def _setup(cfg: ml_collections.ConfigDict, n_train: int, n_train_ties: int) -> d
     }
 
 
-# ------------------------------------------------------------------------------------ outputs
-
-
-def print_summary(result: dict, out: pathlib.Path) -> None:
-    """A few lines on stdout: what (a) and (b) found, and where the files went."""
-    check, t = result["scan_vs_closed_form"], result["training"]
-    e, o = check["even"], check["odd"]
-    print(
-        f"(a) even T: {e['n_sequences']} sequences, max|h - alternating sum| = "
-        f"{e['max_abs_diff_h_all_steps_vs_exact']:g}, max|y_T - closed form| = "
-        f"{e['max_abs_diff_y_T_vs_closed_form']:g}; {e['n_saturated']} saturated, "
-        f"{e['n_ties']} ties (y_T = {e['y_T_on_ties']}), {e['n_other_outputs']} other"
-    )
-    print(
-        f"    odd T: {o['n_sequences']} sequences, max|h_T - (odd - even)| = "
-        f"{o['max_abs_diff_h_T_vs_odd_minus_even']:g}, max|y_T - (1 - closed form)| = "
-        f"{o['max_abs_diff_y_T_vs_1_minus_closed_form']:g}, decisive agreeing with the "
-        f"closed form: {o['n_decisive_agreeing_with_closed_form']}"
-    )
-    print(
-        f"(b) w_rec = {np.round(t['final_weights']['w_rec'], 4).tolist()} "
-        f"(max |w_rec + 1| = {t['max_abs_w_rec_plus_1']:.2e}); w_in*w_out = "
-        f"{np.round(t['final_weights']['w_in_times_w_out'], 1).tolist()}"
-    )
-    print(
-        f"    min held-out accuracy over inits and even lengths "
-        f"{list(TRAIN_LENGTHS) + list(UNSEEN_LENGTHS)}: {t['min_accuracy_even_lengths']:.4f}"
-    )
-    print(
-        "    training-loss argmin over w_rec at fixed w_in*w_out: "
-        f"{t['train_loss_argmin_w_rec_by_product']['argmin']}"
-    )
-    print(
-        f"wrote {out / 'recurrence.json'} and {out / 'recurrence.png'} "
-        f"in {result['wall_time_s']:.1f} s ({result['cpu_time_s']:.1f} s CPU)"
-    )
+# ---------------------------------------------------------------------------------------- run
 
 
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
@@ -417,7 +362,12 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
         "cpu_time_s": round(time.process_time() - cpu_start, 2),
     }
     (out / "recurrence.json").write_text(json.dumps(result, indent=2) + "\n")
-    print_summary(result, out)
+    print(f"wrote {out / 'recurrence.json'} and {out / 'recurrence.png'} "
+          f"in {result['wall_time_s']:.1f} s ({result['cpu_time_s']:.1f} s CPU)")
+    print(f"(a) max |y_T - closed form| over {check['even']['n_sequences']} even-length "
+          f"sequences: {check['even']['max_abs_diff_y_T_vs_closed_form']:g}")
+    print(f"(b) max |w_rec + 1| = {training['max_abs_w_rec_plus_1']:.2e}; min held-out accuracy "
+          f"at even lengths {training['min_accuracy_even_lengths']:.4f}")
     return result
 
 

@@ -47,8 +47,6 @@ def even_minus_odd_np(x: np.ndarray) -> np.ndarray:
     return x[:, 1::2].sum(axis=1) - x[:, 0::2].sum(axis=1)
 
 
-
-
 def labelled_sequences(rng: np.random.Generator, lengths, n_per_length: int, pad_to: int):
     """Random sequences of each length, left-padded to pad_to: (x [N, pad_to] int32,
     length [N], d [N] = sum at even positions - sum at odd positions, exact)."""

@@ -45,104 +45,103 @@ CONFIG_FILE = "configs/sentiment.py"
 CONFIG_MODULE = "configs.sentiment"  # the same file, found from any directory
 DEFAULT_WORKDIR = "runs/sentiment"
 USER_ERRORS = (TrainingError, DataError, OSError)
-SET = dict(action="store_const", const=True)  # a switch that sets its field to True
 
-# flag -> (config field, argparse options, help); a text field takes the values CHOICES
-# lists. Every flag's default is None, "not given".
-SHORTCUTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "--data": ("data.source", {},
-               "imdb (downloaded once, or --imdb-archive) or the embedded synthetic set; "
-               "default: imdb with a pretrained encoder or an archive, synthetic otherwise"),
-    "--imdb-archive": ("data.imdb_archive", dict(metavar="PATH"),
-                       "read IMDB offline from an aclImdb_v1.tar.gz (official layout)"),
-    "--imdb-url": ("data.imdb_url", dict(metavar="URL"),
-                   "download IMDB from this mirror of aclImdb_v1.tar.gz instead of Stanford's"),
-    "--imdb-sha256": ("data.imdb_sha256", dict(metavar="HEX"),
-                      "the mirror's sha256 (default: the official archive's)"),
-    "--data-dir": ("data.data_dir", dict(metavar="DIR"),
-                   "tensorflow-datasets' data folder: the IMDB download goes to DIR/downloads "
-                   "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
-    "--encoder": ("model.encoder", {}, "bert-base-uncased (or another hub name), a local "
-                  "directory with config.json + model.safetensors, or 'scratch'"),
-    "--attention": ("model.attention", {}, "the attention core"),
-    "--epochs": ("train.epochs", dict(type=int), "training epochs"),
-    "--batch-size": ("data.batch_size", dict(type=int), "examples per batch"),
-    "--max-length": ("data.max_length", dict(type=int),
-                     "tokens per review including [CLS] and [SEP] (notebook: 512)"),
-    "--truncation": ("data.truncation", {},
-                     "what a longer review keeps: its head (the notebook), its tail, or both "
-                     "(a quarter head, as Sun et al. 2019)"),
-    "--lr": ("train.learning_rate", dict(type=float), "learning rate (of the head, with "
-             "--encoder-lr)"),
-    "--encoder-lr": ("train.encoder_learning_rate", dict(type=float),
-                     "the encoder's own learning rate (default: --lr), e.g. 3e-5 to fine-tune "
-                     "a pretrained one"),
-    "--optimizer": ("train.optimizer", {},
-                    "adam (the notebook) or adamw (weight decay, not on biases and LayerNorm)"),
-    "--weight-decay": ("train.weight_decay", dict(type=float), "adamw's weight decay"),
-    "--lr-schedule": ("train.lr_schedule", {},
-                      "constant (the notebook), or cosine or linear decay to 0 by the last "
-                      "step"),
-    "--warmup-steps": ("train.warmup_steps", dict(type=int),
-                       "linear learning-rate warmup from 0 over N steps"),
-    "--resume": ("train.resume", SET, "continue the run in --workdir"),
-    "--overwrite": ("train.overwrite", SET, "discard the checkpoints in --workdir"),
-    "--seed": ("seed", dict(type=int), "data order, initialisation and dropout"),
-    "--dtype": ("model.dtype", {},
-                "compute dtype (default: bfloat16 on TPU/GPU, float32 on CPU)"),
-    "--vocab": ("data.vocab", dict(metavar="PATH"), "WordPiece vocab.txt or tokenizer.json "
-                "for a pretrained encoder whose directory has none"),
-    "--hidden-size": ("model.hidden_size", dict(type=int), "scratch encoder: hidden size"),
-    "--layers": ("model.layers", dict(type=int), "scratch encoder: layers"),
-    "--heads": ("model.heads", dict(type=int), "scratch encoder: attention heads"),
-    "--intermediate-size": ("model.intermediate_size", dict(type=int),
-                            "scratch encoder: feed-forward size"),
-    "--vocab-size": ("data.vocab_size", dict(type=int), "WordPiece vocabulary to train"),
-    "--gru-hidden": ("model.gru_hidden", dict(type=int), "GRU hidden size (notebook 256)"),
-    "--gru-layers": ("model.gru_layers", dict(type=int), "GRU layers (notebook 2)"),
-    "--encoder-dropout": ("model.encoder_dropout", dict(type=float),
-                          "the encoder's hidden dropout (BERT's hidden_dropout_prob): more "
-                          "regularises a small encoder trained from scratch"),
-    "--init-embeddings": ("model.init_embeddings", {},
-                          "a scratch encoder's word embeddings: random (BERT's init) or "
-                          "PPMI+SVD word vectors of the training texts and, with an archive, "
-                          "its 50,000 unlabelled reviews"),
-    "--word-vector-std": ("model.word_vector_std", dict(type=float),
-                          "standard deviation the PPMI+SVD word vectors are scaled to"),
-    "--freeze-word-embeddings": ("model.freeze_word_embeddings", SET,
-                                 "keep a scratch encoder's word embeddings fixed"),
-    "--head": ("model.head", {},
-               "the classifier on the encoder: a bidirectional GRU (the notebook) or linear "
-               "(pooled encoder output -> dropout -> one logit, for fine-tuning)"),
-    "--readout": ("model.readout", {},
-                  "what the classifier reads: of the GRU, its final states (the notebook) or "
-                  "[final; max; mean] of its outputs (ULMFiT concat pooling); of the encoder "
-                  "(linear head), its [CLS] vector (default) or its mean over the tokens"),
-    "--dropout": ("model.dropout", dict(type=float),
-                  "dropout between the GRU layers and before the output layer"),
-    "--buckets": ("data.buckets", dict(metavar="L1,L2,..."),
-                  "batch lengths (default: powers of two from 32 up to --max-length); more "
-                  "buckets pad less but compile more often"),
-    "--local-window": ("model.local_window", dict(type=int), "local attention: neighbours "
-                       "per side"),
-    "--performer-features": ("model.performer_features", dict(type=int),
-                             "performer attention: random features"),
-    "--unfreeze": ("model.freeze_encoder", dict(action="store_const", const=False),
-                   "fine-tune a pretrained encoder instead of freezing it"),
-    "--cache-encoder": ("encoder_cache.enabled", SET,
-                        "frozen pretrained encoder only: compute its outputs once per review "
-                        "(dropout off, unlike the notebook) and train the GRU head on them; "
-                        "stored memory-mapped in WORKDIR/cache (or $HW3_JAX_CACHE)"),
-    "--cache-dtype": ("encoder_cache.dtype", {},
-                      "storage dtype of --cache-encoder's outputs"),
-    "--notebook-parity": ("model.notebook_parity", SET, "run BERT without attention mask and "
-                          "the GRU over padding, as the notebook did"),
-    "--synthetic-size": ("data.synthetic_size", dict(type=int), "synthetic reviews in the "
-                         "training part (split 70/30; the test part has a fifth as many)"),
-    "--max-steps": ("train.max_steps", dict(type=int), "stop after N steps (smoke runs)"),
-    "--limit": ("data.limit", dict(type=int), "use at most N examples of each split"),
-    "--no-progress": ("train.progress", dict(action="store_const", const=False),
-                      "no progress bars"),
+
+def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
+    """The shortcut flag onto `field`; a text field takes the values CHOICES lists."""
+    return cli.Shortcut(field, help, choices=CHOICES.get(field), **options)
+
+
+# Each flag's default is None, "not given": the variant's value stays.
+SHORTCUTS = {
+    "--data": _flag("data.source", "imdb (downloaded once, or --imdb-archive) or the "
+                    "embedded synthetic set; default: imdb with a pretrained encoder or an "
+                    "archive, synthetic otherwise"),
+    "--imdb-archive": _flag("data.imdb_archive", "read IMDB offline from an aclImdb_v1.tar.gz "
+                            "(official layout)", metavar="PATH"),
+    "--imdb-url": _flag("data.imdb_url", "download IMDB from this mirror of aclImdb_v1.tar.gz "
+                        "instead of Stanford's", metavar="URL"),
+    "--imdb-sha256": _flag("data.imdb_sha256", "the mirror's sha256 (default: the official "
+                           "archive's)", metavar="HEX"),
+    "--data-dir": _flag("data.data_dir", "tensorflow-datasets' data folder: the IMDB download "
+                        "goes to DIR/downloads (default: $TFDS_DATA_DIR or "
+                        "~/tensorflow_datasets)", metavar="DIR"),
+    "--encoder": _flag("model.encoder", "bert-base-uncased (or another hub name), a local "
+                       "directory with config.json + model.safetensors, or 'scratch'"),
+    "--attention": _flag("model.attention", "the attention core"),
+    "--epochs": _flag("train.epochs", "training epochs", type=int),
+    "--batch-size": _flag("data.batch_size", "examples per batch", type=int),
+    "--max-length": _flag("data.max_length", "tokens per review including [CLS] and [SEP] "
+                          "(notebook: 512)", type=int),
+    "--truncation": _flag("data.truncation", "what a longer review keeps: its head (the "
+                          "notebook), its tail, or both (a quarter head, as Sun et al. 2019)"),
+    "--lr": _flag("train.learning_rate", "learning rate (of the head, with --encoder-lr)",
+                  type=float),
+    "--encoder-lr": _flag("train.encoder_learning_rate", "the encoder's own learning rate "
+                          "(default: --lr), e.g. 3e-5 to fine-tune a pretrained one",
+                          type=float),
+    "--optimizer": _flag("train.optimizer", "adam (the notebook) or adamw (weight decay, not "
+                         "on biases and LayerNorm)"),
+    "--weight-decay": _flag("train.weight_decay", "adamw's weight decay", type=float),
+    "--lr-schedule": _flag("train.lr_schedule", "constant (the notebook), or cosine or linear "
+                           "decay to 0 by the last step"),
+    "--warmup-steps": _flag("train.warmup_steps", "linear learning-rate warmup from 0 over N "
+                            "steps", type=int),
+    "--resume": _flag("train.resume", "continue the run in --workdir", const=True),
+    "--overwrite": _flag("train.overwrite", "discard the checkpoints in --workdir", const=True),
+    "--seed": _flag("seed", "data order, initialisation and dropout", type=int),
+    "--dtype": _flag("model.dtype", "compute dtype (default: bfloat16 on TPU/GPU, float32 on "
+                     "CPU)"),
+    "--vocab": _flag("data.vocab", "WordPiece vocab.txt or tokenizer.json for a pretrained "
+                     "encoder whose directory has none", metavar="PATH"),
+    "--hidden-size": _flag("model.hidden_size", "scratch encoder: hidden size", type=int),
+    "--layers": _flag("model.layers", "scratch encoder: layers", type=int),
+    "--heads": _flag("model.heads", "scratch encoder: attention heads", type=int),
+    "--intermediate-size": _flag("model.intermediate_size", "scratch encoder: feed-forward "
+                                 "size", type=int),
+    "--vocab-size": _flag("data.vocab_size", "WordPiece vocabulary to train", type=int),
+    "--gru-hidden": _flag("model.gru_hidden", "GRU hidden size (notebook 256)", type=int),
+    "--gru-layers": _flag("model.gru_layers", "GRU layers (notebook 2)", type=int),
+    "--encoder-dropout": _flag("model.encoder_dropout", "the encoder's hidden dropout (BERT's "
+                               "hidden_dropout_prob): more regularises a small encoder "
+                               "trained from scratch", type=float),
+    "--init-embeddings": _flag("model.init_embeddings", "a scratch encoder's word embeddings: "
+                               "random (BERT's init) or PPMI+SVD word vectors of the training "
+                               "texts and, with an archive, its 50,000 unlabelled reviews"),
+    "--word-vector-std": _flag("model.word_vector_std", "standard deviation the PPMI+SVD "
+                               "word vectors are scaled to", type=float),
+    "--freeze-word-embeddings": _flag("model.freeze_word_embeddings", "keep a scratch "
+                                      "encoder's word embeddings fixed", const=True),
+    "--head": _flag("model.head", "the classifier on the encoder: a bidirectional GRU (the "
+                    "notebook) or linear (pooled encoder output -> dropout -> one logit, for "
+                    "fine-tuning)"),
+    "--readout": _flag("model.readout", "what the classifier reads: of the GRU, its final "
+                       "states (the notebook) or [final; max; mean] of its outputs (ULMFiT "
+                       "concat pooling); of the encoder (linear head), its [CLS] vector "
+                       "(default) or its mean over the tokens"),
+    "--dropout": _flag("model.dropout", "dropout between the GRU layers and before the output "
+                       "layer", type=float),
+    "--buckets": _flag("data.buckets", "batch lengths (default: powers of two from 32 up to "
+                       "--max-length); more buckets pad less but compile more often",
+                       metavar="L1,L2,..."),
+    "--local-window": _flag("model.local_window", "local attention: neighbours per side",
+                            type=int),
+    "--performer-features": _flag("model.performer_features", "performer attention: random "
+                                  "features", type=int),
+    "--unfreeze": _flag("model.freeze_encoder", "fine-tune a pretrained encoder instead of "
+                        "freezing it", const=False),
+    "--cache-encoder": _flag("encoder_cache.enabled", "frozen pretrained encoder only: compute "
+                             "its outputs once per review (dropout off, unlike the notebook) "
+                             "and train the GRU head on them; stored memory-mapped in "
+                             "WORKDIR/cache (or $HW3_JAX_CACHE)", const=True),
+    "--cache-dtype": _flag("encoder_cache.dtype", "storage dtype of --cache-encoder's outputs"),
+    "--notebook-parity": _flag("model.notebook_parity", "run BERT without attention mask and "
+                               "the GRU over padding, as the notebook did", const=True),
+    "--synthetic-size": _flag("data.synthetic_size", "synthetic reviews in the training part "
+                              "(split 70/30; the test part has a fifth as many)", type=int),
+    "--max-steps": _flag("train.max_steps", "stop after N steps (smoke runs)", type=int),
+    "--limit": _flag("data.limit", "use at most N examples of each split", type=int),
+    "--no-progress": _flag("train.progress", "no progress bars", const=False),
 }
 # Left out of a run's rebuilt command: how to run, not what; train.seed follows seed.
 NOT_RECIPE = ("train.resume", "train.overwrite", "train.progress", "train.seed")
@@ -150,9 +149,10 @@ NOT_RECIPE = ("train.resume", "train.overwrite", "train.progress", "train.seed")
 
 def implied_variant(args: argparse.Namespace) -> str:
     """The variant when `--config` is not given: the recipe follows the data and encoder."""
-    if args.__dict__["model.encoder"] not in (None, "scratch"):
+    given = vars(args)
+    if given["model.encoder"] not in (None, "scratch"):
         return "notebook"
-    if args.__dict__["data.imdb_archive"] is not None or args.__dict__["data.source"] == "imdb":
+    if given["data.imdb_archive"] is not None or given["data.source"] == "imdb":
         return "imdb_scratch"
     return "synthetic"
 
@@ -172,9 +172,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"e.g. {CONFIG_FILE}:imdb_scratch (default: the variant the flags "
                    "imply: notebook with --encoder, imdb_scratch with IMDB, else synthetic)")
     t.add_argument("--workdir", default=DEFAULT_WORKDIR)
-    for flag, (field, options, text) in SHORTCUTS.items():
-        choices = {"choices": CHOICES[field]} if field in CHOICES else {}
-        t.add_argument(flag, dest=field, default=None, help=text, **options, **choices)
+    cli.add_shortcuts(t, SHORTCUTS)
     cli.add_launch_flags(t)
     pr = sub.add_parser("predict", help="probability that each text is positive")
     pr.add_argument("texts", nargs="*", help="texts to score (none: read lines from stdin)")
@@ -183,22 +181,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+def _parse_train(argv: Sequence[str]
+                 ) -> tuple[argparse.Namespace, ml_collections.ConfigDict, str]:
+    """(the flags, the config, its spec) of a train command line (without "train"): the
+    variant, then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
     rest, overrides = cli.split_overrides(argv)
-    return _parser().parse_args(["train", *rest]), overrides
+    args = _parser().parse_args(["train", *rest])
+    spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
+    return args, cli.apply_flags(cli.load_config(spec), args, SHORTCUTS, overrides), spec
 
 
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:
-    """(config, config spec, workdir) of a train command line (without "train"): the variant,
-    then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
-    return _config_of(*_train_args(argv))
-
-
-def _config_of(args: argparse.Namespace, overrides: list[tuple[str, str]]
-               ) -> tuple[ml_collections.ConfigDict, str, str]:
-    spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
-    given = {field: args.__dict__[field] for field, _, _ in SHORTCUTS.values()}
-    return cli.apply_flags(cli.load_config(spec), given, overrides), spec, args.workdir
+    """(config, config spec, workdir) of a train command line (without "train")."""
+    args, config, spec = _parse_train(argv)
+    return config, spec, args.workdir
 
 
 def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -210,9 +206,8 @@ def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str) -> 
         prefix += f" --config {spec}"
     elif variant not in ("", "synthetic"):
         prefix += f" --config {CONFIG_FILE}:{variant}"
-    flags = {flag: field for flag, (field, opts, _) in SHORTCUTS.items() if "const" not in opts}
     return cli.command_line(f"{prefix} --workdir {workdir}", config, cli.load_config(spec),
-                            flags, skip=NOT_RECIPE)
+                            SHORTCUTS, skip=NOT_RECIPE)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -227,9 +222,8 @@ def _one_line(text: str) -> str:
 def _predict_command(args: argparse.Namespace) -> int:
     from hw3_jax.predict import SentimentPredictor
 
-    if not args.texts and sys.stdin.isatty():  # do not wait for typing that never comes
-        raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
-    texts = args.texts or _stdin_lines()
+    # No texts and a terminal on stdin: do not wait for typing that never comes.
+    texts = args.texts or ([] if sys.stdin.isatty() else _stdin_lines())
     if not texts:
         raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
     if not Path(args.workdir).is_dir():
@@ -275,20 +269,18 @@ def _encodable(line: str) -> bool:
 
 
 def _train_command(argv: Sequence[str]) -> int:
-    args, overrides = _train_args(argv)
-    launch = cli.launch_from_flags(args)
-    config, spec, workdir = _config_of(args, overrides)
+    args, config, spec = _parse_train(argv)
     # Before anything touches a device (train_and_evaluate's own call is then a no-op).
-    initialize_distributed(launch, heartbeat_timeout_s=args.heartbeat_timeout)
+    initialize_distributed(cli.launch_from_flags(args), heartbeat_timeout_s=args.heartbeat_timeout)
     with peer_failures_reported():
-        train_and_evaluate(config, workdir, extra={
-            "config_spec": spec, "command": command_line(spec, config, workdir)})
+        train_and_evaluate(config, args.workdir, extra={
+            "config_spec": spec, "command": command_line(spec, config, args.workdir)})
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["predict"] or argv[:1] in (["-h"], ["--help"]):
+    if argv[:1] in (["predict"], ["-h"], ["--help"]):
         return cli.run_main(lambda: _predict_command(_parser().parse_args(argv)), USER_ERRORS)
     train_argv = argv[1:] if argv[:1] == ["train"] else argv
     return cli.run_main(lambda: _train_command(train_argv), USER_ERRORS)

@@ -33,7 +33,6 @@ from hw3_jax.train.workdir import Workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FACTS_FILE = "sentiment_facts.json"
-RUN_GLOB = "sentiment_*.json"
 
 # The notebook's Q1a example and its special tokens.
 EXAMPLE_TEXT = "Hello WORLD how ARE yoU?"
@@ -194,22 +193,6 @@ def run_command(m: dict[str, Any]) -> str:
                      *overrides])
 
 
-def is_pretrained(m: dict[str, Any]) -> bool:
-    """Whether the run's encoder is a pretrained one (not trained from scratch)."""
-    from hw3_jax import factory
-
-    return factory.is_pretrained(m["run_config"]["model"])
-
-
-def encoder_params(bert: dict[str, Any]) -> int:
-    """Parameters of the BERT encoder described by a run's saved config (nothing
-    allocated)."""
-    from hw3_jax.bert import BertConfig, bert_param_shapes
-    from hw3_jax.models import count_params
-
-    return count_params(bert_param_shapes(BertConfig.from_dict(bert)))
-
-
 def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
             predict: bool = True) -> list[pathlib.Path]:
     """results/sentiment_NAME.json (+ _curves.png) from a finished run's workdir."""
@@ -242,21 +225,21 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
 def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
     """results/sentiment_NAME.json files (completed runs' metrics and "run_config"),
     pretrained ones first, then those on IMDB."""
+    from hw3_jax import factory
+
     results_dir = pathlib.Path(results_dir)
     runs = {}
-    for path in sorted(results_dir.glob(RUN_GLOB)):
-        if path.name == FACTS_FILE:
-            continue
+    for path in sorted(results_dir.glob("sentiment_*.json")):
         m = json.loads(path.read_text())
-        if "history" not in m:  # not a metrics.json
+        if path.name == FACTS_FILE or "history" not in m:  # not a metrics.json
             continue
         name = path.stem.removeprefix("sentiment_")
         m["_curves"] = (results_dir / f"sentiment_{name}_curves.png").is_file()
         runs[name] = m
 
     def order(item):
-        source = item[1]["run_config"]["data"]["source"]
-        return (not is_pretrained(item[1]), source != "imdb", item[0])
+        rc = item[1]["run_config"]
+        return (not factory.is_pretrained(rc["model"]), rc["data"]["source"] != "imdb", item[0])
 
     return dict(sorted(runs.items(), key=order))
 
@@ -293,15 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             path = args.out / FACTS_FILE
             path.write_text(json.dumps(facts, indent=2) + "\n")
-            prm = facts["params"]
-            print(f"parameters {prm['total']:,} ({prm['trainable_frozen_encoder']:,} trainable "
-                  "with BERT frozen)")
-            if facts["tokenizer"]:
-                print(f"vocabulary {facts['tokenizer']['vocab_size']:,}; "
-                      f"{facts['tokenizer']['example']!r} -> {facts['tokenizer']['example_ids']}")
-            if facts["splits"]:
-                s = facts["splits"]
-                print(f"splits {s['train']:,} / {s['validation']:,} / {s['test']:,}")
             print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
         else:
             if not args.name.replace("_", "").replace("-", "").isalnum():

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.cli import UserError
+from experiments.cli import UserError, flatten
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
 from hw3_jax.data import encoder_cache as ec
@@ -38,7 +38,8 @@ from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
 from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
-from hw3_jax.train.loop import TrainConfig, TrainResult, train
+from hw3_jax.train.config import TrainConfig
+from hw3_jax.train.loop import TrainResult, train
 from hw3_jax.train.sharding import (
     check_same_across_processes,
     initialize_distributed,
@@ -90,19 +91,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def _field(config: ml_collections.ConfigDict, dotted: str) -> Any:
-    node = config
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
-
 def _check_ranges(config: ml_collections.ConfigDict) -> None:
-    data, model = config.data, config.model
+    data, model, values = config.data, config.model, flatten(config)
     for dotted, options in CHOICES.items():
-        if _field(config, dotted) not in options:
+        if values[dotted] not in options:
             raise UserError(f"{dotted} must be one of {', '.join(options)}, got "
-                            f"{_field(config, dotted)!r}")
+                            f"{values[dotted]!r}")
     if not 8 <= data.max_length <= 512:
         raise UserError(f"--max-length must be between 8 and 512, got {data.max_length}")
     if data.batch_size < 1 or config.train.epochs < 0:
@@ -271,19 +265,18 @@ def _summary(config, data, model, params, mask) -> None:
             else "linear head")
     _say(f"model: encoder {config.model.encoder} ({bert.num_hidden_layers} layers, hidden "
          f"{bert.hidden_size}, {bert.attention} attention), {head} ({model.readout} "
-         f"readout); "
-         f"{models.count_params(params):,} parameters, "
+         f"readout); {models.count_params(params):,} parameters, "
          f"{models.count_params(params, mask):,} trainable; {config.model.dtype} on "
          f"{jax.device_count()} {jax.default_backend()} device(s)")
 
 
-def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts: dict):
-    """The encoder cache: (head module, head params, data of stored encoder outputs).
+def _cached_outputs(config, model, bert_params, data, wd: Workdir, metadata: dict,
+                    facts: dict):
+    """The encoder cache: the data of the frozen encoder's stored outputs.
 
-    The frozen encoder's params go into the workdir once (a file named by their hash,
-    recorded in `metadata`), so that `predict` rebuilds the full model from a checkpoint
-    that holds only the head."""
-    bert_params, head_params = ec.split_params(params)
+    The encoder's params go into the workdir once (a file named by their hash, recorded in
+    `metadata`), so that `predict` rebuilds the full model from a checkpoint that holds
+    only the head."""
     metadata["encoder_params"] = ec.save_encoder_params(wd.root, bert_params)
     cached = ec.build_cached_encoder_data(
         data, model.bert, bert_params, dtype=config.encoder_cache.dtype,
@@ -294,7 +287,7 @@ def _cached_head(config, model, params, data, wd: Workdir, metadata: dict, facts
                               "encoder_dropout": False, **info}
     _say(f"encoder outputs ready in {info['seconds']:.1f} s; training the head only "
          f"(encoder dropout off, unlike the notebook)")
-    return ec.head_of(model), head_params, cached
+    return cached
 
 
 def _report(model, params, tokenizer, truncation: str, facts: dict) -> dict[str, Any]:
@@ -340,20 +333,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metadata = {**config.to_dict(), "bert": bert_cfg.to_dict(), **(extra or {})}
     facts = {"data": data.info, **notes, **(extra or {})}  # metrics.json's, beside the loop's
     train_cfg = TrainConfig(**config.train.to_dict())
+    report = lambda best: _report(model, best, data.tokenizer, config.data.truncation, facts)
     if config.encoder_cache.enabled:  # the same loop, on the head and the stored outputs
-        head, head_params, head_data = _cached_head(config, model, params, data, wd,
-                                                    metadata, facts)
-        encoder = ec.split_params(params)[0]
-        result = train(head, head_params, head_data,
-                       dataclasses.replace(train_cfg, input_keys=head_data.input_keys), wd,
-                       metadata=metadata, report=lambda best: _report(
-                           model, ec.join_params(best, encoder), data.tokenizer,
-                           config.data.truncation, facts))
+        encoder, head_params = ec.split_params(params)
+        cached = _cached_outputs(config, model, encoder, data, wd, metadata, facts)
+        result = train(ec.head_of(model), head_params, cached,
+                       dataclasses.replace(train_cfg, input_keys=cached.input_keys), wd,
+                       metadata=metadata, report=lambda best: report(ec.join_params(best, encoder)))
     else:
         result = train(model, params, data, train_cfg, wd, trainable_mask=mask,
-                       metadata=metadata,
-                       report=lambda best: _report(model, best, data.tokenizer,
-                                                   config.data.truncation, facts))
+                       metadata=metadata, report=report)
     _say(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
          f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
     return result

@@ -161,6 +161,14 @@ class BertConfig:
         kwargs.update(overrides)
         return cls(**kwargs)
 
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The Hugging Face BERT `config.json` of this shape (`from_hf_dict` reads it back);
+        the fields beyond Hugging Face's (attention core, dtype) are left out."""
+        extra = {"attention", "performer_features", "performer_seed", "local_window", "dtype"}
+        fields = {k: v for k, v in self.to_dict().items() if k not in extra}
+        return {**fields, "model_type": "bert", "hidden_act": "gelu",
+                "position_embedding_type": "absolute"}
+
 
 # --------------------------------------------------------------------------------------
 # Modules

@@ -89,8 +89,6 @@ class SentimentPredictor:
                  batch_size: int = 32, truncation: str = "head"):
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.batch_size, self.truncation = batch_size, truncation
-        trunc = tokenizer.truncation or {}
-        self.max_length = int(trunc.get("max_length", 512))
         self._logits = _logits_fn(model)
 
     @classmethod
@@ -162,8 +160,3 @@ class SentimentPredictor:
             real = batch["index"] >= 0
             out[batch["index"][real]] = np.asarray(jax.nn.sigmoid(logits))[real]
         return out
-
-
-def predict_sentiment(workdir: str | Path, text: str) -> float:
-    """Probability that `text` is positive, with the best model of `workdir`."""
-    return SentimentPredictor.load(workdir).predict_sentiment(text)

@@ -1,5 +1,6 @@
-"""Shared pieces of the benchmarks: timing (warm-up, repetitions, median), a measurement in
-a fresh process, machine facts, the JSON writer and Markdown tables.
+"""Shared pieces of the benchmarks: timing (warm-up, repetitions, median), ahead-of-time
+compilation, a measurement in a fresh process, machine facts, the JSON report and Markdown
+tables.
 
 Every benchmark times a callable that returns only when its work is done (callers wrap
 jax calls in `jax.block_until_ready`), so the timings are wall-clock seconds of finished work.
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hw3_jax.train.workdir import Workdir
 
@@ -28,20 +29,14 @@ RESULTS = ROOT / "results"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data/README.md lists what it holds
 SHARED_ARCHIVE = SHARED_DATA / "aclImdb_v1.tar.gz"
 SHARED_VOCAB = SHARED_DATA / "bert-base-uncased" / "vocab.txt"
+BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> dict:
     """Call `fn` `warmup` times untimed, then `repeats` times timed.
 
     Returns {"median_s", "min_s", "max_s", "times_s"} (seconds per call)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return summarize(times)
+    return time_interleaved({"fn": fn}, warmup=warmup, repeats=repeats)["fn"]
 
 
 def time_interleaved(fns: dict[Any, Callable[[], Any]], *, warmup: int = 1,
@@ -85,18 +80,42 @@ def summarize(times: Sequence[float]) -> dict:
             "times_s": times}
 
 
-def machine_info() -> dict:
-    """What the numbers were measured on (CPU, cores, load, library versions)."""
-    cpu = platform.processor() or platform.machine()
+def compile_timed(fn: Any, *args: Any) -> tuple[Any, dict]:
+    """`fn` (a jitted function) compiled ahead of time for `args`: (the executable,
+    {"compile_s"} with XLA's cost analysis, "xla_flops" and "xla_bytes_accessed")."""
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    info = {"compile_s": time.perf_counter() - t0}
+    cost = compiled.cost_analysis()
+    if cost:
+        info["xla_flops"] = float(cost.get("flops", 0.0))
+        info["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
+    return compiled, info
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo; None where there is none (or no file)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_bf16_flags() -> list[str]:
+    """Which of BF16_CPU_FLAGS the CPU has (/proc/cpuinfo)."""
+    flags = (_cpuinfo("flags") or "").split()
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on (CPU, cores, load, library versions)."""
+    import jax
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -107,14 +126,9 @@ def machine_info() -> dict:
         info["load_average_1m"] = os.getloadavg()[0]
     except OSError:
         pass
-    try:
-        import jax
-
-        info["jax"] = jax.__version__
-        info["jax_backend"] = jax.default_backend()
-        info["jax_devices"] = [str(d) for d in jax.devices()]
-    except ImportError:
-        pass
+    info["jax"] = jax.__version__
+    info["jax_backend"] = jax.default_backend()
+    info["jax_devices"] = [str(d) for d in jax.devices()]
     return info
 
 
@@ -151,11 +165,15 @@ def device_name() -> str:
     return f"{dev.device_kind} ({dev.platform.upper()})"
 
 
-def write_json(name: str, obj: dict, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write `obj` to OUT_DIR/bench_NAME.json (default results/), atomically, as strict
-    JSON (NaN/inf -> null)."""
-    return Workdir(out_dir if out_dir is not None else RESULTS).write_json(
-        f"bench_{name}.json", obj)
+def report(result: dict, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write `result` to OUT_DIR/bench_NAME.json (default results/; NAME is its "benchmark"),
+    atomically, as strict JSON (NaN/inf -> null); print its Markdown tables (the fields
+    ending in "_markdown") and where it went."""
+    path = Workdir(out_dir if out_dir is not None else RESULTS).write_json(
+        f"bench_{result['benchmark']}.json", result)
+    print("\n\n".join(v for k, v in result.items() if k.endswith("_markdown")))
+    print(f"wrote {path}")
+    return path
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -200,7 +218,7 @@ def in_fresh_process(argv: Sequence[str], env: Mapping[str, str | None]) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     """One clear line on stderr, exit status 2, no traceback."""
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)

@@ -327,6 +327,12 @@ def test_config_round_trips_and_reads_hf_dicts():
     hf = {**TINY, "model_type": "bert", "hidden_act": "gelu", "dtype": "bfloat16", "foo": 1}
     assert BertConfig.from_hf_dict(hf) == BertConfig(**TINY)
     assert BertConfig.from_hf_dict(hf, dtype="bfloat16").dtype == "bfloat16"
+    # to_hf_dict writes the Hugging Face fields only; transformers reads them as the same shape.
+    hf_out = config.to_hf_dict()
+    assert "attention" not in hf_out and "dtype" not in hf_out
+    assert BertConfig.from_hf_dict(hf_out) == BertConfig(**TINY)
+    transformers = pytest.importorskip("transformers")
+    assert transformers.BertConfig(**hf_out).num_hidden_layers == TINY["num_hidden_layers"]
     with pytest.raises(ValueError, match="unknown BertConfig fields: foo"):
         BertConfig.from_dict({"foo": 1})
 

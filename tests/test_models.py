@@ -312,15 +312,7 @@ def _torch_notebook_model():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=TINY.vocab_size,
-        hidden_size=TINY.hidden_size,
-        num_hidden_layers=TINY.num_hidden_layers,
-        num_attention_heads=TINY.num_attention_heads,
-        intermediate_size=TINY.intermediate_size,
-        max_position_embeddings=TINY.max_position_embeddings,
-        attn_implementation="eager",
-    )
+    cfg = transformers.BertConfig(**TINY.to_hf_dict(), attn_implementation="eager")
 
     class BERTGRUSentiment(torch.nn.Module):  # the notebook's class, verbatim in substance
         def __init__(self, bert, hidden_dim, output_dim, n_layers, bidirectional, dropout):

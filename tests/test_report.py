@@ -8,11 +8,14 @@ import shutil
 import subprocess
 import sys
 
+import jinja2
+import pytest
+
 from experiments import report, sentiment_answers
 from experiments.report.q2 import q2_from_results
 from experiments.report.q3 import q3_markdown
 from experiments.report.q4 import q4_from_results
-from experiments.report.text import reflow
+from experiments.report.text import ENV, reflow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -207,6 +210,25 @@ def test_reflow_keeps_math_and_code_whole():
     assert "| a | b |\n| - | - |" in out
     assert "\n  onto" in out or "\n  a second" in out or "\n  line" in out
     assert all(len(line) <= 40 for line in out.splitlines() if not line.startswith(("$", "|")))
+
+
+def test_templates_conditionals_formats_and_errors():
+    values = {"a": 1, "b": 0, "x": 0.9087, "r": {"n": [32768]}, "rows": []}
+
+    def fill(text: str) -> str:
+        return ENV.from_string(text).render(values)
+
+    text = "<% if a %>A<% if b %>B<% else %>C<% endif %><% endif %><% if not a %>N<% endif %>"
+    assert fill(text) == "AC"
+    text = "<< x|fmt('.1%') >> << r.n.0|tex >> << r.n.0|fmt(',') >>"
+    assert fill(text) == "90.9% 32{,}768 32,768"
+    # A line that is only a block tag disappears: no rows, no row lines.
+    assert fill("| a |\n<% for row in rows %>\n<< row >>\n<% endfor %>\nend") == "| a |\nend"
+    assert fill("<% if b %><< undefined >><% endif %>") == ""  # a dropped branch needs no value
+    for bad in ("<% if a %>x", "x<% endif %>", "<< undefined >>", "<% if undefined %>x<% endif %>",
+                "<% iff a %>", "<< r.n.1 >>"):
+        with pytest.raises(jinja2.TemplateError):
+            fill(bad)
 
 
 def test_run_command():

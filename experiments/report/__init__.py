@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import pathlib
 import re
 import sys
 from collections.abc import Callable
+
+import jinja2
 
 from experiments.report.cnn_tables import markdown_report
 from experiments.report.q1 import q1_from_results
 from experiments.report.q2 import q2_from_results
 from experiments.report.q3 import q3_from_results
 from experiments.report.q4 import q4_from_results
+from experiments.report.text import read_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ANSWERS = ROOT / "docs" / "answers.md"
@@ -50,7 +52,7 @@ SECTIONS: dict[str, Callable[[pathlib.Path], str]] = {
 _BLOCK = re.compile(r"(<!-- BEGIN (q\d) -->\n)(.*?)(<!-- END \2 -->)", re.DOTALL)
 
 
-def render(text: str, results_dir: pathlib.Path, only: list[str] | None = None) -> str:
+def render_answers(text: str, results_dir: pathlib.Path, only: list[str] | None = None) -> str:
     """`text` (docs/answers.md) with each marked section's body regenerated."""
     found = [m.group(2) for m in _BLOCK.finditer(text)]
     unknown = sorted(set(found) - set(SECTIONS))
@@ -77,8 +79,8 @@ def tables(results_dir: pathlib.Path) -> dict[pathlib.Path, str]:
     whose JSON exists."""
     out = {}
     for folder in (results_dir, results_dir / "cnn_vs_rnn_h100"):
-        if (folder / "cnn_vs_rnn.json").is_file():
-            r = json.loads((folder / "cnn_vs_rnn.json").read_text())
+        r = read_json(folder / "cnn_vs_rnn.json")
+        if r is not None:
             out[folder / "cnn_vs_rnn.md"] = markdown_report(r)
     return out
 
@@ -122,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.answers.is_file():
             raise ReportError(f"{args.answers} does not exist; pass --answers")
         old = args.answers.read_text()
-        files = {args.answers: (old, render(old, args.results, args.only))}
+        files = {args.answers: (old, render_answers(old, args.results, args.only))}
         if not args.only:
             for path, new in tables(args.results).items():
                 files[path] = (path.read_text() if path.is_file() else "", new)
-    except (ReportError, OSError, KeyError, ValueError) as e:
+    except (ReportError, OSError, KeyError, ValueError, jinja2.TemplateError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.check:

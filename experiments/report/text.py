@@ -1,22 +1,33 @@
 """Text helpers of the report: templates, filling, re-wrapping and number formats.
 
-A template is a Markdown file of docs/templates/ with `<<name>>` placeholders (LaTeX's braces
-in the answers' math rule out `{name}`). Numbers change line lengths, so after filling the
-paragraphs and list items are re-wrapped.
+A template is a Markdown file of docs/templates/ rendered by Jinja2 with angle-bracket
+delimiters (LaTeX's braces in the answers' math rule out Jinja's `{{ }}`):
+
+- `<< cnn.params >>` is a value (a results JSON's entry, say) and `<< x|fmt(',') >>` one
+  formatted with a Python format spec (`,`, `.3f`, `.1%`); the filters `tex`, `sci` and `ms`
+  are the formats below;
+- `<% if x %>A<% else %>B<% endif %>` (and `<% for %>`) keep the wording that depends on a
+  measurement in the template; `<# ... #>` is a comment;
+- a value or attribute that is missing is an error (StrictUndefined), also inside `if`;
+- a line holding only block tags disappears, and the newline right after any `%>` is dropped
+  (trim_blocks), so a tag that ends a line of prose must not stand between two words.
+
+Numbers change line lengths, so after filling the paragraphs and list items are re-wrapped.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jinja2
+
 TEMPLATES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "templates"
 
-_PLACEHOLDER = re.compile(r"<<([a-z_][a-z0-9_]*)>>")
-_LINE_PLACEHOLDER = re.compile(r"^<<([a-z_][a-z0-9_]*)>>\n", re.MULTILINE)
 # Blocks left exactly as written: tables, headings, display math, HTML comments, code.
 _VERBATIM = ("|", "#", "$$", "<!--", "```", "<img")
 _ITEM = re.compile(r"(- |\d+\. )")
@@ -24,34 +35,24 @@ _ITEM = re.compile(r"(- |\d+\. )")
 _ATOMS = re.compile(r"\$[^$]+\$|`[^`]+`")
 
 
-def template(name: str) -> dict[str, str]:
-    """The pieces of docs/templates/NAME (e.g. 'q1.md'): the body under '' and each
-    `<!-- section KEY -->` piece under KEY (the alternatives a value function chooses from,
-    such as the paragraph for a result not measured yet), each without its outer newlines."""
-    text = (TEMPLATES / name).read_text()
-    parts = re.split(r"^<!-- section ([a-z0-9_]+) -->\n", text, flags=re.MULTILINE)
-    pieces = {"": parts[0]}
-    pieces.update(zip(parts[1::2], parts[2::2], strict=True))
-    return {key: piece.strip("\n") for key, piece in pieces.items()}
+def read_json(path: pathlib.Path) -> Any:
+    """The JSON in `path`, or None when there is no such file (not measured yet)."""
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def fill(text: str, values: Mapping[str, Any], name: str = "template") -> str:
-    """`text` with every `<<key>>` replaced by `str(values[key])`, in one pass; a line that is
-    only a placeholder whose value is empty disappears (an optional table row, say).
+def fill(name: str, values: Mapping[str, Any]) -> str:
+    """docs/templates/NAME filled with `values`.
 
-    Raises KeyError naming the first placeholder without a value (a template/values
-    mismatch)."""
-    def value(m: re.Match) -> str:
-        if m.group(1) not in values:
-            raise KeyError(f"unfilled placeholder in the {name}: <<{m.group(1)}>>")
-        return str(values[m.group(1)])
+    Raises jinja2.UndefinedError naming a value the template needs and `values` lacks, or
+    jinja2.TemplateSyntaxError (both jinja2.TemplateError)."""
+    return ENV.get_template(name).render(values)
 
-    def line(m: re.Match) -> str:
-        filled = value(m)
-        return filled + "\n" if filled else ""
 
-    text = _LINE_PLACEHOLDER.sub(line, text)
-    return _PLACEHOLDER.sub(value, text)
+def render(name: str, values: Mapping[str, Any] | None, width: int = 92) -> str:
+    """The body of docs/templates/NAME filled with `values` and re-wrapped; `measured` is
+    true there unless `values` is None (no results yet)."""
+    values = {"measured": False} if values is None else {"measured": True, **values}
+    return reflow(fill(name, values), width)
 
 
 def reflow(text: str, width: int = 92) -> str:
@@ -59,7 +60,8 @@ def reflow(text: str, width: int = 92) -> str:
 
     Blocks (separated by blank lines) that start with a table row, heading, HTML comment or
     code fence stay as they are; a `$$` display block is joined into one line (so templates
-    can wrap it). Inline `$math$` and `code` are kept whole."""
+    can wrap it). Inline `$math$` and `code` are kept whole; runs of spaces (left by a
+    conditional that was dropped, say) become one."""
     blocks = []
     for block in re.split(r"\n[ \t]*\n", text.strip("\n")):
         block = block.strip("\n")
@@ -77,7 +79,8 @@ def reflow(text: str, width: int = 92) -> str:
                 items.append([line.strip()])
             else:
                 items[-1].append(line.strip())
-        blocks.append("\n".join(_wrap(" ".join(item), width) for item in items))
+        blocks.append("\n".join(_wrap(" ".join(" ".join(item).split()), width)
+                                 for item in items))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -113,11 +116,6 @@ def and_list(items: Iterable[Any]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def num(x: float) -> str:
-    """A float as the shortest plain number: 0.0 -> '0', -1.0 -> '-1', 0.5 -> '0.5'."""
-    return f"{x:g}"
-
-
 def sci(x: float) -> str:
     """4.13e-4 -> '4.1\\times 10^{-4}' (LaTeX); plain between 0.01 and 100."""
     if x == 0:
@@ -131,3 +129,11 @@ def sci(x: float) -> str:
 def ms(x: float) -> str:
     """Milliseconds: 3 decimals below 10 ms, 1 above: 0.1234 -> '0.123 ms'."""
     return f"{x:.3f} ms" if x < 10 else f"{x:.1f} ms"
+
+
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+    variable_start_string="<<", variable_end_string=">>", block_start_string="<%",
+    block_end_string="%>", comment_start_string="<#", comment_end_string="#>",
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+ENV.filters.update(fmt=format, tex=tex_int, sci=sci, ms=ms)

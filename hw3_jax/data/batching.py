@@ -3,12 +3,8 @@
 A batch is a dict of NumPy arrays
   {"input_ids": int32 [B, L], "attention_mask": int32 [B, L], "label": float32 [B],
    "weight": float32 [B]}
-with L one of a few bucket lengths (static shapes for jit). Examples go to the smallest bucket
-that holds them; a bucket's leftover (fewer than B) moves up into the next bucket, so an epoch
-has exactly ceil(N / B) batches and only the very last one is partial: its missing rows repeat
-real examples with weight 0, so every example counts exactly once. Training batches are
-shuffled by (seed, epoch) only, so a resumed run that skips k batches sees the same batches.
-"""
+with L one of a few bucket lengths (static shapes for jit); `BucketedBatches` says which
+examples go together."""
 
 from __future__ import annotations
 
@@ -57,17 +53,27 @@ def normalise_buckets(value: str | Sequence[int] | None, max_length: int) -> tup
     return tuple(b for b in lengths if b < max_length) + (max_length,)
 
 
+def full_rows(idx: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [batch_size], weight float32 [batch_size]) of a batch of examples `idx`: a
+    partial batch repeats its real rows with weight 0 (never an all-padding row, which could
+    give NaN attention)."""
+    n = len(idx)
+    weight = np.zeros(batch_size, np.float32)
+    weight[:n] = 1.0
+    return (idx if n == batch_size else idx[np.arange(batch_size) % n]), weight
+
+
 class BucketedBatches:
     """Fixed-size batches of one split, bucketed by length.
 
     Each example goes to the smallest bucket length >= its length. Batches are built
     bucket by bucket, shortest first; a bucket's leftover (< batch_size examples) joins the
     next bucket (padded to that longer length), so there are exactly ceil(N / batch_size)
-    batches and only the last one can be partial. Its missing rows repeat real rows of
-    that batch with weight 0 (never an all-padding row, which could give NaN attention).
+    batches and only the last one can be partial (`full_rows`): every example counts once.
 
     shuffle=True: the examples within each bucket and the order of the batches are permuted
-    by a generator seeded with (seed, epoch) only. shuffle=False: input order within buckets.
+    by a generator seeded with (seed, epoch) only, so a resumed run that skips k batches
+    sees the same batches. shuffle=False: input order within buckets.
     `process_count` > 1: each process gets rows [process_index::...] of every global batch
     (contiguous blocks of batch_size / process_count rows).
     """
@@ -120,25 +126,14 @@ class BucketedBatches:
 
     def batch(self, length: int, idx: np.ndarray) -> dict[str, np.ndarray]:
         """The batch dict of examples `idx` padded to `length` tokens (this process's rows)."""
-        B = self.batch_size
-        n = len(idx)
-        weight = np.zeros(B, np.float32)
-        weight[:n] = 1.0
-        rows = idx if n == B else idx[np.arange(B) % n]  # repeat real rows, weight 0
+        rows, weight = full_rows(idx, self.batch_size)
         if self.process_count > 1:
-            per = B // self.process_count
+            per = self.batch_size // self.process_count
             sl = slice(self.process_index * per, (self.process_index + 1) * per)
             rows, weight = rows[sl], weight[sl]
-        s = self.split
-        lens = s.lengths[rows].astype(np.int64)
-        pos = np.arange(length, dtype=np.int64)[None, :]
-        mask = pos < lens[:, None]
-        gather = np.minimum(s.starts[rows][:, None] + pos, max(len(s.ids) - 1, 0))
-        ids = np.where(mask, s.ids[gather].astype(np.int32), np.int32(self.pad_id))
-        return {"input_ids": ids.astype(np.int32, copy=False),
-                "attention_mask": mask.astype(np.int32),
-                "label": s.labels[rows].astype(np.float32),
-                "weight": weight}
+        ids, mask = self.split.padded(rows, length, self.pad_id)
+        return {"input_ids": ids.astype(np.int32), "attention_mask": mask,
+                "label": self.split.labels[rows].astype(np.float32), "weight": weight}
 
     def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """The batches of `epoch`, skipping the first `start` without building them."""

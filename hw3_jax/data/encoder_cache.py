@@ -24,7 +24,6 @@ replaced by the encoder's outputs:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -39,29 +38,15 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from hw3_jax.bert import BertConfig, BertEncoder
-from hw3_jax.data.batching import BucketedBatches, prefetch
+from hw3_jax.data.batching import BucketedBatches, full_rows, prefetch
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
-from hw3_jax.data.token_cache import TokenizedSplit
+from hw3_jax.data.token_cache import TokenizedSplit, starts_of, token_index
 from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
-
-__all__ = [
-    "CACHE_DTYPES",
-    "INPUT_KEYS",
-    "CachedEncoderData",
-    "FeatureSplit",
-    "build_cached_encoder_data",
-    "encode_split",
-    "head_of",
-    "join_params",
-    "load_encoder_params",
-    "params_digest",
-    "save_encoder_params",
-    "split_params",
-]
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
@@ -131,43 +116,19 @@ def load_encoder_params(path: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------- features
 
 
-@dataclasses.dataclass
-class FeatureSplit:
-    """Encoder outputs of N examples: example i is features[starts[i] : starts[i] +
-    lengths[i]] ([length_i, hidden]; [CLS] ... [SEP], no padding)."""
-
-    features: np.ndarray  # [total tokens, hidden] cache dtype (often a read-only memmap)
-    starts: np.ndarray  # int64 [N]
-    lengths: np.ndarray  # int32 [N]
-    labels: np.ndarray  # int8 [N]
-
-    def __len__(self) -> int:
-        return len(self.labels)
+class FeatureSplit(TokenizedSplit):
+    """Encoder outputs of N examples, laid out as `TokenizedSplit`'s token ids: example i is
+    features[starts[i] : starts[i] + lengths[i]] ([length_i, hidden]; [CLS] ... [SEP])."""
 
     @property
-    def hidden_size(self) -> int:
-        return int(self.features.shape[1])
-
-    def example(self, i: int) -> np.ndarray:
-        return np.asarray(self.features[self.starts[i]:self.starts[i] + self.lengths[i]])
-
-    def batch(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(features [len(rows), length, hidden], attention_mask int32 [len(rows), length])
-        of examples `rows`, zero-padded to `length`."""
-        lens = self.lengths[rows].astype(np.int64)
-        pos = np.arange(length, dtype=np.int64)[None, :]
-        mask = pos < lens[:, None]
-        gather = np.minimum(self.starts[rows][:, None] + pos, len(self.features) - 1)
-        x = np.asarray(self.features[gather])  # a copy, also from a memmap
-        x[~mask] = 0
-        return x, mask.astype(np.int32)
+    def features(self) -> np.ndarray:
+        """[total tokens, hidden] cache dtype (often a read-only memmap)."""
+        return self.ids
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    starts = np.zeros(len(lengths), np.int64)
-    if len(lengths):
-        starts[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
-    return starts
+def _features_of(split: TokenizedSplit, features: np.ndarray) -> FeatureSplit:
+    """`features` [total tokens of `split`, hidden], stored back to back, as a FeatureSplit."""
+    return FeatureSplit(features, starts_of(split.lengths), split.lengths, split.labels)
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,23 +156,17 @@ def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
     devices; only each example's real tokens are kept, written into `out` ([total tokens,
     hidden], e.g. a memmap) or a new array. `params` may be replicated already."""
     np_dtype = _np_dtype(dtype)
-    lengths = split.lengths.astype(np.int32)
-    starts = _offsets(lengths)
-    total = int(lengths.sum())
+    total = int(split.lengths.sum())
     if out is None:
         out = np.empty((total, config.hidden_size), np_dtype)
     if out.shape != (total, config.hidden_size):
         raise ValueError(f"out has shape {out.shape}, expected {(total, config.hidden_size)}")
+    fs = _features_of(split, out)
     dp = data_parallel()
     params = replicate(params, dp)
     fn = _encoder_fn(config, attention_mask, dtype)
     bb = BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
     plan = bb.plan(0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(split), desc=desc, unit="review", leave=False, dynamic_ncols=True)
 
     def host_batches() -> Iterator[tuple[np.ndarray, int, dict]]:
         for length, idx in plan:
@@ -220,28 +175,23 @@ def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
                                           "attention_mask": b["attention_mask"]},
                                          dp.local_num_devices)
 
-    for idx, length, b in prefetch(host_batches(), 2):  # the next batch builds meanwhile
-        b = shard_batch(b, dp)
-        x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]  # [n, L, H]
-        lens = lengths[idx]
-        real = np.arange(length)[None, :] < lens[:, None]  # row-major: example by example
-        within = np.arange(int(lens.sum())) - np.repeat(_offsets(lens), lens)
-        out[np.repeat(starts[idx], lens) + within] = x[real]
-        if bar is not None:
+    with tqdm(total=len(split), desc=desc, unit="review", leave=False, dynamic_ncols=True,
+              disable=not progress) as bar:
+        for idx, length, b in prefetch(host_batches(), 2):  # the next batch builds meanwhile
+            b = shard_batch(b, dp)
+            x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]
+            lens = fs.lengths[idx]
+            real = np.arange(length)[None, :] < lens[:, None]  # row-major: example by example
+            out[token_index(fs.starts[idx], lens)] = x[real]  # x: [n, L, hidden]
             bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-    return FeatureSplit(out, starts, lengths, split.labels)
+    return fs
 
 
 def _tokens_digest(split: TokenizedSplit) -> str:
     """A hash of the split's token ids, example by example (not of the shared buffer)."""
-    lens = split.lengths.astype(np.int64)
-    within = np.arange(int(lens.sum())) - np.repeat(_offsets(lens), lens)
-    ids = split.ids[np.repeat(split.starts, lens) + within]
     h = hashlib.blake2b(digest_size=12)
-    h.update(lens.astype(np.int32).tobytes())
-    h.update(ids.astype(np.int32).tobytes())
+    h.update(split.lengths.astype(np.int32).tobytes())
+    h.update(split.ids[token_index(split.starts, split.lengths)].astype(np.int32).tobytes())
     h.update(split.labels.astype(np.int8).tobytes())
     return h.hexdigest()
 
@@ -255,12 +205,12 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
     """The encoder's outputs for `split` from `cache_dir`, else computed and stored there
     (memory-mapped). `cache_dir=None`: computed into memory. Returns (features, info)."""
     np_dtype = _np_dtype(dtype)
-    total = int(split.lengths.sum())
-    nbytes = total * config.hidden_size * np_dtype.itemsize
-    info: dict[str, Any] = {"examples": len(split), "tokens": total, "bytes": nbytes,
+    shape = (int(split.lengths.sum()), config.hidden_size)
+    nbytes = shape[0] * shape[1] * np_dtype.itemsize
+    info: dict[str, Any] = {"examples": len(split), "tokens": shape[0], "bytes": nbytes,
                             "dtype": dtype, "cache_hit": False, "path": None}
     t0 = time.perf_counter()
-    path = None
+    path = tmp = out = None
     if cache_dir is not None:
         key = json.dumps({"v": FEATURE_FORMAT, "encoder": encoder_digest,
                           "config": config.to_dict(), "mask": attention_mask, "dtype": dtype,
@@ -268,33 +218,26 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"features-{name}-{dtype}-{digest}.npy"
         info["path"] = str(path)
-        hit = _open_features(path, (total, config.hidden_size), np_dtype)
+        hit = _open_features(path, shape, np_dtype)
         if hit is not None:
             info.update(cache_hit=True, seconds=time.perf_counter() - t0)
-            return FeatureSplit(hit, _offsets(split.lengths), split.lengths.astype(np.int32),
-                                split.labels), info
-    out = None
-    tmp = None
-    if path is not None:
+            return _features_of(split, hit), info
         _drop_orphans(path)
         _check_space(path.parent, nbytes)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
         disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype,
-                                       shape=(total, config.hidden_size))
-        out = mm.view(np_dtype)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype, shape=shape)
     try:
         fs = encode_split(config, params, split, buckets=buckets, batch_size=batch_size,
-                          pad_id=pad_id, dtype=dtype, attention_mask=attention_mask, out=out,
+                          pad_id=pad_id, dtype=dtype, attention_mask=attention_mask,
+                          out=None if out is None else out.view(np_dtype),
                           progress=progress, desc=f"encoding {name}")
         if path is not None:
-            mm.flush()
-            del mm, out, fs
+            out.flush()
+            del out, fs
             os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
-            fs = FeatureSplit(_open_features(path, (total, config.hidden_size), np_dtype),
-                              _offsets(split.lengths), split.lengths.astype(np.int32),
-                              split.labels)
+            fs = _features_of(split, _open_features(path, shape, np_dtype))
     except BaseException:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -305,11 +248,11 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
 
 
 def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np.ndarray | None:
+    """The stored array at `path` viewed as `np_dtype`; None when it is missing, damaged
+    (recomputed, never fatal) or of another shape."""
     try:
         mm = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):  # a damaged file is recomputed, never fatal
+    except (OSError, ValueError):
         return None
     if mm.shape != shape or mm.dtype.itemsize != np_dtype.itemsize:
         return None
@@ -353,17 +296,9 @@ class CachedEncoderData:
 
     input_keys = INPUT_KEYS
 
-    def __init__(self, data: SentimentData, features: Mapping[str, FeatureSplit],
-                 info: dict | None = None):
-        if data.process_count != 1:
-            raise DataError("cached encoder outputs work in a single process only; "
-                            "run without --cache-encoder on several hosts")
-        for name in SPLITS:
-            if len(features[name]) != data.num_examples(name):
-                raise ValueError(f"{name}: {len(features[name])} feature rows for "
-                                 f"{data.num_examples(name)} examples")
+    def __init__(self, data: SentimentData, features: Mapping[str, FeatureSplit], info: dict):
         self.data, self.features = data, dict(features)
-        self.info = dict(data.info, encoder_cache=info or {})
+        self.info = dict(data.info, encoder_cache=info)
         self.batch_size, self.eval_batch_size = data.batch_size, data.eval_batch_size
         self.buckets, self.prefetch_batches = data.buckets, data.prefetch_batches
 
@@ -381,31 +316,25 @@ class CachedEncoderData:
     def eval_steps(self, split: str) -> int:
         return self.data.eval_steps(split)
 
-    def _batch(self, fs: FeatureSplit, batch_size: int, length: int,
-               idx: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(idx)
-        weight = np.zeros(batch_size, np.float32)
-        weight[:n] = 1.0
-        rows = idx if n == batch_size else idx[np.arange(batch_size) % n]  # weight-0 repeats
-        feats, mask = fs.batch(rows, length)
-        return {"features": feats, "attention_mask": mask,
-                "label": fs.labels[rows].astype(np.float32), "weight": weight}
-
-    def _batches(self, fs, batch_size, plan) -> Iterator[dict[str, np.ndarray]]:
+    def _batches(self, name: str, batch_size: int,
+                 plan: list[tuple[int, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        fs = self.features[name]
         for length, idx in plan:
-            yield self._batch(fs, batch_size, length, idx)
+            rows, weight = full_rows(idx, batch_size)
+            features, mask = fs.padded(rows, length)
+            yield {"features": features, "attention_mask": mask,
+                   "label": fs.labels[rows].astype(np.float32), "weight": weight}
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled training batches of `epoch`, as `SentimentData.train_batches`."""
         plan = self.data.train_plan(epoch)[start_step:]
-        return prefetch(self._batches(self.features["train"], self.batch_size, plan),
-                        self.prefetch_batches)
+        return prefetch(self._batches("train", self.batch_size, plan), self.prefetch_batches)
 
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, in fixed order (padding rows weight 0)."""
         name = split_name(split)
-        return prefetch(self._batches(self.features[name], self.eval_batch_size,
-                                      self.data.eval_plan(name)), self.prefetch_batches)
+        return prefetch(self._batches(name, self.eval_batch_size, self.data.eval_plan(name)),
+                        self.prefetch_batches)
 
 
 def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: Any, *,

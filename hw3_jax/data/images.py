@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hw3_jax.data.errors import DataError
+from hw3_jax.data.errors import DataError, first_line
 from hw3_jax.data.net import can_reach
 
 TFDS_HOST = ("storage.googleapis.com", 443)  # where tensorflow-datasets downloads MNIST from
@@ -78,7 +78,7 @@ def load_mnist_splits(seed: int, data_dir: str | None = None,
         train, test = (_tfds_arrays(tfds, builder, split) for split in ("train", "test"))
     except Exception as e:  # noqa: BLE001 - any download/prepare failure is one line to the user
         raise DataError(f"--data mnist: tensorflow-datasets could not load MNIST "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        f"({first_line(e)}); "
                         "use --data digits (bundled)") from None
     x = (train[0][..., 0] / 255.0).astype(np.float32)
     y = train[1].astype(np.int32)

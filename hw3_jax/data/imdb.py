@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hw3_jax.data import net
-from hw3_jax.data.errors import DataError
+from hw3_jax.data.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,14 @@ def _open_stream(path: Path):
 
 
 def _iter_archive(path: Path, want: set[str]):
-    """Yield (folder "train/pos", file name, bytes) for the wanted folders; also the folders
-    seen as directory entries, as ("dir", folder, b"")."""
+    """Yield (folder "train/pos", file name, bytes) for the files of the wanted folders,
+    and (folder, "", None) for the other folders seen (for the layout check)."""
     if path.is_dir():
         root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
         for folder in sorted({"train/pos", "train/neg", "test/pos", "test/neg", "train/unsup"}):
             d = root / folder
             if d.is_dir():
-                yield "dir", folder, b""
+                yield folder, "", None
                 if folder in want:
                     for f in os.scandir(d):
                         if f.is_file() and f.name.endswith(".txt"):
@@ -143,7 +143,7 @@ def _iter_archive(path: Path, want: set[str]):
                 if m.isdir():
                     mf = _FOLDER.search(m.name)
                     if mf:
-                        yield "dir", f"{mf[1]}/{mf[2]}", b""
+                        yield f"{mf[1]}/{mf[2]}", "", None
                     continue
                 if not m.isfile():
                     continue
@@ -152,9 +152,9 @@ def _iter_archive(path: Path, want: set[str]):
                     continue
                 folder = f"{mm[1]}/{mm[2]}"
                 if folder not in want:
-                    if folder not in skipped:  # seen (for the layout check), not read
+                    if folder not in skipped:  # seen, not read
                         skipped.add(folder)
-                        yield "dir", folder, b""
+                        yield folder, "", None
                     continue
                 f = tar.extractfile(m)
                 yield folder, mm[3], f.read() if f is not None else b""
@@ -185,6 +185,32 @@ def archive_identity(path: str | os.PathLike) -> str:
     return f"imdb-archive:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _read_folders(p: Path, want: tuple[str, ...]
+                  ) -> tuple[dict[str, list[str]], set[str], list[str]]:
+    """(the cleaned texts of each folder of `want`, e.g. "train/pos", sorted by file id; the
+    folders the archive has; the files that are not valid UTF-8, decoded with U+FFFD
+    replacement characters and logged)."""
+    files: dict[str, list[tuple[str, bytes]]] = {k: [] for k in want}
+    seen: set[str] = set()
+    for folder, name, raw in _iter_archive(p, set(want)):
+        seen.add(folder)
+        if raw is not None:
+            files[folder].append((name, raw))
+    texts: dict[str, list[str]] = {}
+    bad: list[str] = []
+    for folder in want:
+        texts[folder] = []
+        for name, raw in sorted(files[folder], key=lambda t: _name_key(t[0])):
+            text, ok = _decode(raw)
+            if not ok:
+                bad.append(f"{folder}/{name}")
+            texts[folder].append(clean_text(text))
+    if bad:
+        log.warning("%d review file(s) in %s are not valid UTF-8; decoded with replacement "
+                    "characters (e.g. %s)", len(bad), p, ", ".join(bad[:3]))
+    return texts, seen, bad
+
+
 def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
     """Read the labelled reviews of an archive in the official aclImdb_v1.tar.gz layout.
 
@@ -196,45 +222,22 @@ def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
     corrupt archive, a missing folder (e.g. test/neg) or an empty split.
     """
     p = _check_path(path)
-    want = {"train/pos", "train/neg", "test/pos", "test/neg"}
-    files: dict[str, list[tuple[str, bytes]]] = {k: [] for k in want}
-    seen: set[str] = set()
-    for folder, name, raw in _iter_archive(p, want):
-        if folder == "dir":
-            seen.add(name)
-        else:
-            seen.add(folder)
-            files[folder].append((name, raw))
-    problems = []
-    for folder in sorted(want):
-        if not files[folder]:
-            problems.append(f"{folder} {'is empty' if folder in seen else 'is missing'}")
+    texts, seen, bad = _read_folders(p, ("train/neg", "train/pos", "test/neg", "test/pos"))
+    problems = [f"{folder} {'is empty' if folder in seen else 'is missing'}"
+                for folder in ("test/neg", "test/pos", "train/neg", "train/pos")
+                if not texts[folder]]
     if problems:
         empty_splits = [s for s in ("train", "test")
-                        if not files[f"{s}/pos"] and not files[f"{s}/neg"]]
+                        if not texts[f"{s}/pos"] and not texts[f"{s}/neg"]]
         what = f"empty {' and '.join(empty_splits)} split: " if empty_splits else ""
         raise DataError(
             f"IMDB archive {p}: {what}{', '.join(problems)}; expected {_LAYOUT}"
         )
-    bad: list[str] = []
-
-    def texts_of(folder: str) -> list[str]:
-        out = []
-        for name, raw in sorted(files[folder], key=lambda t: _name_key(t[0])):
-            text, ok = _decode(raw)
-            if not ok:
-                bad.append(f"{folder}/{name}")
-            out.append(clean_text(text))
-        return out
-
     splits = {}
     for split in ("train", "test"):
-        neg, pos = texts_of(f"{split}/neg"), texts_of(f"{split}/pos")
+        neg, pos = texts[f"{split}/neg"], texts[f"{split}/pos"]
         labels = np.concatenate([np.zeros(len(neg), np.int8), np.ones(len(pos), np.int8)])
         splits[split] = TextSplit(neg + pos, labels)
-    if bad:
-        log.warning("%d review file(s) in %s are not valid UTF-8; decoded with replacement "
-                    "characters (e.g. %s)", len(bad), p, ", ".join(bad[:3]))
     return RawDataset("imdb", archive_identity(p), splits["train"], splits["test"],
                       invalid_utf8=len(bad), invalid_utf8_files=bad)
 
@@ -242,23 +245,11 @@ def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
 def read_imdb_unsup(path: str | os.PathLike) -> list[str]:
     """The 50,000 unlabelled reviews of `train/unsup` (for optional pretraining), cleaned."""
     p = _check_path(path)
-    found, out, n_bad = False, [], 0
-    rows = []
-    for folder, name, raw in _iter_archive(p, {"train/unsup"}):
-        if folder == "dir":
-            found = found or name == "train/unsup"
-            continue
-        rows.append((name, raw))
-    for _, raw in sorted(rows, key=lambda t: _name_key(t[0])):
-        text, ok = _decode(raw)
-        n_bad += not ok
-        out.append(clean_text(text))
-    if not out:
-        raise DataError(f"IMDB archive {p}: train/unsup is {'empty' if found else 'missing'}")
-    if n_bad:
-        log.warning("%d unlabelled review(s) in %s are not valid UTF-8; decoded with "
-                    "replacement characters", n_bad, p)
-    return out
+    texts, seen, _ = _read_folders(p, ("train/unsup",))
+    if not texts["train/unsup"]:
+        raise DataError(f"IMDB archive {p}: train/unsup is "
+                        f"{'empty' if 'train/unsup' in seen else 'missing'}")
+    return texts["train/unsup"]
 
 
 def download_target(url: str | None = None, sha256: str | None = None) -> tuple[str, str]:
@@ -293,11 +284,6 @@ def _sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def download_imdb_archive(url: str | None = None, sha256: str | None = None,
@@ -369,7 +355,7 @@ def download_imdb_archive(url: str | None = None, sha256: str | None = None,
     except (tfds.download.DownloadError, requests.RequestException, OSError) as e:
         # requests raises ChunkedEncodingError for a body shorter than its Content-Length.
         discard_partial()
-        raise DataError(f"could not download IMDB from {url} ({_first_line(e)}): "
+        raise DataError(f"could not download IMDB from {url} ({first_line(e)}): "
                         f"{_SUPPLY}") from None
     if url_infos is None:
         got = _sha256_of(path)

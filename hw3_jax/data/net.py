@@ -11,6 +11,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from hw3_jax.data.errors import first_line
+
 _PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
                "all_proxy")
 
@@ -70,8 +72,7 @@ def hub_files(repo: str, choices: Sequence[Sequence[str]]) -> list[Path]:
         except RemoteEntryNotFoundError:
             continue  # the repo lacks this choice: try the next
         except Exception as e:  # noqa: BLE001 - missing repo, gated model, network: one line
-            why = (str(e).strip().splitlines() or [""])[0][:200]
             raise HubUnavailable(f"the Hugging Face hub's download failed "
-                                 f"({type(e).__name__}: {why})") from e
+                                 f"({first_line(e)})") from e
     names = " / ".join(" + ".join(files) for files in choices)
     raise HubUnavailable(f"the repo has none of {names}")

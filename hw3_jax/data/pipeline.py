@@ -1,8 +1,7 @@
 """The sentiment experiment's data: `get_datasets(config, workdir)` -> `SentimentData`.
 
 From `config.data` (source, sizes, max_length, truncation, batch_size, buckets, vocab_size,
-vocab, limit),
-`config.model.encoder` and `config.seed`:
+vocab, limit), `config.model.encoder` and `config.seed`:
   1. the source (`sources`), read only when a tokenizer must be trained or a split's token
      ids are not cached;
   2. the tokenizer: a scratch encoder's WordPiece vocabulary trained on the train split (or
@@ -40,8 +39,7 @@ from hw3_jax.data.token_cache import (
     TokenizedSplit,
     check_truncation,
     default_cache_dir,
-    encode_and_store,
-    read_cached,
+    load_or_encode,
 )
 from hw3_jax.data.tokenizer import (
     load_pretrained_tokenizer,
@@ -191,20 +189,19 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
     """The run's tokenizer (see the module docstring, step 2), saved into the workdir."""
     data, encoder = config.data, info["encoder"]
     trained_on = None
+    t0 = time.perf_counter()
     if encoder != "scratch":
-        t0 = time.perf_counter()
         tok = load_pretrained_tokenizer(encoder, data.max_length)
         info["tokenizer"] = f"pretrained {encoder}"
     else:
         trained_on = {"source": source_id, "seed": config.seed,
                       "train_fraction": TRAIN_FRACTION, "vocab_size": data.vocab_size}
         if wd is not None and wd.tokenizer.is_file():
-            t0 = time.perf_counter()
             tok = _reuse_tokenizer(wd, data.max_length, trained_on, info)
             info["tokenizer_s"] = time.perf_counter() - t0
             return tok
         raw = source.get()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # reading the source is timed apart
         tr_idx, _ = split_indices(len(raw.train), TRAIN_FRACTION, config.seed)
         texts = [raw.train.texts[i] for i in tr_idx]
         tok = train_wordpiece_tokenizer(texts, vocab_size=data.vocab_size,
@@ -221,17 +218,14 @@ def _token_ids(tok, source: _Source, source_id: str, cache_dir, data: Any,
     """Token ids of the training and test parts: from the cache, else tokenized and cached."""
     parts = {}
     for split in ("train", "test"):
-        key = dict(source_id=source_id, max_length=data.max_length, cache_dir=cache_dir,
-                   truncation=check_truncation(data.truncation))
-        got = read_cached(tok, split, **key)
-        if got is None:
-            raw = source.get()
-            got = encode_and_store(tok, split, getattr(raw, split), progress=progress,
-                                   extra_meta={"invalid_utf8": raw.invalid_utf8}, **key)
-        parts[split], meta = got
-        info[f"{split}_cache_hit"] = meta["cache_hit"]
-        info[f"{split}_encode_s"] = meta["seconds"]
-        info.setdefault("invalid_utf8", meta["meta"].get("invalid_utf8", 0))
+        parts[split], got = load_or_encode(
+            tok, split, lambda split=split: getattr(source.get(), split),
+            source_id=source_id, max_length=data.max_length, cache_dir=cache_dir,
+            truncation=check_truncation(data.truncation), progress=progress,
+            extra_meta=lambda: {"invalid_utf8": source.get().invalid_utf8})
+        info[f"{split}_cache_hit"] = got["cache_hit"]
+        info[f"{split}_encode_s"] = got["seconds"]
+        info.setdefault("invalid_utf8", got["meta"].get("invalid_utf8", 0))
     if source.raw is not None:
         info["invalid_utf8"] = source.raw.invalid_utf8
     return parts

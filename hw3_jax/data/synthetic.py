@@ -266,10 +266,7 @@ def _opinion_slots(rng: np.random.Generator, single_prob: float) -> tuple[str, i
 
 def _render_opinion(rng: np.random.Generator, kind: str, clauses: list[str],
                     verdict: bool) -> str:
-    if verdict:
-        prefix = _pick(rng, VERDICT_PREFIXES)
-    else:
-        prefix = _pick(rng, OPINION_PREFIXES)
+    prefix = _pick(rng, VERDICT_PREFIXES if verdict else OPINION_PREFIXES)
     end = _pick(rng, (".", ".", ".", ".", "!", "!!"))
     if kind == "single":
         return _capitalize(prefix + clauses[0]) + end
@@ -288,9 +285,8 @@ def _render_opinion(rng: np.random.Generator, kind: str, clauses: list[str],
     return _capitalize(prefix + f"{b}, {_pick(rng, CONCESSIVE)} {a}") + end
 
 
-def _deciding_index(kind: str) -> int:
-    """Which clause of the sentence (in reading order) decides its polarity."""
-    return {"single": 0, "contrast": 1, "concede_first": 1, "concede_last": 0}[kind]
+# Which clause of an opinion sentence (in reading order) decides its polarity.
+_DECIDING = {"single": 0, "contrast": 1, "concede_first": 1, "concede_last": 0}
 
 
 def generate_review(rng: np.random.Generator, *, negation_prob: float = 0.3,
@@ -309,18 +305,17 @@ def generate_review(rng: np.random.Generator, *, negation_prob: float = 0.3,
     n_clauses = sum(n for _, n in structures)
     negated = rng.random(n_clauses) < negation_prob
     # The deciding clause: the one that decides the last opinion sentence.
-    deciding = n_clauses - structures[-1][1] + _deciding_index(structures[-1][0])
+    deciding = n_clauses - structures[-1][1] + _DECIDING[structures[-1][0]]
     lexical = np.zeros(n_clauses, dtype=bool)  # True = positive word
     lexical[deciding] = bool(label) != bool(negated[deciding])
-    # Balance the other clauses' words: as many positive as negative words in the review,
-    # the odd one out (odd number of clauses) positive or negative at random.
-    if n_clauses > 1 and rng.random() >= balance_prob:
-        others = [i for i in range(n_clauses) if i != deciding]
+    others = [i for i in range(n_clauses) if i != deciding]
+    if others and rng.random() >= balance_prob:
         lexical[others] = rng.random(len(others)) < 0.5
-    elif n_clauses > 1:
+    elif others:
+        # Balanced: as many positive as negative words in the review, the odd one out (odd
+        # number of clauses) positive or negative at random.
         n_pos = n_clauses // 2 + (int(rng.integers(2)) if n_clauses % 2 else 0)
         rest_pos = n_pos - int(lexical[deciding])
-        others = [i for i in range(n_clauses) if i != deciding]
         order = rng.permutation(len(others))
         for rank, j in enumerate(order):
             lexical[others[j]] = rank < rest_pos

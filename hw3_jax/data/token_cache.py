@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit
@@ -63,6 +64,21 @@ def _cut(ids: list[int], max_length: int, truncation: str) -> list[int]:
     return ids[:1 + head] + ids[len(ids) - 1 - tail:]
 
 
+def starts_of(lengths: np.ndarray) -> np.ndarray:
+    """int64 [N]: where each of N examples of `lengths` starts when stored back to back."""
+    starts = np.zeros(len(lengths), np.int64)
+    starts[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
+    return starts
+
+
+def token_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """int64 [sum(lengths)]: the position in a flat array of every token of the examples
+    (`starts`, `lengths`), example by example."""
+    lengths = np.asarray(lengths, np.int64)
+    first = np.asarray(starts, np.int64) - starts_of(lengths)
+    return np.repeat(first, lengths) + np.arange(int(lengths.sum()))
+
+
 @dataclasses.dataclass
 class TokenizedSplit:
     """Token ids of N examples: example i is ids[starts[i] : starts[i] + lengths[i]]
@@ -80,49 +96,49 @@ class TokenizedSplit:
         return TokenizedSplit(self.ids, self.starts[idx], self.lengths[idx], self.labels[idx])
 
     def example(self, i: int) -> np.ndarray:
-        return self.ids[self.starts[i]:self.starts[i] + self.lengths[i]]
+        return np.asarray(self.ids[self.starts[i]:self.starts[i] + self.lengths[i]])
+
+    def padded(self, rows: np.ndarray, length: int,
+               fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [len(rows), length, ...] in the stored dtype, a copy even of a memmap;
+        attention_mask int32 [len(rows), length]) of examples `rows`, padded with `fill`."""
+        pos = np.arange(length, dtype=np.int64)[None, :]
+        mask = pos < self.lengths[rows].astype(np.int64)[:, None]
+        gather = np.minimum(self.starts[rows][:, None] + pos, max(len(self.ids) - 1, 0))
+        x = np.asarray(self.ids[gather])
+        x[~mask] = fill
+        return x, mask.astype(np.int32)
 
 
 def encode_texts(tok, texts: Sequence[str], labels=None, *, truncation: str = "head",
                  chunk: int = 8192, progress: bool = False, desc: str = "tokenizing"
                  ) -> TokenizedSplit:
-    """Tokenize with `encode_batch` (multi-threaded in Rust), in chunks to bound memory, each
-    text cut to the tokenizer's truncation length by `truncation` (module docstring)."""
+    """Tokenize with `encode_batch_fast` (multi-threaded in Rust), in chunks to bound memory,
+    each text cut to the tokenizer's truncation length by `truncation` (module docstring)."""
     n = len(texts)
     check_truncation(truncation)
     max_length = (tok.truncation or {}).get("max_length")
-    if truncation != "head" and max_length is not None:
+    cut = truncation != "head" and max_length is not None
+    if cut:
         tok = type(tok).from_str(tok.to_str())  # a copy without truncation; cut below
         tok.no_truncation()
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.int32
     lengths = np.zeros(n, np.int32)
     parts = []
-    bar = None
-    if progress and n > chunk:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=desc, unit="text", leave=False, dynamic_ncols=True)
-    for lo in range(0, n, chunk):
-        batch = list(texts[lo:lo + chunk])
-        enc = tok.encode_batch_fast(batch) if hasattr(tok, "encode_batch_fast") \
-            else tok.encode_batch(batch)
-        ids = [e.ids for e in enc]
-        if truncation != "head" and max_length is not None:
-            ids = [_cut(x, max_length, truncation) for x in ids]
-        lens = np.fromiter((len(x) for x in ids), np.int32, count=len(ids))
-        lengths[lo:lo + len(ids)] = lens
-        parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype,
-                                 count=int(lens.sum())))
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+    with tqdm(total=n, desc=desc, unit="text", leave=False, dynamic_ncols=True,
+              disable=not (progress and n > chunk)) as bar:
+        for lo in range(0, n, chunk):
+            ids = [e.ids for e in tok.encode_batch_fast(list(texts[lo:lo + chunk]))]
+            if cut:
+                ids = [_cut(x, max_length, truncation) for x in ids]
+            lens = np.fromiter((len(x) for x in ids), np.int32, count=len(ids))
+            lengths[lo:lo + len(ids)] = lens
+            parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype,
+                                     count=int(lens.sum())))
+            bar.update(len(ids))
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
-    starts = np.zeros(n, np.int64)
-    if n:
-        starts[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
     lab = np.zeros(n, np.int8) if labels is None else np.asarray(labels, np.int8)
-    return TokenizedSplit(flat, starts, lengths, lab)
+    return TokenizedSplit(flat, starts_of(lengths), lengths, lab)
 
 
 def default_cache_dir(workdir: str | os.PathLike | None = None) -> Path:
@@ -173,65 +189,39 @@ def _load_cache(path: Path) -> tuple[TokenizedSplit, dict] | None:
     except Exception as e:  # noqa: BLE001 - a corrupt cache is rebuilt, never fatal
         log.warning("ignoring unreadable token cache %s (%s)", path, e)
         return None
-    lengths = np.diff(offsets).astype(np.int32)
-    return TokenizedSplit(ids, offsets[:-1].copy(), lengths, labels.astype(np.int8)), meta
-
-
-def _key_path(tok, split: str, source_id: str | None, max_length: int,
-              cache_dir: str | os.PathLike | None, truncation: str) -> Path | None:
-    if cache_dir is None or source_id is None:
-        return None
-    return cache_path(cache_dir, source_id, split, tokenizer_fingerprint(tok), max_length,
-                      truncation)
-
-
-def read_cached(tok, split: str, *, source_id: str | None, max_length: int,
-                cache_dir: str | os.PathLike | None, truncation: str
-                ) -> tuple[TokenizedSplit, dict] | None:
-    """Token ids of one split from the cache, with info {"cache_hit": True, "path", "meta"
-    (what was stored: source id, examples, invalid UTF-8 count...), "seconds"}; None when
-    the cache has no (readable) entry for this key or there is no key (no source id)."""
-    path = _key_path(tok, split, source_id, max_length, cache_dir, truncation)
-    if path is None:
-        return None
-    t0 = time.perf_counter()
-    hit = _load_cache(path)
-    if hit is None:
-        return None
-    ts, meta = hit
-    return ts, {"cache_hit": True, "path": str(path), "meta": meta,
-                "seconds": time.perf_counter() - t0}
-
-
-def encode_and_store(tok, split: str, texts: TextSplit, *, source_id: str | None,
-                     max_length: int, cache_dir: str | os.PathLike | None,
-                     truncation: str, progress: bool = False,
-                     extra_meta: dict | None = None) -> tuple[TokenizedSplit, dict]:
-    """`texts` tokenized, and stored in the cache when there is a key; info as
-    `read_cached` with "cache_hit": False ("path" None when nothing was stored)."""
-    t0 = time.perf_counter()
-    ts = encode_texts(tok, texts.texts, texts.labels, truncation=truncation,
-                      progress=progress, desc=f"tokenizing {split}")
-    seconds = time.perf_counter() - t0
-    meta = {"source": source_id, "split": split, "tokenizer": tokenizer_fingerprint(tok),
-            "max_length": max_length, "truncation": truncation, "examples": len(ts),
-            "tokens": int(ts.lengths.sum()), **(extra_meta or {})}
-    path = _key_path(tok, split, source_id, max_length, cache_dir, truncation)
-    if path is not None:
-        _save_cache(path, ts, meta)
-    return ts, {"cache_hit": False, "path": None if path is None else str(path), "meta": meta,
-                "seconds": seconds}
+    return TokenizedSplit(ids, offsets[:-1].copy(), np.diff(offsets).astype(np.int32),
+                          labels.astype(np.int8)), meta
 
 
 def load_or_encode(tok, split: str, get_texts: Callable[[], TextSplit], *,
                    source_id: str | None, max_length: int,
                    cache_dir: str | os.PathLike | None, truncation: str,
-                   progress: bool = False) -> tuple[TokenizedSplit, dict]:
+                   progress: bool = False,
+                   extra_meta: Callable[[], dict] | None = None) -> tuple[TokenizedSplit, dict]:
     """Token ids of one split from the cache, else `get_texts()` tokenized and cached
-    (`get_texts` is called only on a miss). Returns (ids, info) as `read_cached`."""
-    key = dict(source_id=source_id, max_length=max_length, cache_dir=cache_dir,
-               truncation=truncation)
-    hit = read_cached(tok, split, **key)
-    if hit is not None:
-        return hit
-    return encode_and_store(tok, split, get_texts(), progress=progress, **key)
+    (`get_texts` and `extra_meta`, what else to store, are called only on a miss).
+
+    Returns (ids, info {"cache_hit", "path" (None without a key: no `cache_dir` or no
+    `source_id`), "meta" (what was stored: source id, examples, invalid UTF-8 count...),
+    "seconds" (reading the cache, or tokenizing)})."""
+    fingerprint = tokenizer_fingerprint(tok)
+    path = None
+    if cache_dir is not None and source_id is not None:
+        path = cache_path(cache_dir, source_id, split, fingerprint, max_length, truncation)
+        t0 = time.perf_counter()
+        hit = _load_cache(path)
+        if hit is not None:
+            return hit[0], {"cache_hit": True, "path": str(path), "meta": hit[1],
+                            "seconds": time.perf_counter() - t0}
+    texts = get_texts()
+    t0 = time.perf_counter()
+    ts = encode_texts(tok, texts.texts, texts.labels, truncation=truncation,
+                      progress=progress, desc=f"tokenizing {split}")
+    seconds = time.perf_counter() - t0
+    meta = {"source": source_id, "split": split, "tokenizer": fingerprint,
+            "max_length": max_length, "truncation": truncation, "examples": len(ts),
+            "tokens": int(ts.lengths.sum()), **(extra_meta() if extra_meta else {})}
+    if path is not None:
+        _save_cache(path, ts, meta)
+    return ts, {"cache_hit": False, "path": None if path is None else str(path), "meta": meta,
+                "seconds": seconds}

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hw3_jax.data import net
-from hw3_jax.data.errors import DataError
+from hw3_jax.data.errors import DataError, first_line
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 LIMIT_ALPHABET = 1000  # characters kept for a trained vocabulary (the most frequent)
@@ -36,13 +36,16 @@ def _bert_pipeline(tok, cls_id: int, sep_id: int) -> None:
 
 def _configure(tok, max_length: int):
     """No padding (batches pad to their bucket), truncation to `max_length` including the
-    [CLS] and [SEP] that the template adds (512 -> 510 text tokens)."""
+    [CLS] and [SEP] that the template adds (512 -> 510 text tokens); the BERT pipeline
+    where the tokenizer has none (a bare vocabulary)."""
     if max_length < 3:
         raise DataError(f"max_length must be at least 3 ([CLS] token [SEP]), got {max_length}")
-    for t in SPECIAL_TOKENS[:4]:
-        if tok.token_to_id(t) is None:
-            raise DataError(f"tokenizer has no {t} token: a BERT-style WordPiece vocabulary "
-                            f"is needed")
+    missing = [t for t in SPECIAL_TOKENS[:4] if tok.token_to_id(t) is None]
+    if missing:
+        raise DataError(f"tokenizer has no {', '.join(missing)}: a BERT-style WordPiece "
+                        f"vocabulary is needed")
+    if tok.post_processor is None:
+        _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
     tok.no_padding()
     tok.enable_truncation(max_length)
     return tok
@@ -56,12 +59,7 @@ def _from_vocab(vocab_file: Path, max_length: int):
         model = WordPiece.from_file(str(vocab_file), unk_token="[UNK]")
     except Exception as e:  # noqa: BLE001 - a bad file: one line
         raise DataError(f"cannot read WordPiece vocabulary {vocab_file}: {e}") from None
-    tok = Tokenizer(model)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    if cls_id is None or sep_id is None:
-        raise DataError(f"{vocab_file} has no [CLS]/[SEP]: not a BERT WordPiece vocabulary")
-    _bert_pipeline(tok, cls_id, sep_id)
-    return _configure(tok, max_length)
+    return _configure(Tokenizer(model), max_length)
 
 
 def load_tokenizer_file(path: str | os.PathLike, max_length: int = 512):
@@ -72,9 +70,7 @@ def load_tokenizer_file(path: str | os.PathLike, max_length: int = 512):
     try:
         tok = Tokenizer.from_file(str(p))
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"cannot read tokenizer {p}: {str(e).splitlines()[0][:200]}") from None
-    if tok.post_processor is None:
-        _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
+        raise DataError(f"cannot read tokenizer {p}: {first_line(e)}") from None
     return _configure(tok, max_length)
 
 
@@ -88,22 +84,21 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
     """
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():
-        if (p / "tokenizer.json").is_file():
-            return load_tokenizer_file(p / "tokenizer.json", max_length)
-        if (p / "vocab.txt").is_file():
-            return _from_vocab(p / "vocab.txt", max_length)
-        raise DataError(f"encoder folder {p} has neither tokenizer.json nor vocab.txt")
-    if p.is_file():
-        if p.suffix == ".json":
-            return load_tokenizer_file(p, max_length)
-        return _from_vocab(p, max_length)
-    name = str(name_or_path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise DataError(f"tokenizer path {name} does not exist")
-    return _hub_tokenizer(name, max_length)
+        found = [p / f for f in ("tokenizer.json", "vocab.txt") if (p / f).is_file()]
+        if not found:
+            raise DataError(f"encoder folder {p} has neither tokenizer.json nor vocab.txt")
+        p = found[0]
+    elif not p.is_file():
+        name = str(name_or_path)
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise DataError(f"tokenizer path {name} does not exist")
+        p = _hub_file(name)
+    if p.suffix == ".json":
+        return load_tokenizer_file(p, max_length)
+    return _from_vocab(p, max_length)
 
 
-def _hub_tokenizer(name: str, max_length: int):
+def _hub_file(name: str) -> Path:
     """tokenizer.json (else vocab.txt) of hub repo `name` (`net.hub_files`: the local hub
     cache first, then the network after a quick reachability probe)."""
     advice = ("pass a local encoder folder, tokenizer.json or vocab.txt instead "
@@ -115,9 +110,7 @@ def _hub_tokenizer(name: str, max_length: int):
                         "vocab.txt") from None
     except net.HubUnavailable as e:
         raise DataError(f"the tokenizer of {name!r}: {e}: {advice}") from None
-    if local.name == "tokenizer.json":
-        return load_tokenizer_file(local, max_length)
-    return _from_vocab(local, max_length)
+    return local
 
 
 # Training. The `tokenizers` WordPiece trainer numbers each "##c" piece when it first meets c

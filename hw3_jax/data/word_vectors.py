@@ -24,24 +24,18 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
+from hw3_jax.data.token_cache import token_index
+
 
 def token_stream(splits: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [T] int64, document [T] int64) of every example of `splits` (objects with
     `ids`, `starts`, `lengths`, as `token_cache.TokenizedSplit`), concatenated."""
-    toks, docs, base = [], [], 0
+    toks, docs, base = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
     for s in splits:
         lengths = np.asarray(s.lengths, np.int64)
-        n = int(lengths.sum())
-        if n == 0:
-            continue
-        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each token's example start
-        offset = np.arange(n, dtype=np.int64) - first
-        toks.append(np.asarray(s.ids)[np.repeat(np.asarray(s.starts, np.int64), lengths)
-                                      + offset].astype(np.int64))
+        toks.append(np.asarray(s.ids)[token_index(s.starts, lengths)].astype(np.int64))
         docs.append(np.repeat(np.arange(base, base + len(lengths), dtype=np.int64), lengths))
         base += len(lengths)
-    if not toks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(toks), np.concatenate(docs)
 
 

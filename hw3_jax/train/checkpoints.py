@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -43,7 +44,7 @@ from hw3_jax.train.sharding import sync_processes
 from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
 
 __all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "TrainingError",
-           "WorkdirError", "load_best", "open_store", "tree_nbytes", "tree_signature"]
+           "WorkdirError", "load_best", "open_store", "tree_signature"]
 
 FORMAT_VERSION = 1
 
@@ -55,27 +56,14 @@ class CheckpointError(TrainingError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _key_name(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def path_str(path: tuple) -> str:
-    """A pytree key path as 'a/b/c'."""
-    return "/".join(_key_name(k) for k in path)
-
-
 def tree_signature(tree: Any) -> dict[str, str]:
-    """{'a/b/kernel': 'float32[768,256]', ...}: what must match to restore into `tree`."""
+    """{'a/b/kernel': 'float32[768,256]', ...}: what must match to restore into `tree`
+    (arrays, ShapeDtypeStructs or orbax's saved array metadata)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if hasattr(leaf, "dtype"):
-            dims = ",".join(str(int(d)) for d in leaf.shape)
-            out[path_str(path)] = f"{np.dtype(leaf.dtype).name}[{dims}]"
-        else:
-            out[path_str(path)] = type(leaf).__name__
+        dims = ",".join(str(int(d)) for d in leaf.shape)
+        out[jax.tree_util.keystr(path, simple=True, separator="/")] = (
+            f"{np.dtype(leaf.dtype).name}[{dims}]")
     return out
 
 
@@ -97,18 +85,10 @@ def signature_diff(saved: Mapping[str, str], current: Mapping[str, str], limit: 
     return diffs
 
 
-def tree_nbytes(tree: Any) -> int:
-    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _abstract(tree: Any, sharding: Any | None) -> Any:
+def _abstract(tree: Any, sharding: Any) -> Any:
     """ShapeDtypeStructs (with the target sharding) to restore into."""
-
-    def one(x):
-        x = np.asarray(x) if not hasattr(x, "shape") else x
-        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
-
-    return jax.tree.map(one, tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)
 
 
 @contextlib.contextmanager
@@ -123,7 +103,7 @@ def _quiet_absl():
         logger.setLevel(level)
 
 
-def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(directory: Path, keep: int, read_only: bool) -> ocp.CheckpointManager:
     if read_only and not directory.is_dir():
         raise CheckpointError(f"no checkpoint in {directory} (train with this --workdir first)")
     options = ocp.CheckpointManagerOptions(
@@ -147,62 +127,52 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
         ) from e
 
 
+# Why a checkpoint's item does not fit the model, by item.
+_MISMATCH = {
+    "params": "a different model configuration",
+    "opt_state": "a different optimizer or set of frozen parameters",
+    "model_state": "a different model configuration (model state)",
+}
+
+
 # --------------------------------------------------------------------------- store
 
 
 class CheckpointStore:
-    """The 'best' and 'latest' checkpoint managers of one workdir."""
+    """The 'best' and 'latest' checkpoint managers of one workdir, each opened on first use
+    (inference needs only 'best')."""
 
     def __init__(self, workdir: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
         wd = Workdir(workdir)
-        self.root = wd.checkpoints
         self.best_dir = wd.checkpoint_dir("best")
         self.latest_dir = wd.checkpoint_dir("latest")
         self.read_only = read_only
         self.keep_latest = keep_latest
-        if read_only and not self.root.is_dir():
-            raise CheckpointError(f"no checkpoint in {self.root} (train with this --workdir first)")
-        self._managers: dict[str, ocp.CheckpointManager] = {}
 
-    # Managers are opened on first use (inference needs only 'best').
-    @property
+    @functools.cached_property
     def best(self) -> ocp.CheckpointManager:
-        if "best" not in self._managers:
-            self._managers["best"] = _manager(self.best_dir, 1, self.read_only)
-        return self._managers["best"]
+        return _manager(self.best_dir, 1, self.read_only)
 
-    @property
+    @functools.cached_property
     def latest(self) -> ocp.CheckpointManager:
-        if "latest" not in self._managers:
-            self._managers["latest"] = _manager(self.latest_dir, self.keep_latest, self.read_only)
-        return self._managers["latest"]
+        return _manager(self.latest_dir, self.keep_latest, self.read_only)
 
-    # -- queries
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
-    def best_step(self) -> int | None:
-        return self.best.latest_step()
-
     # -- saving
-    def save_latest(self, step: int, *, params, opt_state, model_state, loop, meta) -> None:
-        items = dict(
-            params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state),
-            loop=ocp.args.StandardSave(loop),
-            meta=ocp.args.JsonSave(json_safe(meta)),
-        )
-        if model_state:
-            items["model_state"] = ocp.args.StandardSave(model_state)
-        self._save(self.latest, step, items)
+    def save_latest(self, step: int, *, meta: dict, **trees: Any) -> None:
+        """trees: params, opt_state, model_state and loop (the step and the running sums)."""
+        self._save(self.latest, step, meta, trees)
 
-    def save_best(self, step: int, *, params, model_state, meta) -> None:
-        items = dict(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(json_safe(meta)))
-        if model_state:
-            items["model_state"] = ocp.args.StandardSave(model_state)
-        self._save(self.best, step, items)
+    def save_best(self, step: int, *, meta: dict, **trees: Any) -> None:
+        """trees: params and model_state."""
+        self._save(self.best, step, meta, trees)
 
-    def _save(self, mgr: ocp.CheckpointManager, step: int, items: dict) -> None:
+    def _save(self, mgr: ocp.CheckpointManager, step: int, meta: dict, trees: dict) -> None:
+        # An empty model_state is not saved (orbax refuses empty items).
+        items = {n: ocp.args.StandardSave(t) for n, t in trees.items() if jax.tree.leaves(t)}
+        items["meta"] = ocp.args.JsonSave(json_safe(meta))
         # The same step can exist from an attempt killed after this save and before the
         # next 'latest' one: it is rewritten (with the same content, the run being
         # deterministic).
@@ -224,107 +194,91 @@ class CheckpointStore:
         return dropped
 
     # -- restoring
-    def read_meta(self, mgr: ocp.CheckpointManager, step: int) -> dict:
+    def restore_latest(self, template: Mapping[str, Any], sharding: Any) -> tuple[dict, dict]:
+        """The newest 'latest' checkpoint in `template`'s structure: (trees, meta).
+
+        `template`: {"params", "opt_state", "loop", "model_state"} (concrete or abstract
+        trees). The shapes are compared with the saved ones (orbax's array metadata) first,
+        so a checkpoint of another model configuration is reported as such rather than as
+        an orbax error."""
+        step = self.latest_step()
+        if step is None:
+            raise CheckpointError(f"no checkpoint to resume from in {self.latest_dir}")
+        meta = self._read_meta(self.latest, step)
+        self._check_signature(self.latest, step, template, ("params", "opt_state",
+                                                              "model_state"))
+        names = ("params", "opt_state", "loop", "model_state")
+        trees = self._restore(self.latest, step, {n: template[n] for n in names}, sharding)
+        return trees, meta
+
+    def restore_best(self, template: Mapping[str, Any] | None = None, sharding: Any = None
+                     ) -> tuple[Any, Any, dict]:
+        """(params, model_state, meta) of the best checkpoint.
+
+        Without a template the arrays come back in the saved structure on this process's
+        first device (for inference, where no model has been initialised yet: a checkpoint
+        written on another device count or topology restores anywhere)."""
+        step = self.best.latest_step()
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint in {self.best_dir} (train with this --workdir first)"
+            )
+        meta = self._read_meta(self.best, step)
+        names = ("params", "model_state")
+        if template is None:
+            template = {n: self._saved_tree(self.best, step, n) or {} for n in names}
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        else:
+            self._check_signature(self.best, step, template, names)
+        trees = self._restore(self.best, step, {n: template[n] for n in names}, sharding)
+        return trees["params"], trees["model_state"], meta
+
+    def _read_meta(self, mgr: ocp.CheckpointManager, step: int) -> dict:
         try:
-            out = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            meta = out["meta"]
+            meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             if not isinstance(meta, dict) or "format_version" not in meta:
                 raise ValueError("meta.json lacks the training-loop fields")
             return meta
         except Exception as e:  # noqa: BLE001
             raise self._error(mgr, step, e) from e
 
-    def restore_latest(self, template: Mapping[str, Any], sharding: Any) -> tuple[dict, dict]:
-        """Restore the newest 'latest' checkpoint into `template`'s structure.
-
-        `template`: {"params", "opt_state", "loop", "model_state"} (concrete or abstract
-        trees). Returns (restored trees, meta). The parameter and optimizer-state shapes
-        are compared first, so a checkpoint of another model configuration is reported
-        as such rather than as an orbax shape error.
-        """
-        step = self.latest_step()
-        if step is None:
-            raise CheckpointError(f"no checkpoint to resume from in {self.latest_dir}")
-        meta = self.read_meta(self.latest, step)
-        self._check_signature(self.latest, step, meta, template)
-        names = ["params", "opt_state", "loop"]
-        if template.get("model_state"):
-            names.append("model_state")
-        args = {n: ocp.args.StandardRestore(_abstract(template[n], sharding)) for n in names}
+    def _restore(self, mgr: ocp.CheckpointManager, step: int, templates: dict, sharding: Any
+                 ) -> dict:
+        """The items `templates` names, restored into their structure with `sharding`; an
+        empty template is an item not saved (an empty model_state), returned as {}."""
+        args = {n: ocp.args.StandardRestore(_abstract(t, sharding))
+                for n, t in templates.items() if jax.tree.leaves(t)}
         try:
-            out = self.latest.restore(step, args=ocp.args.Composite(**args))
-            trees = {n: out[n] for n in names}
+            out = mgr.restore(step, args=ocp.args.Composite(**args))
+            return {n: out[n] if n in args else {} for n in templates}
         except Exception as e:  # noqa: BLE001
-            raise self._error(self.latest, step, e) from e
-        trees.setdefault("model_state", {})
-        return trees, meta
+            raise self._error(mgr, step, e) from e
 
-    def restore_best(self, template: Mapping[str, Any] | None = None, sharding: Any = None):
-        """(params, model_state, meta) of the best checkpoint.
-
-        Without a template the arrays come back in the saved structure (for inference,
-        where no model has been initialised yet).
-        """
-        step = self.best_step()
-        if step is None:
-            raise CheckpointError(
-                f"no checkpoint in {self.best_dir} (train with this --workdir first)"
-            )
-        meta = self.read_meta(self.best, step)
-        has_ms = bool(meta.get("has_model_state"))
-        if template is not None:
-            self._check_signature(self.best, step, meta, template, names=("params", "model_state"))
-            args = {"params": ocp.args.StandardRestore(_abstract(template["params"], sharding))}
-            if has_ms:
-                args["model_state"] = ocp.args.StandardRestore(
-                    _abstract(template["model_state"], sharding)
-                )
-        else:
-            # The saved shapes onto this process's first device: a checkpoint written on
-            # another device count or topology restores for inference anywhere.
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            names = ("params", "model_state") if has_ms else ("params",)
-            args = {n: ocp.args.StandardRestore(_abstract(self._saved_tree(step, n), device))
-                    for n in names}
-        try:
-            out = self.best.restore(step, args=ocp.args.Composite(**args))
-            params = out["params"]
-            model_state = out["model_state"] if has_ms else {}
-        except Exception as e:  # noqa: BLE001
-            raise self._error(self.best, step, e) from e
-        return params, model_state, meta
-
-    def _saved_tree(self, step: int, name: str) -> Any:
-        """Shapes and dtypes of item `name` as saved at `step` (orbax's array metadata)."""
+    def _saved_tree(self, mgr: ocp.CheckpointManager, step: int, name: str) -> Any:
+        """Shapes and dtypes of item `name` as saved at `step` (orbax's array metadata);
+        None where the item was not saved."""
+        path = mgr.directory / str(step) / name
+        if not path.exists():
+            return None
         try:
             with _quiet_absl():
-                md = ocp.StandardCheckpointer().metadata(self.best_dir / str(step) / name)
+                return ocp.StandardCheckpointer().metadata(path).item_metadata
         except Exception as e:  # noqa: BLE001
-            raise self._error(self.best, step, e) from e
-        return md.item_metadata
+            raise self._error(mgr, step, e) from e
 
-    def _check_signature(
-        self, mgr, step, meta, template, names=("params", "opt_state", "model_state")
-    ):
-        saved = meta.get("signature", {})
+    def _check_signature(self, mgr: ocp.CheckpointManager, step: int,
+                         template: Mapping[str, Any], names: tuple[str, ...]) -> None:
         for name in names:
-            current = tree_signature(template.get(name) or {})
-            if name not in saved and not current:
-                continue
-            diffs = signature_diff(saved.get(name, {}), current)
+            saved = tree_signature(self._saved_tree(mgr, step, name))
+            diffs = signature_diff(saved, tree_signature(template.get(name)))
             if diffs:
-                what = {
-                    "params": "a different model configuration",
-                    "opt_state": "a different optimizer or set of frozen parameters",
-                    "model_state": "a different model configuration (model state)",
-                }[name]
                 raise CheckpointError(
-                    f"checkpoint {mgr.directory / str(step)} was written for {what}: "
+                    f"checkpoint {mgr.directory / str(step)} was written for {_MISMATCH[name]}: "
                     + "; ".join(diffs)
                     + ". Use the configuration it was trained with, or another --workdir."
                 )
 
-    def _error(self, mgr, step, e: Exception) -> CheckpointError:
+    def _error(self, mgr: ocp.CheckpointManager, step: int, e: Exception) -> CheckpointError:
         older = [s for s in mgr.all_steps() if s != step]
         hint = (
             f" Older checkpoints in {mgr.directory} (steps {older}) were left untouched; "
@@ -340,11 +294,11 @@ class CheckpointStore:
         )
 
     def close(self) -> None:
-        for mgr in self._managers.values():
-            try:
-                mgr.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the real error
-                pass
+        for name in ("best", "latest"):
+            if name in self.__dict__:  # opened (cached_property)
+                # Closing must not hide the error that ended the run.
+                with contextlib.suppress(Exception):
+                    self.__dict__[name].close()
 
 
 def open_store(workdir: Workdir, *, keep_latest: int, resume: bool, overwrite: bool

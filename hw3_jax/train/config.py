@@ -73,7 +73,6 @@ class TrainConfig:
         return json_safe(dataclasses.asdict(self))
 
 
-
 def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     """The run's training steps: epochs * steps_per_epoch, or max_steps if smaller."""
     total = steps_per_epoch * config.epochs

@@ -44,14 +44,7 @@ import jax
 from tqdm.auto import tqdm
 
 from hw3_jax.models import count_params
-from hw3_jax.train.checkpoints import (
-    FORMAT_VERSION,
-    CheckpointStore,
-    TrainingError,
-    open_store,
-    tree_nbytes,
-    tree_signature,
-)
+from hw3_jax.train.checkpoints import FORMAT_VERSION, CheckpointStore, TrainingError, open_store
 from hw3_jax.train.config import TrainConfig, optimizer_of, total_steps
 from hw3_jax.train.plots import plot_curves
 from hw3_jax.train.sharding import DataParallel, data_parallel, device_batches
@@ -108,7 +101,7 @@ class _Run:
     store: CheckpointStore
     dp: DataParallel
     eval_fn: Callable
-    metadata: dict | None
+    metadata: dict  # the caller's `metadata`, {} for none
     counts: dict  # {"total", "trainable"} parameters
 
 
@@ -147,8 +140,7 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
             wd.write_json(wd.config.name, metadata)
         counts = {"total": count_params(params), "trainable": count_params(params, mask)}
         eval_fn = jit_eval_step(dp, model=model, loss=config.loss, input_keys=config.input_keys)
-        run = _Run(config, data, wd, store, dp, eval_fn,
-                   None if metadata is None else dict(metadata), counts)
+        run = _Run(config, data, wd, store, dp, eval_fn, dict(metadata or {}), counts)
         progress = _restore(run, _Progress(state, init_metrics(dp), [], {}))
         if jax.process_index() == 0:
             wd.write_jsonl(wd.metrics_jsonl.name, progress.history)
@@ -167,7 +159,7 @@ def _required_bytes(config: TrainConfig, state: TrainState) -> int:
     """Free disk the run's checkpoints need: keep_latest + 2 states and some slack."""
     if config.min_free_bytes is not None:
         return config.min_free_bytes
-    nbytes = tree_nbytes((state.params, state.opt_state, state.model_state))
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
     return (config.keep_latest + 2) * nbytes + (64 << 20)
 
 
@@ -280,14 +272,9 @@ def _end_epoch(run: _Run, p: _Progress, epoch: int, clock: dict) -> None:
 
 
 def _meta(run: _Run, p: _Progress, kind: str) -> dict:
-    sig = {"params": tree_signature(p.state.params),
-           "model_state": tree_signature(p.state.model_state)}
-    if kind == "latest":
-        sig["opt_state"] = tree_signature(p.state.opt_state)
     return {
         "format_version": FORMAT_VERSION, "kind": kind, "config": run.config.to_dict(),
-        "metadata": run.metadata or {}, "history": p.history, "best": p.best,
-        "signature": sig, "has_model_state": bool(jax.tree.leaves(p.state.model_state)),
+        "metadata": run.metadata, "history": p.history, "best": p.best,
     }
 
 
@@ -375,7 +362,7 @@ def _finish(run: _Run, p: _Progress, report: Callable | None, t_start: float) ->
     """Test evaluation of the best parameters, the final metrics.json and curves."""
     cfg, store = run.config, run.store
     params, model_state = p.state.params, p.state.model_state
-    if store.best_step() is not None:
+    if store.best.latest_step() is not None:
         template = {"params": params, "model_state": model_state}
         params, model_state, _ = store.restore_best(template, run.dp.replicated)
     test_m, t_test = None, 0.0

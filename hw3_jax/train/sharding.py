@@ -77,9 +77,7 @@ def launched_multiprocess() -> bool:
     """Whether the environment says this process is one of several (multi-host launch)."""
     if any(os.environ.get(k) for k in _MULTIPROCESS_ENV):
         return True
-    if _int_env("JAX_NUM_PROCESSES") > 1 or _int_env("SLURM_NTASKS") > 1:
-        return True
-    if _int_env("OMPI_COMM_WORLD_SIZE") > 1:
+    if any(_int_env(k) > 1 for k in ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")):
         return True
     # Cloud TPU pod slice: one worker hostname per host.
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
@@ -141,24 +139,22 @@ def launch_from(coordinator_address: str | None = None, num_processes: str | int
     return Launch(address, count, index)
 
 
-def initialize_distributed(launch: Launch | None = None, *, force: bool | None = None,
+def initialize_distributed(launch: Launch | None = None, *,
                            heartbeat_timeout_s: int | None = None) -> bool:
     """Join a multi-process run (`jax.distributed.initialize`) when there is one.
 
     Must run before anything touches a JAX device (call it first in `main`). `launch`: an
     explicit one (`launch_from`); None reads it from the environment (`LAUNCH_ENV`), else
-    detects a cluster launch (SLURM, Open MPI, a multi-host TPU slice) when `force` is None;
-    `force` True/False overrides the detection. `heartbeat_timeout_s`: after how long
+    leaves a cluster launch (SLURM, Open MPI, a multi-host TPU slice: `launched_multiprocess`)
+    to JAX's own cluster detection. `heartbeat_timeout_s`: after how long
     without a heartbeat a process counts as dead and JAX ends the others (JAX's default:
     100 s). Returns whether JAX now runs multi-process. Idempotent.
 
     Raises DistributedError when the coordinator cannot be reached or the processes do not
     all arrive within JAX's initialization timeout (300 s), ValueError for a malformed
     launch in the environment."""
-    if launch is None and force is not False:
-        launch = launch_from()
-    want = launch is not None or (launched_multiprocess() if force is None else force)
-    if not want:
+    launch = launch if launch is not None else launch_from()
+    if launch is None and not launched_multiprocess():
         return False
     if not jax.distributed.is_initialized():
         # Cross-process collectives of the CPU backend (the only ones a CPU-only run has);
@@ -284,11 +280,9 @@ class DataParallel(NamedTuple):
         return len(self.mesh.local_devices)
 
 
-def data_parallel(
-    devices: Sequence[jax.Device] | None = None, num_devices: int | None = None
-) -> DataParallel:
-    """The data-parallel mesh over `devices` (default: all, or the first `num_devices`)."""
-    devs = list(jax.devices() if devices is None else devices)
+def data_parallel(num_devices: int | None = None) -> DataParallel:
+    """The data-parallel mesh over every device, or the first `num_devices`."""
+    devs = jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devs):
             raise ValueError(f"num_devices={num_devices}, but {len(devs)} devices available")
@@ -307,7 +301,7 @@ def replicate(tree: Any, dp: DataParallel, copy: bool = False) -> Any:
     return jax.device_put(tree, dp.replicated, may_alias=False if copy else None)
 
 
-def pad_batch(batch: Mapping[str, np.ndarray], multiple: int, weight_key: str = "weight"):
+def pad_batch(batch: Mapping[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
     """Pad the first axis of every array to a multiple of `multiple`.
 
     Padded rows repeat the last example and get weight 0, so they change no loss, metric
@@ -320,31 +314,23 @@ def pad_batch(batch: Mapping[str, np.ndarray], multiple: int, weight_key: str = 
         shapes = {k: v.shape for k, v in batch.items()}
         raise ValueError(f"batch arrays disagree on the batch size: {shapes}")
     (size,) = sizes
-    if weight_key not in batch:
-        batch[weight_key] = np.ones((size,), np.float32)
+    if "weight" not in batch:
+        batch["weight"] = np.ones((size,), np.float32)
     pad = (-size) % multiple
     if pad == 0:
         return batch
     out = {}
     for k, v in batch.items():
-        fill = np.zeros_like(v[-1:]) if k == weight_key else v[-1:]
+        fill = np.zeros_like(v[-1:]) if k == "weight" else v[-1:]
         out[k] = np.concatenate([v, np.repeat(fill, pad, axis=0)], axis=0)
     return out
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], dp: DataParallel) -> dict[str, jax.Array]:
-    """Host batch (NumPy, this process's share) -> global arrays split over "data".
-
-    On one process this is `device_put` with the data sharding; on several, each
-    process passes its own rows and `make_array_from_process_local_data` assembles the
-    global batch (the global batch size is the per-process size times the process count).
-    """
-    if jax.process_count() == 1:
-        return jax.device_put(dict(batch), dp.data)
-    return {
-        k: jax.make_array_from_process_local_data(dp.data, np.asarray(v))
-        for k, v in batch.items()
-    }
+    """Host batch (NumPy, this process's share) -> global arrays split over "data": each
+    process passes its own rows (the global batch size is the per-process size times the
+    process count); on one process this is `device_put` with the data sharding."""
+    return jax.make_array_from_process_local_data(dp.data, dict(batch))
 
 
 def prepare_batch(batch: Mapping[str, np.ndarray], dp: DataParallel,

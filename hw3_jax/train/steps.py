@@ -58,14 +58,6 @@ def param_groups(tree: Any, trainable_mask: Any = None, by_encoder: bool = True)
     return jax.tree_util.tree_map_with_path(group, tree, mask)
 
 
-def decay_mask(tree: Any) -> Any:
-    """AdamW's weight-decay mask of a params-shaped `tree`: True for matrices (kernels,
-    embedding tables, GRU weights), False for the 1-D leaves, which here are exactly the
-    biases and the LayerNorm scales and biases (BERT's fine-tuning recipe decays neither).
-    Leaves of other groups (`optax.MaskedNode` inside a partition) are kept as they are."""
-    return jax.tree.map(lambda x: x.ndim > 1, tree)
-
-
 def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = None, *,
                    optimizer: str = "adam", weight_decay: float = 0.0,
                    encoder_learning_rate: float | optax.Schedule | None = None
@@ -80,7 +72,7 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
     holds `optax.MaskedNode()` there), so the notebook model's optimizer state covers only
     its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism.
     `optimizer`: "adam" or "adamw" (decoupled weight decay `weight_decay` times the learning
-    rate, on the leaves `decay_mask` selects; PyTorch's AdamW with the same betas and eps).
+    rate, on the matrices only; PyTorch's AdamW with the same betas and eps).
     `weight_decay` is passed as given (0.0: none); the loop's default is TrainConfig's.
     `encoder_learning_rate`: None trains every leaf at `learning_rate` (the groups
     "trainable" and "frozen"; plain Adam's state without a mask). Otherwise the leaves under
@@ -91,8 +83,11 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
 
     def one(lr):
         if optimizer == "adamw":
+            # Decay the matrices (kernels, embedding tables, GRU weights), not the 1-D
+            # leaves, which here are exactly the biases and the LayerNorm scales and biases
+            # (BERT's fine-tuning recipe decays neither).
             return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay,
-                               mask=decay_mask)
+                               mask=lambda tree: jax.tree.map(lambda x: x.ndim > 1, tree))
         return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
 
     by_encoder = encoder_learning_rate is not None
@@ -160,16 +155,15 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, dp: DataPa
     )
 
 
-def init_metrics(dp: DataParallel | None = None) -> dict:
+def init_metrics(dp: DataParallel) -> dict:
     """The running sums of one epoch's training metrics, kept on the device:
     sums [3] = [sum loss*w, sum correct*w, sum w]; nonfinite: steps skipped;
     first_nonfinite: the first skipped step (1-based), -1 for none."""
-    acc = {
+    return replicate({
         "sums": jnp.zeros((3,), jnp.float32),
         "nonfinite": jnp.zeros((), jnp.int32),
         "first_nonfinite": jnp.full((), -1, jnp.int32),
-    }
-    return replicate(acc, dp) if dp is not None else acc
+    }, dp)
 
 
 # --------------------------------------------------------------------------- steps
