@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import ml_collections
 
@@ -39,6 +39,14 @@ LAUNCH_FLAGS = {
 
 class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors (an unknown flag, a bad value) are a UserError: one
+    line, not the usage block (some experiments have fifty flags)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -255,7 +263,7 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     `--config.a.b=VALUE`; `always`, `skip`: as in `command_line`."""
     rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     defaults = flatten(load_config(default_config))
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = ArgumentParser(prog=prog, description=description)
     p.add_argument("--config", help=f"config file[:variant] (default {default_config}); "
                                     "--config.FIELD=VALUE sets any field")
     if quick_help is not None:

@@ -161,7 +161,7 @@ def implied_variant(args: argparse.Namespace) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m experiments.sentiment",
         description="Sentiment analysis on IMDB (or the embedded synthetic set) with a BERT "
         "encoder and a bidirectional GRU. Subcommands: train (default), predict.")

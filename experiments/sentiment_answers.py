@@ -17,7 +17,6 @@ predictions on the notebook's two sentences and two more, and copies its `curves
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -251,8 +250,8 @@ def _existing(path: pathlib.Path) -> str | None:
     return str(path) if path.exists() else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.sentiment_answers",
+def _main(argv: list[str] | None) -> int:
+    p = cli.ArgumentParser(prog="python -m experiments.sentiment_answers",
                                 description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
@@ -270,22 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-predict", action="store_true",
                    help="keep the run's own predictions (do not load the model)")
     args = p.parse_args(argv)
-    try:
-        if args.command == "facts":
-            facts = collect_facts(args.vocab, args.imdb_archive)
-            args.out.mkdir(parents=True, exist_ok=True)
-            path = args.out / FACTS_FILE
-            path.write_text(json.dumps(facts, indent=2) + "\n")
-            print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
-        else:
-            if not args.name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"--name {args.name!r}: use letters, digits, - and _ only")
-            paths = collect(args.workdir, args.name, args.out, predict=not args.no_predict)
-            print("wrote " + ", ".join(str(x) for x in paths))
-    except (OSError, ValueError, RuntimeError) as e:  # missing files, bad names, unfinished run
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "facts":
+        facts = collect_facts(args.vocab, args.imdb_archive)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / FACTS_FILE
+        path.write_text(json.dumps(facts, indent=2) + "\n")
+        print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
+    else:
+        if not args.name.replace("_", "").replace("-", "").isalnum():
+            raise cli.UserError(f"--name {args.name!r}: use letters, digits, - and _ only")
+        paths = collect(args.workdir, args.name, args.out, predict=not args.no_predict)
+        print("wrote " + ", ".join(str(x) for x in paths))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Missing files, bad names and unfinished runs are one line each.
+    return cli.run_main(lambda: _main(argv), (OSError, ValueError, RuntimeError))
 
 
 if __name__ == "__main__":

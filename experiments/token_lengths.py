@@ -10,13 +10,12 @@ Counts the tokens of every labelled review (train and test, 50,000) without trun
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-from experiments.cli import run_main
+from experiments import cli
 from hw3_jax import timing
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import read_imdb_archive
@@ -38,7 +37,8 @@ def length_stats(lengths: np.ndarray) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = cli.ArgumentParser(prog="python -m experiments.token_lengths",
+                            description=__doc__.splitlines()[0])
     ap.add_argument("--archive", default=str(timing.SHARED_ARCHIVE))
     ap.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
     ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, user_errors=(DataError,)))
+    sys.exit(cli.run_main(main, user_errors=(DataError,)))

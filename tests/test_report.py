@@ -65,6 +65,10 @@ def test_missing_markers_and_folders_are_one_line_errors(tmp_path, capsys):
     assert "no <!-- BEGIN q1 -->" in capsys.readouterr().err
     assert report.main(["--answers", str(answers), "--results", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # A bad flag: one line, not argparse's usage block.
+    assert report.main(["--only", "q9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --only: invalid choice") and err.count("\n") == 1, err
 
 
 def test_every_section_renders_without_results(tmp_path):

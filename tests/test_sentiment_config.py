@@ -73,7 +73,9 @@ def test_the_flags_imply_the_variant():
 @pytest.mark.parametrize("argv,needle", [
     (["--config.train.nope=1"], "no field train.nope"),
     (["--config.train.epochs=two"], "train.epochs"),
-    (["--config.train.max_steps=abc"], "train.max_steps"),  # a field whose default is None
+    (["--config.train.max_steps=abc"], "train.max_steps"),
+    (["--epochs", "two"], "argument --epochs: invalid int value"),  # argparse's own errors
+    (["--bogus"], "unrecognized arguments: --bogus"),  # a field whose default is None
     (["--config.train.encoder_learning_rate=fast"], "train.encoder_learning_rate"),
     (["--config", "configs.sentiment:nope"], "unknown variant"),
     (["--config.model.attention=dense"], "model.attention"),

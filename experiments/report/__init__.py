@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import jinja2
 
+from experiments import cli
 from experiments.report.cnn_tables import markdown_report
 from experiments.report.q1 import q1_from_results
 from experiments.report.q2 import q2_from_results
@@ -86,7 +87,7 @@ def tables(results_dir: pathlib.Path) -> dict[pathlib.Path, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.report",
+    p = cli.ArgumentParser(prog="python -m experiments.report",
                                 description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 (with a diff) if a file is not up to date")
@@ -114,23 +115,24 @@ def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run_main(lambda: _main(argv),
+                        (ReportError, OSError, KeyError, ValueError, jinja2.TemplateError))
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if not args.results.is_dir():
-            raise ReportError(f"results folder {args.results} does not exist; pass --results")
-        if args.print_section:
-            sys.stdout.write(SECTIONS[args.print_section](args.results))
-            return 0
-        if not args.answers.is_file():
-            raise ReportError(f"{args.answers} does not exist; pass --answers")
-        old = args.answers.read_text()
-        files = {args.answers: (old, render_answers(old, args.results, args.only))}
-        if not args.only:
-            for path, new in tables(args.results).items():
-                files[path] = (path.read_text() if path.is_file() else "", new)
-    except (ReportError, OSError, KeyError, ValueError, jinja2.TemplateError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not args.results.is_dir():
+        raise ReportError(f"results folder {args.results} does not exist; pass --results")
+    if args.print_section:
+        sys.stdout.write(SECTIONS[args.print_section](args.results))
+        return 0
+    if not args.answers.is_file():
+        raise ReportError(f"{args.answers} does not exist; pass --answers")
+    old = args.answers.read_text()
+    files = {args.answers: (old, render_answers(old, args.results, args.only))}
+    if not args.only:
+        for path, new in tables(args.results).items():
+            files[path] = (path.read_text() if path.is_file() else "", new)
     if args.check:
         return _check(files)
     for path, (old, new) in files.items():
