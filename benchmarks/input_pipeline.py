@@ -14,8 +14,9 @@ the archive and the vocabulary as its data (read the archive in one streaming pa
 - one cached epoch: `data.train_batches(epoch)` iterated to the end (its prefetch thread
   included), then the same with every batch made device-ready
   (`hw3_jax.train.sharding.prepare_batch` + `block_until_ready`);
-- the consumer: the training loop's step for the small (MiniLM-size) encoder at the same
-  batch size and length 128, timed in the same run, to compare batches/s with steps/s.
+- the consumer: the notebook recipe's training step (frozen encoder) for the small
+  (MiniLM-size) encoder at the same batch size and length 128, timed in the same run, to
+  compare batches/s with steps/s.
 
 Targets: the 50,000 labelled reviews tokenized in <= 30 s (judged on the tokenizing; the
 whole cold build, read + clean + tokenize + cache write, is reported beside it), and a
@@ -35,7 +36,7 @@ import jax
 
 from benchmarks.inputs import add_data_options, existing_file, make_batch, write_small_archive
 from benchmarks.notebook import SIZES, notebook_model
-from benchmarks.steps import JaxStep
+from benchmarks.steps import notebook_step
 from configs.sentiment import get_config
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
@@ -116,12 +117,13 @@ def measure_epochs(data: SentimentData, repeats: int) -> dict:
 
 
 def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats: int) -> dict:
-    """The training loop's step for encoder `size` on `batch` x `length` tokens."""
+    """The notebook recipe's training step (encoder frozen: no gradient, no Adam state) for
+    encoder `size` on `batch` x `length` tokens."""
     print("[input_pipeline] consumer: the train step ...", flush=True)
     cfg = BertConfig(**SIZES[size])
     model = notebook_model(cfg)
-    step = JaxStep(model, init_params(model, jax.random.key(0)),
-                   make_batch(batch, length, cfg.vocab_size))
+    step = notebook_step(model, init_params(model, jax.random.key(0)),
+                         make_batch(batch, length, cfg.vocab_size))
     step.compile()
     st = timing.time_calls(step, warmup=warmup, repeats=repeats)
     return {"encoder": size, "batch": batch, "length": length, **st,
