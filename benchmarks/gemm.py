@@ -54,20 +54,22 @@ def gemm(rows: int, inner: int, cols: int, framework: str, dtype: str = "float32
     return lambda: torch.matmul(ta, tb)
 
 
-def rates(framework: str, shapes: list[list[int]], repeats: int) -> dict[str, dict]:
+def rates(framework: str, shapes: list[list[int]], repeats: int, warmup: int
+          ) -> dict[str, dict]:
     """GFLOP/s of `framework` at each [rows, inner, cols] shape, float32 and bfloat16."""
     out: dict[str, dict] = {}
     for rows, inner, cols in shapes:
         fns = {d: gemm(rows, inner, cols, framework, d) for d in ("float32", "bfloat16")}
-        timed = timing.time_interleaved(fns, warmup=2, repeats=repeats)
+        timed = timing.time_interleaved(fns, warmup=warmup, repeats=repeats)
         out[f"{rows}x{inner}x{cols}"] = {
             d: 2.0 * rows * inner * cols / t["median_s"] / 1e9 for d, t in timed.items()}
     return out
 
 
-def _worker(framework: str, shapes: list[list[int]], repeats: int, xla_flags: str) -> dict:
-    """`rates` in a fresh process with XLA_FLAGS=`xla_flags` (torch: default threading)."""
-    spec = json.dumps({"framework": framework, "shapes": shapes, "repeats": repeats})
+def _worker(xla_flags: str, **spec: Any) -> dict:
+    """`rates(**spec)` in a fresh process with XLA_FLAGS=`xla_flags` (torch: default
+    threading)."""
+    spec = json.dumps(spec)
     try:
         return timing.in_fresh_process(["-m", "benchmarks.gemm", "--worker", spec],
                                        {"XLA_FLAGS": xla_flags or None, "OMP_WAIT_POLICY": None})
@@ -78,17 +80,18 @@ def _worker(framework: str, shapes: list[list[int]], repeats: int, xla_flags: st
 def main(argv: list[str] | None = None) -> dict:
     p = timing.base_parser(__doc__.splitlines()[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one measurement, in this process
+    p.set_defaults(warmup=2)  # the first call compiles
     args = p.parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(rates(spec["framework"], spec["shapes"], spec["repeats"])))
+        print(json.dumps(rates(**json.loads(args.worker))))
         return {}
     # The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then bert-base.
     shapes = [[256, 64, 256]] if args.quick else [[2048, 384, 1536], [2048, 768, 3072]]
     repeats = args.repeats or (2 if args.quick else 7)
-    results: dict[str, Any] = {f"jax, XLA {name}": _worker("jax", shapes, repeats, flags)
+    run = dict(shapes=shapes, repeats=repeats, warmup=args.warmup)
+    results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **run)
                                for name, flags in XLA_SETTINGS.items()}
-    results["torch"] = _worker("torch", shapes, repeats, "")
+    results["torch"] = _worker("", framework="torch", **run)
     result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=timing.cpu_bf16_flags()),
               "xla_settings": XLA_SETTINGS, "gflop_per_s": results,
               "table_markdown": _table(results, shapes)}
