@@ -333,13 +333,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metadata = {**config.to_dict(), "bert": bert_cfg.to_dict(), **(extra or {})}
     facts = {"data": data.info, **notes, **(extra or {})}  # metrics.json's, beside the loop's
     train_cfg = TrainConfig(**config.train.to_dict())
-    report = lambda best: _report(model, best, data.tokenizer, config.data.truncation, facts)
+    encoder = None  # with the encoder cache: the frozen encoder's params, apart
+
+    def report(best):  # of the whole model: a cached run's best head joins the encoder
+        if encoder is not None:
+            best = ec.join_params(best, encoder)
+        return _report(model, best, data.tokenizer, config.data.truncation, facts)
+
     if config.encoder_cache.enabled:  # the same loop, on the head and the stored outputs
         encoder, head_params = ec.split_params(params)
         cached = _cached_outputs(config, model, encoder, data, wd, metadata, facts)
         result = train(ec.head_of(model), head_params, cached,
                        dataclasses.replace(train_cfg, input_keys=cached.input_keys), wd,
-                       metadata=metadata, report=lambda best: report(ec.join_params(best, encoder)))
+                       metadata=metadata, report=report)
     else:
         result = train(model, params, data, train_cfg, wd, trainable_mask=mask,
                        metadata=metadata, report=report)
