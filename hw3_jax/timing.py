@@ -191,9 +191,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes (an unknown flag, a bad value) are one line (`fail`)
+    instead of the usage block and the message."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see --help)")
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: --quick, --out-dir, --repeats, --warmup."""
-    p = argparse.ArgumentParser(description=description)
+    p = _Parser(description=description)
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and few repetitions: a smoke run, not a measurement")
     p.add_argument("--out-dir", default=None,

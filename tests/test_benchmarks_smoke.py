@@ -79,3 +79,13 @@ def test_recipe_missing_archive_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: IMDB archive {tmp_path / 'missing.tar.gz'} not found: pass --imdb-archive PATH"]
     assert not (tmp_path / "bench_recipe.json").exists()
+
+
+def test_bad_flag_value_is_one_line(tmp_path, capsys):
+    from benchmarks import attention
+
+    with pytest.raises(SystemExit) as exit_info:
+        attention.main(["--repeats", "two", "--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: argument --repeats: invalid int value: 'two' (see --help)"]

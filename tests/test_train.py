@@ -397,7 +397,7 @@ def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-    """issue 6: SIGKILL at a random step, --resume, same final metrics and parameters."""
+    """SIGKILL at a random step, --resume, same final metrics and parameters."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # 3 epochs x 8 steps, latest checkpoints every 3 steps.
     kill_at = random.randint(2, 22)
