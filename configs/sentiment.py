@@ -23,10 +23,10 @@
         256 tokens kept head+tail, batch 32, 2 epochs of Adam 1e-3, the encoder's outputs
         computed once (encoder cache; 21 reviews/s, 39 min, on the idle 2-core AMD EPYC with
         AVX512-BF16), head epochs of 12 min: test 87.21% (loss 0.298; validation 87.89%);
-        results/sentiment_minilm_frozen.json (at batch 128: 84.64%). With
-        `--max-length 128 --truncation head --buckets 32,64,128 --batch-size 32 --limit 2000`
-        (a random 2,000 reviews of each split): test 71.75% (validation 74.85%) in 7 min 49 s;
-        results/sentiment_minilm.json
+        results/sentiment_minilm_frozen.json (at batch 128: 84.64%). With `--max-length 128
+        --config.data.truncation=head --config.data.buckets=32,64,128 --batch-size 32
+        --limit 2000` (a random 2,000 reviews of each split): test 71.75% (validation 74.85%)
+        in 7 min 49 s; results/sentiment_minilm.json
     python -m experiments.sentiment --config configs/sentiment.py:minilm_finetune
         the shared all-MiniLM-L6-v2 fine-tuned (Sun et al. 2019's recipe) with a linear
         head on the mean of its outputs, every review of the shared archive, 256 tokens
@@ -42,12 +42,15 @@
         a tiny encoder on 300 synthetic reviews, 2 epochs: seconds once compiled, for the
         tests and the notebook's CPU run; accuracy near chance is expected
 
-The command line (experiments/sentiment.py) sets any field (`--config.data.limit=500`) or
-one per shortcut flag (`--limit 500`), and without `--config` picks the variant the flags
-imply: `--encoder NAME` -> notebook, `--imdb-archive PATH` or `--data imdb` -> imdb_scratch,
-otherwise synthetic.
+The command line (experiments/sentiment.py) sets any field (`--config.data.limit=500`,
+`--config.model.readout=concat`), the most used also with a shortcut flag (`--limit 500`;
+`python -m experiments.sentiment train --help` lists them), and without `--config` picks
+the variant the flags imply: `--encoder NAME` -> notebook, `--imdb-archive PATH` or
+`--data imdb` -> imdb_scratch, otherwise synthetic.
 
-A field whose default is None (`placeholder`) says at its definition what None means.
+Each field's comment says what it does and, for a text field, the values it takes (the
+train section's: TrainConfig in hw3_jax/train/config.py). A field whose default is None
+(`placeholder`) says at its definition what None means.
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ def _data() -> ml_collections.ConfigDict:
         "synthetic_size": 25_000,  # training part (split 70/30); the test part has a fifth
         "limit": placeholder(int),  # at most N examples per split, drawn at random by seed
         "max_length": 64,  # tokens per review including [CLS] and [SEP]
-        # What a longer review keeps: "head" | "tail" | "head+tail" (data.token_cache)
+        # What a longer review keeps: "head" (the notebook) | "tail" | "head+tail" (its
+        # first quarter and its end, as Sun et al. 2019); see data.token_cache
         "truncation": "head",
-        "batch_size": 32,
-        # Batch lengths "64,128,256"; None: powers of two from 32 up to max_length
+        "batch_size": 32,  # examples per batch (over all processes of a run)
+        # Batch lengths "64,128,256"; None: powers of two from 32 up to max_length. More
+        # buckets pad less but compile more often.
         "buckets": placeholder(str),
         "vocab_size": 4000,  # WordPiece vocabulary trained for a scratch encoder
         # vocab.txt / tokenizer.json for a pretrained encoder; None: the encoder's own
@@ -101,11 +106,13 @@ def _model() -> ml_collections.ConfigDict:
         "layers": 2,
         "heads": 4,
         "intermediate_size": 128,
-        # None: the encoder's own hidden dropout (BertConfig's 0.1 for a scratch encoder)
+        # The encoder's hidden dropout (BERT's hidden_dropout_prob; more regularises a small
+        # scratch encoder); None: the encoder's own (BertConfig's 0.1 for a scratch encoder)
         "encoder_dropout": placeholder(float),
-        "local_window": BertConfig.local_window,
-        "performer_features": BertConfig.performer_features,
-        # The head: GRU layers, dropout between them and before the output layer.
+        "local_window": BertConfig.local_window,  # "local" attention: neighbours per side
+        "performer_features": BertConfig.performer_features,  # "performer": random features
+        # The head: GRU hidden size (per direction) and layers, dropout between them and
+        # before the output layer.
         "gru_hidden": 64,
         "gru_layers": BertGRUSentiment.n_layers,
         "dropout": BertGRUSentiment.dropout,
@@ -116,18 +123,21 @@ def _model() -> ml_collections.ConfigDict:
         "readout": placeholder(str),
         # True: BERT without attention mask and the GRU over padding, as the notebook ran.
         "notebook_parity": False,
-        # "float32" | "bfloat16"; None: bfloat16 on TPU/GPU, float32 on CPU
+        # Compute dtype "float32" | "bfloat16"; None: bfloat16 on TPU/GPU, float32 on CPU
         "dtype": placeholder(str),
         "freeze_encoder": True,  # a pretrained encoder; False fine-tunes it
-        "freeze_word_embeddings": False,
-        "init_embeddings": "random",  # "random" | "ppmi-svd" (scratch encoder)
+        "freeze_word_embeddings": False,  # True: keep the word embeddings fixed (scratch)
+        # A scratch encoder's word embeddings: "random" (BERT's init) | "ppmi-svd" (word
+        # vectors of the training texts and an archive's unlabelled reviews)
+        "init_embeddings": "random",
         "word_vector_std": BertConfig.initializer_range,  # scale of the PPMI+SVD vectors
     })
 
 
 def _train() -> ml_collections.ConfigDict:
-    """TrainConfig's defaults; one that is None becomes a typed placeholder, so that an
-    override of the wrong type (`--config.train.max_steps=abc`) is refused when parsed."""
+    """TrainConfig's defaults (hw3_jax/train/config.py says what each field does); one that
+    is None becomes a typed placeholder, so that an override of the wrong type
+    (`--config.train.max_steps=abc`) is refused when parsed."""
     hints = typing.get_type_hints(TrainConfig)
     fields = {}
     for name, value in dataclasses.asdict(TrainConfig()).items():
@@ -141,10 +151,16 @@ def _train() -> ml_collections.ConfigDict:
 def _base() -> ml_collections.ConfigDict:
     """The embedded default (synthetic reviews, a small scratch encoder)."""
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0  # data order, initialisation and dropout
     config.data = _data()
     config.model = _model()
-    config.encoder_cache = ml_collections.ConfigDict({"enabled": False, "dtype": "float16"})
+    config.encoder_cache = ml_collections.ConfigDict({
+        # True: a frozen pretrained encoder's outputs computed once per review (dropout
+        # off) and the GRU head trained on them, memory-mapped in WORKDIR/cache (or
+        # $HW3_JAX_CACHE)
+        "enabled": False,
+        "dtype": "float16",  # storage of the outputs: "float16" | "bfloat16" | "float32"
+    })
     config.train = _train()
     config.train.seed = config.get_ref("seed")  # dropout keys follow the one seed
     config.train.epochs = 2

@@ -9,9 +9,10 @@
     python -m experiments.sentiment --config configs/sentiment.py:smoke \
         --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on each host, its id
 
-The configuration is configs/sentiment.py (its docstring lists the variants and what each
-gave). Each shortcut flag below sets one config field, `--config.a.b=VALUE` any field; without
-`--config` the flags pick the variant (`implied_variant`). Training is
+The configuration is configs/sentiment.py: its docstring lists the variants and what each
+gave, its comments what each field does. `--config.SECTION.FIELD=VALUE` sets any field
+(`--config.model.readout=concat`), a shortcut flag (`SHORTCUTS`) one of the fields set most
+often; without `--config` the flags pick the variant (`implied_variant`). Training is
 `experiments.sentiment_train.train_and_evaluate(config, workdir)`.
 
 Several processes (`--coordinator`, `--num-processes`, `--process-id`, or JAX_COORDINATOR_ADDRESS,
@@ -52,6 +53,8 @@ def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
     return cli.Shortcut(field, help, choices=CHOICES.get(field), **options)
 
 
+# The flags README commands, the notebook and scripts use, and how-to-run switches; every
+# other field is `--config.SECTION.FIELD=VALUE` (configs/sentiment.py says what each does).
 # Each flag's default is None, "not given": the variant's value stays.
 SHORTCUTS = {
     "--data": _flag("data.source", "imdb (downloaded once, or --imdb-archive) or the "
@@ -73,76 +76,29 @@ SHORTCUTS = {
     "--batch-size": _flag("data.batch_size", "examples per batch", type=int),
     "--max-length": _flag("data.max_length", "tokens per review including [CLS] and [SEP] "
                           "(notebook: 512)", type=int),
-    "--truncation": _flag("data.truncation", "what a longer review keeps: its head (the "
-                          "notebook), its tail, or both (a quarter head, as Sun et al. 2019)"),
-    "--lr": _flag("train.learning_rate", "learning rate (of the head, with --encoder-lr)",
-                  type=float),
-    "--encoder-lr": _flag("train.encoder_learning_rate", "the encoder's own learning rate "
-                          "(default: --lr), e.g. 3e-5 to fine-tune a pretrained one",
-                          type=float),
-    "--optimizer": _flag("train.optimizer", "adam (the notebook) or adamw (weight decay, not "
-                         "on biases and LayerNorm)"),
-    "--weight-decay": _flag("train.weight_decay", "adamw's weight decay", type=float),
-    "--lr-schedule": _flag("train.lr_schedule", "constant (the notebook), or cosine or linear "
-                           "decay to 0 by the last step"),
-    "--warmup-steps": _flag("train.warmup_steps", "linear learning-rate warmup from 0 over N "
-                            "steps", type=int),
+    "--lr": _flag("train.learning_rate", "learning rate (of the head when "
+                  "train.encoder_learning_rate is set)", type=float),
     "--resume": _flag("train.resume", "continue the run in --workdir", const=True),
     "--overwrite": _flag("train.overwrite", "discard the checkpoints in --workdir", const=True),
     "--seed": _flag("seed", "data order, initialisation and dropout", type=int),
-    "--dtype": _flag("model.dtype", "compute dtype (default: bfloat16 on TPU/GPU, float32 on "
-                     "CPU)"),
-    "--vocab": _flag("data.vocab", "WordPiece vocab.txt or tokenizer.json for a pretrained "
-                     "encoder whose directory has none", metavar="PATH"),
-    "--hidden-size": _flag("model.hidden_size", "scratch encoder: hidden size", type=int),
-    "--layers": _flag("model.layers", "scratch encoder: layers", type=int),
-    "--heads": _flag("model.heads", "scratch encoder: attention heads", type=int),
-    "--intermediate-size": _flag("model.intermediate_size", "scratch encoder: feed-forward "
-                                 "size", type=int),
-    "--vocab-size": _flag("data.vocab_size", "WordPiece vocabulary to train", type=int),
-    "--gru-hidden": _flag("model.gru_hidden", "GRU hidden size (notebook 256)", type=int),
-    "--gru-layers": _flag("model.gru_layers", "GRU layers (notebook 2)", type=int),
-    "--encoder-dropout": _flag("model.encoder_dropout", "the encoder's hidden dropout (BERT's "
-                               "hidden_dropout_prob): more regularises a small encoder "
-                               "trained from scratch", type=float),
-    "--init-embeddings": _flag("model.init_embeddings", "a scratch encoder's word embeddings: "
-                               "random (BERT's init) or PPMI+SVD word vectors of the training "
-                               "texts and, with an archive, its 50,000 unlabelled reviews"),
-    "--word-vector-std": _flag("model.word_vector_std", "standard deviation the PPMI+SVD "
-                               "word vectors are scaled to", type=float),
-    "--freeze-word-embeddings": _flag("model.freeze_word_embeddings", "keep a scratch "
-                                      "encoder's word embeddings fixed", const=True),
-    "--head": _flag("model.head", "the classifier on the encoder: a bidirectional GRU (the "
-                    "notebook) or linear (pooled encoder output -> dropout -> one logit, for "
-                    "fine-tuning)"),
-    "--readout": _flag("model.readout", "what the classifier reads: of the GRU, its final "
-                       "states (the notebook) or [final; max; mean] of its outputs (ULMFiT "
-                       "concat pooling); of the encoder (linear head), its [CLS] vector "
-                       "(default) or its mean over the tokens"),
-    "--dropout": _flag("model.dropout", "dropout between the GRU layers and before the output "
-                       "layer", type=float),
-    "--buckets": _flag("data.buckets", "batch lengths (default: powers of two from 32 up to "
-                       "--max-length); more buckets pad less but compile more often",
-                       metavar="L1,L2,..."),
-    "--local-window": _flag("model.local_window", "local attention: neighbours per side",
-                            type=int),
-    "--performer-features": _flag("model.performer_features", "performer attention: random "
-                                  "features", type=int),
     "--unfreeze": _flag("model.freeze_encoder", "fine-tune a pretrained encoder instead of "
                         "freezing it", const=False),
     "--cache-encoder": _flag("encoder_cache.enabled", "frozen pretrained encoder only: compute "
                              "its outputs once per review (dropout off, unlike the notebook) "
                              "and train the GRU head on them; stored memory-mapped in "
                              "WORKDIR/cache (or $HW3_JAX_CACHE)", const=True),
-    "--cache-dtype": _flag("encoder_cache.dtype", "storage dtype of --cache-encoder's outputs"),
-    "--notebook-parity": _flag("model.notebook_parity", "run BERT without attention mask and "
-                               "the GRU over padding, as the notebook did", const=True),
-    "--synthetic-size": _flag("data.synthetic_size", "synthetic reviews in the training part "
-                              "(split 70/30; the test part has a fifth as many)", type=int),
     "--max-steps": _flag("train.max_steps", "stop after N steps (smoke runs)", type=int),
     "--limit": _flag("data.limit", "use at most N examples of each split", type=int),
     "--no-progress": _flag("train.progress", "no progress bars", const=False),
 }
+# The end of `train --help`: how to set the fields that have no flag, and where they are told.
+TRAIN_EPILOG = (
+    "Any config field, the flags above included: --config.SECTION.FIELD=VALUE (SECTION: "
+    "data, model, train, encoder_cache; --config.seed=N), e.g. --config.model.readout=concat "
+    "--config.data.buckets=64,128,256 --config.train.warmup_steps=100. VALUE is a Python "
+    "literal (3, 2e-3, True, None) or else text as written. configs/sentiment.py lists every "
+    "field with what it does and the values it takes (train's: TrainConfig in "
+    "hw3_jax/train/config.py) and the variants --config picks.")
 # Left out of a run's rebuilt command: how to run, not what; train.seed follows seed.
 NOT_RECIPE = ("train.resume", "train.overwrite", "train.progress", "train.seed")
 
@@ -167,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "encoder and a bidirectional GRU. Subcommands: train (default), predict.")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train, keep the best checkpoint, evaluate on test",
-                       epilog="Any config field: --config.SECTION.FIELD=VALUE")
+                       epilog=TRAIN_EPILOG)
     t.add_argument("--config", default=None, metavar="FILE.py[:VARIANT]",
                    help=f"e.g. {CONFIG_FILE}:imdb_scratch (default: the variant the flags "
                    "imply: notebook with --encoder, imdb_scratch with IMDB, else synthetic)")
@@ -186,9 +142,25 @@ def _parse_train(argv: Sequence[str]
     """(the flags, the config, its spec) of a train command line (without "train"): the
     variant, then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
     rest, overrides = cli.split_overrides(argv)
-    args = _parser().parse_args(["train", *rest])
+    args, unknown = _parser().parse_known_args(["train", *rest])
+    if unknown:
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)}{_field_hint(unknown)} "
+                        "(see python -m experiments.sentiment train --help)")
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
     return args, cli.apply_flags(cli.load_config(spec), args, SHORTCUTS, overrides), spec
+
+
+def _field_hint(unknown: Sequence[str]) -> str:
+    """"; ... set with --config.a.b=VALUE" for the first unknown flag that names a config
+    field (`--readout` -> model.readout), else ""."""
+    fields = cli.flatten(cli.load_config(CONFIG_MODULE))
+    for arg in unknown:
+        name = arg.partition("=")[0].removeprefix("--").replace("-", "_")
+        dotted = [f for f in fields if f.rpartition(".")[2] == name]
+        if arg.startswith("--") and dotted:
+            return f"; {arg.partition('=')[0]} is the config field {dotted[0]}: " \
+                   f"{cli.OVERRIDE_PREFIX}{dotted[0]}=VALUE"
+    return ""
 
 
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:

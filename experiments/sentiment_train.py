@@ -102,18 +102,20 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
     if data.batch_size < 1 or config.train.epochs < 0:
         raise UserError("--batch-size must be >= 1 and --epochs >= 0")
     if not model.word_vector_std > 0:
-        raise UserError(f"--word-vector-std must be positive, got {model.word_vector_std}")
+        raise UserError("--config.model.word_vector_std must be positive, got "
+                        f"{model.word_vector_std}")
     if config.train.warmup_steps < 0:
-        raise UserError(f"--warmup-steps must be >= 0, got {config.train.warmup_steps}")
+        raise UserError("--config.train.warmup_steps must be >= 0, got "
+                        f"{config.train.warmup_steps}")
     if model.gru_layers < 1:
-        raise UserError(f"--gru-layers must be >= 1, got {model.gru_layers}")
+        raise UserError(f"--config.model.gru_layers must be >= 1, got {model.gru_layers}")
     if not 0.0 <= model.dropout < 1.0:
-        raise UserError(f"--dropout must be in [0, 1), got {model.dropout}")
+        raise UserError(f"--config.model.dropout must be in [0, 1), got {model.dropout}")
     if not config.train.learning_rate > 0:  # also NaN
         raise UserError(f"--lr must be a positive number, got {config.train.learning_rate}")
     if model.readout not in HEAD_READOUTS[model.head]:
-        raise UserError(f"--readout {model.readout} is not one of the {model.head} head's: "
-                        f"{', '.join(HEAD_READOUTS[model.head])}")
+        raise UserError(f"--config.model.readout={model.readout} is not one of the "
+                        f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -125,16 +127,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if data.imdb_url is not None and data.source != "imdb":
         raise UserError("--imdb-url goes with --data imdb (or leave --data out)")
     if pretrained and model.init_embeddings == "ppmi-svd":
-        raise UserError("--init-embeddings ppmi-svd is for --encoder scratch: a pretrained "
-                        "encoder brings its own word embeddings")
+        raise UserError("--config.model.init_embeddings=ppmi-svd is for --encoder scratch: "
+                        "a pretrained encoder brings its own word embeddings")
     _check_ranges(config)
     try:
-        normalise_buckets(data.buckets, data.max_length)  # a bad --buckets fails before data
+        normalise_buckets(data.buckets, data.max_length)  # bad buckets fail before the data
         TrainConfig(**config.train.to_dict())
         if not pretrained:  # sizes checked before minutes of tokenizing
             factory.encoder_config(model, data.vocab_size, 0, data.max_length)
     except DataError as e:
-        raise UserError(f"--buckets: {e}") from None
+        raise UserError(f"--config.data.buckets: {e}") from None
     except ValueError as e:  # e.g. hidden_size not a multiple of heads
         raise UserError(f"invalid configuration: {e}") from None
     if config.encoder_cache.enabled and not factory.frozen_encoder(model):
@@ -142,10 +144,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "NAME_OR_PATH and leave out --unfreeze")
     if config.encoder_cache.enabled and model.head != "gru":
         raise UserError("--cache-encoder trains the GRU head only: leave out --cache-encoder "
-                        "or use --head gru")
+                        "or use --config.model.head=gru")
     if config.encoder_cache.enabled and model.notebook_parity:
-        raise UserError("--cache-encoder cannot go with --notebook-parity: without the "
-                        "attention mask each output depends on its batch's padding")
+        raise UserError("--cache-encoder cannot go with --config.model.notebook_parity=True: "
+                        "without the attention mask each output depends on its batch's "
+                        "padding")
     _check_processes(config)
 
 
@@ -323,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                           config.data.max_length)
     elif data.vocab_size > bert_cfg.vocab_size:
         raise UserError(f"the tokenizer has {data.vocab_size} tokens but the encoder only "
-                        f"{bert_cfg.vocab_size}: pass the encoder's own vocabulary (--vocab)")
+                        f"{bert_cfg.vocab_size}: pass the encoder's own vocabulary "
+                        "(--config.data.vocab=PATH)")
     model = factory.sentiment_model(config.model, bert_cfg)
     params, notes = _initial_params(config, model, data, bert_params, wd)
     mask = models.trainable_mask(params, freeze_encoder=model.freeze_encoder,

@@ -245,11 +245,13 @@ def test_the_gru_head_is_the_default_everywhere():
 
 @pytest.mark.parametrize("argv,needle", [
     (["--unfreeze", "--cache-encoder"], "--cache-encoder needs a frozen pretrained encoder"),
-    (["--head", "linear", "--cache-encoder"], "--cache-encoder trains the GRU head only"),
-    (["--head", "linear", "--readout", "final"], "not one of the linear head's"),
-    (["--readout", "mean"], "not one of the gru head's"),
-    (["--encoder-lr", "-1"], "encoder_learning_rate"),
-    (["--weight-decay", "-1"], "weight_decay"),
+    (["--config.model.head=linear", "--cache-encoder"],
+     "--cache-encoder trains the GRU head only"),
+    (["--config.model.head=linear", "--config.model.readout=final"],
+     "not one of the linear head's"),
+    (["--config.model.readout=mean"], "not one of the gru head's"),
+    (["--config.train.encoder_learning_rate=-1"], "encoder_learning_rate"),
+    (["--config.train.weight_decay=-1"], "weight_decay"),
 ])
 def test_fine_tuning_config_errors(argv, needle):
     config, _, _ = build_config(["--encoder", "../shared/data/all-MiniLM-L6-v2", *argv])

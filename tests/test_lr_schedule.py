@@ -80,15 +80,18 @@ def test_imdb_preset_fills_the_tuning_flags_and_flags_override_it():
     for section in ("model", "train"):
         assert config[section].to_dict() == preset[section].to_dict(), section
     config, _, _ = sentiment.build_config(
-        ["--imdb-archive", "a.tar.gz", "--lr-schedule", "constant", "--warmup-steps", "0",
-         "--gru-layers", "2", "--dropout", "0.25"])
+        ["--imdb-archive", "a.tar.gz", "--config.train.lr_schedule=constant",
+         "--config.train.warmup_steps=0", "--config.model.gru_layers=2",
+         "--config.model.dropout=0.25"])
     assert (config.train.lr_schedule, config.train.warmup_steps, config.model.gru_layers,
             config.model.dropout) == ("constant", 0, 2, 0.25)
 
 
-@pytest.mark.parametrize("argv", [["--gru-layers", "0"], ["--dropout", "1.0"],
-                                  ["--warmup-steps", "-5"], ["--buckets", "x"],
-                                  ["--word-vector-std", "0"]])
+@pytest.mark.parametrize("argv", [["--config.model.gru_layers=0"],
+                                  ["--config.model.dropout=1.0"],
+                                  ["--config.train.warmup_steps=-5"],
+                                  ["--config.data.buckets=x"],
+                                  ["--config.model.word_vector_std=0"]])
 def test_bad_tuning_flags_are_user_errors(argv):
     from experiments import sentiment_train
 

@@ -136,7 +136,7 @@ def _fake_run(workdir: pathlib.Path, status: str = "completed") -> None:
                 "val_loss": 0.5 / e, "val_accuracy": 0.75 + 0.1 * e, "epoch_time_s": 900.0 / e}
                for e in (1, 2)]
     command = ("python -m experiments.sentiment --config configs/sentiment.py:notebook "
-               f"--synthetic-size 6000 --workdir {workdir}")
+               f"--config.data.synthetic_size=6000 --workdir {workdir}")
     metrics = {
         "status": status, "history": history, "best": {"epoch": 2}, "test_loss": 0.25,
         "test_accuracy": 0.9061, "test_examples": 25000, "steps": 274,

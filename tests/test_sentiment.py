@@ -225,7 +225,7 @@ def test_overwrite_retrains_the_tokenizer(trained, tmp_path):
     shutil.copytree(trained["workdir"], wd)
     old = (wd / "tokenizer.json").read_text()
     rc, _, err = run_main(["--workdir", str(wd), "--epochs", "0", "--overwrite", *TINY,
-                           "--synthetic-size", str(SIZE + 100)])
+                           f"--config.data.synthetic_size={SIZE + 100}"])
     assert rc == 0, err
     assert (wd / "tokenizer.json").read_text() != old
     assert metrics_of(wd)["data"]["sizes"]["test"] == (SIZE + 100) // 5
@@ -252,8 +252,8 @@ def test_nan_loss_stops_and_keeps_best(trained, tmp_path, monkeypatch):
 @pytest.mark.slow  # compiles the model in bfloat16
 def test_bfloat16_trains_and_evaluates(tmp_path):
     wd = tmp_path / "run"
-    rc, out, err = run_main(["--workdir", str(wd), "--epochs", "1", "--dtype", "bfloat16",
-                             *TINY])
+    rc, out, err = run_main(["--workdir", str(wd), "--epochs", "1",
+                             "--config.model.dtype=bfloat16", *TINY])
     assert rc == 0, err
     assert "bfloat16 on" in out
     m = metrics_of(wd)
@@ -376,9 +376,9 @@ def _review_archive(path: Path, raw, unsup: list[str]) -> Path:
 
 
 def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
-    """--init-embeddings ppmi-svd counts the training texts and the archive's unlabelled
-    reviews (tokenized once, cached); --readout concat is saved with the model, so
-    `predict` rebuilds it."""
+    """model.init_embeddings ppmi-svd counts the training texts and the archive's
+    unlabelled reviews (tokenized once, cached); model.readout concat is saved with the
+    model, so `predict` rebuilds it."""
     from hw3_jax.data.synthetic import make_synthetic
 
     raw = make_synthetic(3, 200, 40)
@@ -386,8 +386,8 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
     archive = _review_archive(tmp_path / "imdb.tar.gz", raw, unsup)
     wd = tmp_path / "run"
     rc, out, err = run_main(["--imdb-archive", str(archive), "--workdir", str(wd),
-                             "--epochs", "1", *TINY, "--init-embeddings", "ppmi-svd",
-                             "--readout", "concat"])
+                             "--epochs", "1", *TINY, "--config.model.init_embeddings=ppmi-svd",
+                             "--config.model.readout=concat"])
     assert rc == 0, err
     assert "word vectors: PPMI+SVD on 250 texts (50 unlabelled)" in out
     wv = metrics_of(wd)["word_vectors"]
@@ -401,8 +401,8 @@ def test_archive_run_with_word_vectors_and_concat_readout(tmp_path):
     # Resuming (here: one more epoch) restores the trained embeddings from the checkpoint
     # and does not count the word vectors again.
     rc, out, err = run_main(["--imdb-archive", str(archive), "--workdir", str(wd),
-                             "--epochs", "2", *TINY, "--init-embeddings", "ppmi-svd",
-                             "--readout", "concat", "--resume"])
+                             "--epochs", "2", *TINY, "--config.model.init_embeddings=ppmi-svd",
+                             "--config.model.readout=concat", "--resume"])
     assert rc == 0, err
     assert "word vectors" not in out
     m = metrics_of(wd)
@@ -451,11 +451,11 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
         "max-length too large": (["--workdir", w, *TINY, "--max-length", "1000"], None,
                                  "--max-length"),
         "lr zero": (["--workdir", w, *TINY, "--lr", "0"], None, "--lr"),
-        "heads not dividing hidden": (["--workdir", w, *TINY, "--heads", "3"], None,
+        "heads not dividing hidden": (["--workdir", w, *TINY, "--config.model.heads=3"], None,
                                       "divisible"),
         "word vectors for a pretrained encoder": (
-            ["--workdir", w, *TINY, "--encoder", str(tmp / "empty"), "--init-embeddings",
-             "ppmi-svd"], None, "--encoder scratch"),
+            ["--workdir", w, *TINY, "--encoder", str(tmp / "empty"),
+             "--config.model.init_embeddings=ppmi-svd"], None, "--encoder scratch"),
     }
 
 

@@ -39,8 +39,8 @@ from hw3_jax.train.checkpoints import load_best
 SIZE = 200  # synthetic reviews in the training part and in test
 LIMIT = 64  # examples per split actually used
 ARGS = [
-    "--data", "synthetic", "--synthetic-size", str(SIZE), "--limit", str(LIMIT),
-    "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--gru-hidden", "8",
+    "--data", "synthetic", f"--config.data.synthetic_size={SIZE}", "--limit", str(LIMIT),
+    "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--config.model.gru_hidden=8",
     "--no-progress", "--seed", "0",
 ]  # fmt: skip
 TIME_KEYS = {"epoch_time_s", "train_time_s", "val_time_s", "examples_per_s"}
@@ -78,7 +78,7 @@ def encoder_dir(tmp_path_factory) -> Path:
 def cached_run(encoder_dir, tmp_path_factory) -> dict:
     wd = tmp_path_factory.mktemp("cached")
     rc, out, err = run_main(["--encoder", str(encoder_dir), "--workdir", str(wd),
-                             "--cache-encoder", "--cache-dtype", "float32", *ARGS])
+                             "--cache-encoder", "--config.encoder_cache.dtype=float32", *ARGS])
     assert rc == 0, err
     return {"workdir": wd, "out": out}
 
@@ -110,8 +110,8 @@ def test_second_run_reads_the_stored_outputs_and_trains_identically(cached_run, 
     wd = cached_run["workdir"]
     before = history(wd)
     rc, out, err = run_main(["--encoder", str(encoder_dir), "--workdir", str(wd),
-                             "--cache-encoder", "--cache-dtype", "float32", "--overwrite",
-                             *ARGS])
+                             "--cache-encoder", "--config.encoder_cache.dtype=float32",
+                             "--overwrite", *ARGS])
     assert rc == 0, err
     assert out.count("read from cache") == 3
     assert history(wd) == before
@@ -231,7 +231,7 @@ def test_same_training_as_the_uncached_recipe_when_the_encoder_has_no_dropout(
 @pytest.mark.parametrize("extra,needle", [
     (["--encoder", "scratch"], "frozen pretrained encoder"),
     (["--unfreeze"], "frozen pretrained encoder"),
-    (["--notebook-parity"], "--notebook-parity"),
+    (["--config.model.notebook_parity=True"], "--config.model.notebook_parity"),
 ])
 def test_cache_encoder_needs_a_frozen_pretrained_encoder(encoder_dir, tmp_path, extra,
                                                          needle):

@@ -53,7 +53,8 @@ def test_overrides_and_shortcuts_land_on_their_field():
     # The rebuilt command names the variant and gives the same config.
     command = command_line(spec, config, workdir)
     assert command.startswith("python -m experiments.sentiment --config configs/sentiment.py:"
-                              "smoke --workdir w --lr 0.002 --seed 7 --buckets 8,16")
+                              "smoke --workdir w --lr 0.002 --seed 7 "
+                              "--config.data.buckets='8,16'")
     again, _, _ = build_config(command.split()[3:])
     assert cli.flatten(again) == got
 
@@ -62,7 +63,7 @@ def test_the_flags_imply_the_variant():
     """Without --config the recipe follows the encoder and the data."""
     assert build_config([])[1] == "configs.sentiment:synthetic"
     assert build_config(["--encoder", "bert-base-uncased"])[1] == "configs.sentiment:notebook"
-    config, spec, _ = build_config(["--imdb-archive", "a.tar.gz", "--gru-layers", "2"])
+    config, spec, _ = build_config(["--imdb-archive", "a.tar.gz", "--config.model.gru_layers=2"])
     assert spec == "configs.sentiment:imdb_scratch"
     want = cli.flatten(get_config("imdb_scratch"))
     want.update({"data.imdb_archive": "a.tar.gz", "model.gru_layers": 2})
@@ -79,9 +80,15 @@ def test_the_flags_imply_the_variant():
     (["--config.train.encoder_learning_rate=fast"], "train.encoder_learning_rate"),
     (["--config", "configs.sentiment:nope"], "unknown variant"),
     (["--config.model.attention=dense"], "model.attention"),
-    (["--gru-layers", "0"], "--gru-layers"), (["--dropout", "1.0"], "--dropout"),
-    (["--warmup-steps", "-5"], "--warmup-steps"), (["--buckets", "x"], "--buckets"),
-    (["--word-vector-std", "0"], "--word-vector-std"),
+    (["--config.model.gru_layers=0"], "--config.model.gru_layers"),
+    (["--config.model.gru_layers=two"], "--config.model.gru_layers"),  # type-checked
+    (["--config.model.dropout=1.0"], "--config.model.dropout"),
+    (["--config.train.warmup_steps=-5"], "--config.train.warmup_steps"),
+    (["--config.data.buckets=x"], "--config.data.buckets"),
+    (["--config.model.word_vector_std=0"], "--config.model.word_vector_std"),
+    # A field without a shortcut flag is set with --config.SECTION.FIELD=VALUE alone.
+    (["--readout", "concat"], "unrecognized arguments: --readout concat; --readout is the "
+                              "config field model.readout: --config.model.readout=VALUE"),
 ])
 def test_bad_config_is_one_error_line(argv, needle, tmp_path):
     rc, err = run_main(["--workdir", str(tmp_path / "w"), *argv])
@@ -95,10 +102,22 @@ def test_bad_config_is_one_error_line(argv, needle, tmp_path):
     ("imdb_scratch", ["--imdb-archive", "../shared/data/aclImdb_v1.tar.gz", "--encoder",
                       "scratch"]),
     ("minilm", ["--encoder", "../shared/data/all-MiniLM-L6-v2", "--imdb-archive",
-                "../shared/data/aclImdb_v1.tar.gz", "--max-length", "256", "--truncation",
-                "head+tail", "--buckets", "64,96,128,160,192,224,256", "--batch-size", "32",
+                "../shared/data/aclImdb_v1.tar.gz", "--max-length", "256",
+                "--config.data.truncation=head+tail",
+                "--config.data.buckets=64,96,128,160,192,224,256", "--batch-size", "32",
                 "--cache-encoder"]),
 ])
 def test_the_readme_shortcut_commands_build_the_variants(variant, argv):
     config, _, _ = build_config(argv)
     assert cli.flatten(config) == cli.flatten(get_config(variant))
+
+
+def test_train_help_points_at_the_config_fields(capsys):
+    """Every field without a shortcut flag is set with --config.SECTION.FIELD=VALUE; the help
+    says so and names the file that documents each field."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config.SECTION.FIELD=VALUE" in out and "configs/sentiment.py" in out
+    assert "--readout" not in out and "--config.model.readout=concat" in out
