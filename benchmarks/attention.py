@@ -23,23 +23,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.inputs import BenchmarkParser, run
 from hw3_jax import timing
 from hw3_jax.bert import ATTENTION_KINDS, BertConfig, BertEncoder
 
-FULL = dict(hidden_size=512, num_attention_heads=8, intermediate_size=2048)
-QUICK = dict(hidden_size=128, num_attention_heads=2, intermediate_size=256)
+# The encoder layer's sizes, the lengths and repetitions, without --quick and with it.
+FULL = dict(dims=dict(hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+            lengths=[512, 1024, 2048, 4096, 8192], repeats=3, max_gb=8.0)
+QUICK = dict(dims=dict(hidden_size=128, num_attention_heads=2, intermediate_size=256),
+             lengths=[256], repeats=2, max_gb=8.0)
+# The rest of the layer, the same in both.
+LAYER = dict(num_hidden_layers=1, vocab_size=1000, performer_features=256, local_window=128)
+BATCH = 1
+DROPOUT = 0.0
 
 
 def grad_step(kind: str, length: int, dims: dict):
     """(jitted grad function, params, ids, mask) of the one-layer encoder with attention
-    `kind`, for batch 1 and `length` tokens."""
-    cfg = BertConfig(vocab_size=1000, num_hidden_layers=1, max_position_embeddings=length,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     attention=kind, performer_features=256, local_window=128, **dims)
+    `kind`, for BATCH sequences of `length` tokens."""
+    cfg = BertConfig(max_position_embeddings=length, hidden_dropout_prob=DROPOUT,
+                     attention_probs_dropout_prob=DROPOUT, attention=kind, **LAYER, **dims)
     enc = BertEncoder(cfg)
-    ids = jnp.asarray(np.random.default_rng(0).integers(1, cfg.vocab_size, (1, length)),
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, cfg.vocab_size, (BATCH, length)),
                       jnp.int32)
-    mask = jnp.ones((1, length), jnp.int32)
+    mask = jnp.ones((BATCH, length), jnp.int32)
     params = jax.jit(lambda k: enc.init(k, ids[:, :8], mask[:, :8])["params"])(
         jax.random.key(0))
 
@@ -55,18 +62,16 @@ def run_case(kind: str, length: int, dims: dict, *, warmup: int, repeats: int,
     g, params, ids, mask = grad_step(kind, length, dims)
     compiled, info = timing.compile_timed(g, params, ids, mask)
     row: dict = {"attention": kind, "length": length, "compile_s": info["compile_s"]}
-    mem = compiled.memory_analysis()
-    if mem is not None:
-        need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                + mem.output_size_in_bytes)
-        row["xla_memory_bytes"] = int(need)
+    need = timing.compiled_memory_bytes(compiled)
+    if need is not None:
+        row["xla_memory_bytes"] = need
         if need > max_bytes:
             row["skipped"] = f"needs {need / 1e9:.1f} GB > {max_bytes / 1e9:.0f} GB"
             return row
     timed = timing.time_calls(lambda: jax.block_until_ready(compiled(params, ids, mask)),
                               warmup=warmup, repeats=repeats)
     row.update(timed)
-    row["tokens_per_s"] = length / timed["median_s"]
+    row["tokens_per_s"] = BATCH * length / timed["median_s"]
     if info.get("xla_flops"):
         row["xla_flops"] = info["xla_flops"]
         row["achieved_gflop_per_s"] = info["xla_flops"] / timed["median_s"] / 1e9
@@ -74,29 +79,25 @@ def run_case(kind: str, length: int, dims: dict, *, warmup: int, repeats: int,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = timing.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--lengths", nargs="+", type=int, default=None)
+    p = BenchmarkParser("attention", __doc__.splitlines()[0], FULL, QUICK)
+    p.add_sized("--lengths", "sequence lengths", nargs="+")
     p.add_argument("--kinds", nargs="+", choices=ATTENTION_KINDS, default=list(ATTENTION_KINDS))
-    p.add_argument("--max-gb", type=float, default=8.0,
-                   help="skip a case whose compiled program needs more memory (default 8)")
-    args = p.parse_args(argv)
-    dims = QUICK if args.quick else FULL
-    lengths = args.lengths or ([256] if args.quick else [512, 1024, 2048, 4096, 8192])
-    repeats = args.repeats or (2 if args.quick else 3)
+    p.add_sized("--max-gb", "skip a case whose compiled program needs more memory",
+                type=float, minimum=None)
+    args = p.parse(argv)
     rows = []
-    for length in lengths:
+    for length in args.lengths:
         for kind in args.kinds:
             print(f"[attention] {kind} T={length} ...", flush=True)
-            rows.append(run_case(kind, length, dims, warmup=args.warmup, repeats=repeats,
-                                 max_bytes=args.max_gb * 1e9))
+            rows.append(run_case(kind, length, args.dims, warmup=args.warmup,
+                                 repeats=args.repeats, max_bytes=args.max_gb * 1e9))
     result = {
         **timing.benchmark_header("attention", args.quick),
-        "layer": {**dims, "num_hidden_layers": 1, "batch": 1, "performer_features": 256,
-                  "local_window": 128, "dropout": 0.0, "vocab_size": 1000},
+        "layer": {**args.dims, **LAYER, "batch": BATCH, "dropout": DROPOUT},
         "what": "jax.grad of mean(sequence_output**2) w.r.t. all params of a 1-layer "
                 "BertEncoder (forward + backward), jitted, float32",
         "rows": rows,
-        "table_markdown": _table(rows, lengths, args.kinds),
+        "table_markdown": _table(rows, args.lengths, args.kinds),
     }
     timing.report(result, args.out_dir)
     return result
@@ -120,4 +121,4 @@ def _table(rows: list[dict], lengths: list[int], kinds: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

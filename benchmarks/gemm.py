@@ -17,13 +17,21 @@ the bfloat16 rate on the machine that ran it (`machine.cpu_bf16`: the CPU's bflo
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from typing import Any
 
 import numpy as np
 
+from benchmarks.inputs import BenchmarkParser, run
 from hw3_jax import timing
+
+# The shapes and repetitions without --quick and with it; the first call compiles, so two
+# untimed calls. The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then
+# bert-base.
+FULL = dict(shapes=[[2048, 384, 1536], [2048, 768, 3072]], repeats=7, warmup=2)
+QUICK = dict(shapes=[[256, 64, 256]], repeats=2, warmup=2)
+WORKER_FLAG = "--worker"  # `python -m benchmarks.gemm --worker SPEC`: one measurement
 
 # name -> XLA_FLAGS ("" is XLA's default)
 XLA_SETTINGS = {
@@ -71,30 +79,21 @@ def _worker(xla_flags: str, **spec: Any) -> dict:
     threading)."""
     spec = json.dumps(spec)
     try:
-        return timing.in_fresh_process(["-m", "benchmarks.gemm", "--worker", spec],
+        return timing.in_fresh_process(["-m", "benchmarks.gemm", WORKER_FLAG, spec],
                                        {"XLA_FLAGS": xla_flags or None, "OMP_WAIT_POLICY": None})
     except RuntimeError as e:
         return {"error": [str(e)]}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = timing.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--worker", help=argparse.SUPPRESS)  # one measurement, in this process
-    p.set_defaults(warmup=2)  # the first call compiles
-    args = p.parse_args(argv)
-    if args.worker:
-        print(json.dumps(rates(**json.loads(args.worker))))
-        return {}
-    # The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then bert-base.
-    shapes = [[256, 64, 256]] if args.quick else [[2048, 384, 1536], [2048, 768, 3072]]
-    repeats = args.repeats or (2 if args.quick else 7)
-    run = dict(shapes=shapes, repeats=repeats, warmup=args.warmup)
-    results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **run)
+    args = BenchmarkParser("gemm", __doc__.splitlines()[0], FULL, QUICK).parse(argv)
+    spec = dict(shapes=args.shapes, repeats=args.repeats, warmup=args.warmup)
+    results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **spec)
                                for name, flags in XLA_SETTINGS.items()}
-    results["torch"] = _worker("", framework="torch", **run)
+    results["torch"] = _worker("", framework="torch", **spec)
     result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=timing.cpu_bf16_flags()),
               "xla_settings": XLA_SETTINGS, "gflop_per_s": results,
-              "table_markdown": _table(results, shapes)}
+              "table_markdown": _table(results, args.shapes)}
     timing.report(result, args.out_dir)
     return result
 
@@ -108,4 +107,7 @@ def _table(results: dict[str, dict], shapes: list[list[int]]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [WORKER_FLAG]:  # one measurement, in this process (`_worker`)
+        print(json.dumps(rates(**json.loads(sys.argv[2]))))
+    else:
+        raise SystemExit(run(main))

@@ -34,19 +34,29 @@ from unittest import mock
 
 import jax
 
-from benchmarks.inputs import add_data_options, existing_file, make_batch, write_small_archive
+from benchmarks.inputs import (
+    BenchmarkParser,
+    add_data_options,
+    existing_file,
+    make_batch,
+    run,
+    write_small_archive,
+)
 from benchmarks.notebook import SIZES, notebook_model
 from benchmarks.steps import notebook_step
 from configs.sentiment import get_config
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
-from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData, get_datasets
 from hw3_jax.models import init_params
 from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 
 TOKENIZE_TARGET_S = 30.0
+# The consumer step's encoder and length, the batch size and the repetitions, without
+# --quick and with it.
+FULL = dict(encoder="small", length=128, batch=8, repeats=3)
+QUICK = dict(encoder="tiny", length=32, batch=8, repeats=2)
 
 
 def build(archive: Path, vocab: Path, workdir: Path, batch: int
@@ -54,7 +64,7 @@ def build(archive: Path, vocab: Path, workdir: Path, batch: int
     """(data, wall seconds, CPU seconds of this process, all its threads)."""
     config = get_config("notebook")
     config.data.update(source="imdb", imdb_archive=str(archive), vocab=str(vocab),
-                       max_length=512, batch_size=batch)
+                       batch_size=batch)
     c0, t0 = time.process_time(), time.perf_counter()
     data = get_datasets(config, workdir, progress=False)
     return data, time.perf_counter() - t0, time.process_time() - c0
@@ -80,10 +90,7 @@ def measure_builds(archive: Path, vocab: Path, tmp: Path, batch: int, repeats: i
     # environment names.
     with mock.patch.dict(os.environ, {"HW3_JAX_CACHE": str(tmp / "cache")}):
         print("[input_pipeline] cold build ...", flush=True)
-        try:
-            data, cold_s, cold_cpu = build(archive, vocab, tmp / "run", batch)
-        except DataError as e:
-            timing.fail(str(e))
+        data, cold_s, cold_cpu = build(archive, vocab, tmp / "run", batch)
         cold_info = dict(data.info)
         print("[input_pipeline] cached builds ...", flush=True)
         cached = timing.time_calls(lambda: build(archive, vocab, tmp / "run", batch),
@@ -131,26 +138,22 @@ def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = timing.base_parser(__doc__.splitlines()[0])
+    p = BenchmarkParser("input_pipeline", __doc__.splitlines()[0], FULL, QUICK)
     add_data_options(p)
-    p.add_argument("--batch", type=int, default=8,
-                   help="batch size of the epoch and of the consumer step (default 8)")
-    p.add_argument("--length", type=int, default=None,
-                   help="sequence length of the consumer step (default 128)")
-    args = p.parse_args(argv)
+    p.add_sized("--batch", "batch size of the epoch and of the consumer step")
+    p.add_sized("--length", "sequence length of the consumer step")
+    args = p.parse(argv)
     vocab = existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt")
-    repeats = args.repeats or (2 if args.quick else 3)
-    length = args.length or (32 if args.quick else 128)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.quick:
             archive = write_small_archive(tmp / "small_aclImdb.tar.gz")
         else:
             archive = existing_file(args.archive, "IMDB archive", "--archive PATH")
-        data, cold, cached = measure_builds(archive, vocab, tmp, args.batch, repeats)
-        epochs = measure_epochs(data, repeats)
-    consumer = measure_consumer("tiny" if args.quick else "small", args.batch, length,
-                                warmup=args.warmup, repeats=repeats)
+        data, cold, cached = measure_builds(archive, vocab, tmp, args.batch, args.repeats)
+        epochs = measure_epochs(data, args.repeats)
+    consumer = measure_consumer(args.encoder, args.batch, args.length, warmup=args.warmup,
+                                repeats=args.repeats)
     result = {
         **timing.benchmark_header("input_pipeline", args.quick),
         "archive": str(archive) if not args.quick else "synthetic 400-review archive",
@@ -209,4 +212,4 @@ def _table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -1,22 +1,106 @@
-"""What the benchmarks read: the shared IMDB archive and vocabulary (their command-line
-options), a small archive of synthetic reviews for --quick, the first test reviews of an
-archive, and random token batches."""
+"""What the benchmarks share besides timing: their command line (the options every one
+takes, its sizes without and with --quick, one-line errors), what they read (the shared
+IMDB archive and vocabulary, a small archive of synthetic reviews for --quick, the first
+test reviews of an archive) and random token batches."""
 
 from __future__ import annotations
 
 import argparse
 import io
-import re
 import tarfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from experiments import cli
 from hw3_jax import timing
-from hw3_jax.data.imdb import clean_text
+from hw3_jax.data.errors import DataError
+from hw3_jax.data.imdb import clean_text, iter_archive
 from hw3_jax.data.synthetic import generate_reviews
+from hw3_jax.train.workdir import Workdir, WorkdirError
 
-_TEST_REVIEW = re.compile(r"(?:^|/)test/(pos|neg)/[^/]+\.txt$")
+# The options of every benchmark whose values are the same with --quick and without.
+COMMON = {"warmup": 1}
+TEST_FOLDERS = {"test/pos", "test/neg"}
+
+
+class BenchmarkParser(cli.ArgumentParser):
+    """The command line of `python -m benchmarks.NAME`: --quick, --out-dir, --repeats,
+    --warmup and the benchmark's own options, a mistake in any of them one line (a
+    `cli.UserError`).
+
+    `full` and `quick`: the benchmark's values without --quick and with it, one dict each
+    with the same keys, its options' defaults among them (--repeats' always; --warmup's
+    where it is not `COMMON`'s); `parse` puts the right one in place of every option left
+    out and every value that is no option, so that `args.KEY` is the value in use."""
+
+    def __init__(self, name: str, description: str, full: Mapping[str, Any],
+                 quick: Mapping[str, Any]):
+        super().__init__(prog=timing.benchmark_command(name, quick=False),
+                         description=description)
+        self.full, self.quick = {**COMMON, **full}, {**COMMON, **quick}
+        self.minimum: dict[str, int] = {}
+        self.add_argument("--quick", action="store_true",
+                          help="tiny sizes and few repetitions: a smoke run, not a measurement")
+        self.add_argument("--out-dir", help=f"where bench_{name}.json goes "
+                                            f"(default {timing.RESULTS})")
+        self.add_sized("--repeats", "timed repetitions, of which the median is reported")
+        self.add_sized("--warmup", "untimed calls before timing", minimum=0)
+
+    def add_sized(self, flag: str, text: str, *, minimum: int | None = 1,
+                  **kwargs: Any) -> None:
+        """Option `flag` (an int unless `kwargs` say otherwise), its default `full`'s and
+        `quick`'s value of its name, which the help text ends with; each value given must
+        be `minimum` or more (None: any)."""
+        key = flag.lstrip("-").replace("-", "_")
+        full, quick = _words(self.full[key]), _words(self.quick[key])
+        default = full if full == quick else f"{full}; --quick {quick}"
+        if minimum is not None:
+            self.minimum[key] = minimum
+        self.add_argument(flag, **{"type": int, **kwargs}, help=f"{text} (default {default})")
+
+    def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """The options in `argv` (None: the command line), the sizes in use in place of
+        those left out; a count below its minimum or an --out-dir that cannot be written
+        is a `cli.UserError`, before anything is measured."""
+        args = self.parse_args(argv)
+        for key, value in (self.quick if args.quick else self.full).items():
+            given = getattr(args, key, None)
+            if given is None:
+                setattr(args, key, value)
+            elif key in self.minimum:
+                low = min(given) if isinstance(given, list) else given
+                if low < self.minimum[key]:
+                    raise cli.UserError(f"--{key.replace('_', '-')} must be "
+                                        f"{self.minimum[key]} or more, got {low}")
+        check_out_dir(args.out_dir)
+        return args
+
+
+def _words(value: Any) -> str:
+    """An option's value as written on the command line (a list: its items)."""
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def check_out_dir(out_dir: str | None) -> None:
+    """Create --out-dir (None: `timing.RESULTS`) and probe that a file can be written there;
+    a `WorkdirError` if not."""
+    path = timing.RESULTS if out_dir is None else out_dir
+    Workdir(path).check(flag="--out-dir")
+
+
+def run(main: Callable[[], Any]) -> int:
+    """`main()` of a benchmark run as a command (`cli.run_main`): a `cli.UserError`,
+    `DataError` or `WorkdirError` is one line and exit status 2, Ctrl-C exit status 130;
+    else status 0."""
+
+    def call() -> int:
+        main()
+        return 0
+
+    return cli.run_main(call, user_errors=(DataError, WorkdirError))
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -26,12 +110,20 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
 
 
-def existing_file(path: str, what: str, option: str) -> Path:
-    """`path` as a Path; a one-line error and exit status 2 when it is not a file."""
+def existing_file(path: str | Path, what: str, option: str) -> Path:
+    """`path` as a Path; a `cli.UserError` when it is not a file."""
     p = Path(path)
     if not p.is_file():
-        timing.fail(f"{what} {p} not found: pass {option}")
+        raise cli.UserError(f"{what} {p} not found: pass {option}")
     return p
+
+
+def given_or_shared(given: str | None, shared: Path, what: str, option: str) -> str | None:
+    """The file the user named (`given`, which must exist: `existing_file`), else the shared
+    one where it exists, else None."""
+    if given is not None:
+        return str(existing_file(given, what, option))
+    return str(shared) if shared.is_file() else None
 
 
 def make_batch(batch: int, length: int, vocab: int) -> dict[str, np.ndarray]:
@@ -67,11 +159,9 @@ def sample_reviews(archive: Path, n: int) -> list[str]:
     """The first `n` test reviews in archive order, cleaned (a streaming read that stops
     early)."""
     out = []
-    with tarfile.open(archive, "r|gz") as tar:
-        for m in tar:
-            if m.isfile() and _TEST_REVIEW.search(m.name):
-                f = tar.extractfile(m)
-                out.append(clean_text(f.read().decode("utf-8", errors="replace")))
-                if len(out) == n:
-                    break
+    for _, _, raw in iter_archive(archive, TEST_FOLDERS):
+        if raw is not None:  # None: a folder seen
+            out.append(clean_text(raw.decode("utf-8", errors="replace")))
+            if len(out) == n:
+                break
     return out

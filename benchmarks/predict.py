@@ -20,22 +20,28 @@ every shape involved:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from benchmarks.inputs import add_data_options, existing_file, sample_reviews
+from benchmarks.inputs import BenchmarkParser, add_data_options, existing_file, run, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
+from configs.sentiment import get_config
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.data.synthetic import generate_reviews
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.models import init_params
-from hw3_jax.predict import SentimentPredictor
+from hw3_jax.predict import BATCH_SIZE, SentimentPredictor
 
 SHORT_TEXT = "This film is terrific!"
+# The encoder size, the reviews of the throughput call and the repetitions, without --quick
+# and with it.
+FULL = dict(encoder="small", texts=64, repeats=5)
+QUICK = dict(encoder="tiny", texts=16, repeats=3)
 
 
 def _texts(args: Any, n_texts: int) -> tuple[list[str], str]:
@@ -50,15 +56,18 @@ def _texts(args: Any, n_texts: int) -> tuple[list[str], str]:
 
 def _predictors(size: str, vocab: Path) -> tuple[dict[int, SentimentPredictor], Any,
                                                   BertConfig]:
-    """({batch_size: predictor} for batch sizes 32 and 1, tokenizer, BertConfig): the
-    encoder's vocabulary is the tokenizer's (the tiny size included)."""
-    size_cfg = SIZES[size]
-    max_length = min(512, size_cfg.get("max_position_embeddings", 512))
-    tok = load_pretrained_tokenizer(vocab, max_length)
-    cfg = BertConfig(**{**size_cfg, "vocab_size": tok.get_vocab_size()})
+    """({batch_size: predictor} for the predictor's default batch size and 1, tokenizer,
+    BertConfig): the notebook recipe's length and truncation, as far as the encoder's
+    positions reach; the encoder's vocabulary is the tokenizer's (the tiny size included)."""
+    data = get_config("notebook").data
+    cfg = BertConfig(**SIZES[size])
+    tok = load_pretrained_tokenizer(vocab, min(data.max_length, cfg.max_position_embeddings))
+    cfg = dataclasses.replace(cfg, vocab_size=tok.get_vocab_size())
     model = notebook_model(cfg)
     params = init_params(model, jax.random.key(0))
-    return {bs: SentimentPredictor(model, params, tok, batch_size=bs) for bs in (32, 1)}, tok, cfg
+    return {bs: SentimentPredictor(model, params, tok, batch_size=bs,
+                                   truncation=data.truncation)
+            for bs in (BATCH_SIZE, 1)}, tok, cfg
 
 
 def measure_latency(predictors: dict[int, SentimentPredictor], typical: str, *, warmup: int,
@@ -82,10 +91,10 @@ def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[st
     by_length = [texts[i] for i in np.argsort(lengths, kind="stable")]
     # One text per batch: on a CPU the [32, heads, 512, 512] attention of a padded batch
     # leaves the caches, so small batches can be faster per text.
-    cases = {"throughput": (32, texts, {"texts": len(texts), "batch_size": 32,
-                                        "mean_tokens": float(np.mean(lengths)),
-                                        "median_tokens": float(np.median(lengths))}),
-             "throughput_sorted_by_length": (32, by_length, {}),
+    cases = {"throughput": (BATCH_SIZE, texts, {"texts": len(texts), "batch_size": BATCH_SIZE,
+                                                "mean_tokens": float(np.mean(lengths)),
+                                                "median_tokens": float(np.median(lengths))}),
+             "throughput_sorted_by_length": (BATCH_SIZE, by_length, {}),
              "throughput_batch_size_1": (1, texts, {"batch_size": 1})}
     out = {}
     for key, (bs, inputs, extra) in cases.items():
@@ -96,26 +105,23 @@ def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = timing.base_parser(__doc__.splitlines()[0])
+    p = BenchmarkParser("predict", __doc__.splitlines()[0], FULL, QUICK)
     add_data_options(p)
-    p.add_argument("--encoder", choices=sorted(SIZES), default=None,
-                   help="encoder size (default small = MiniLM size; tiny with --quick)")
-    p.add_argument("--texts", type=int, default=None,
-                   help="reviews in the throughput call (default 64)")
-    args = p.parse_args(argv)
+    p.add_sized("--encoder", "encoder size, small being MiniLM's", type=str, choices=sorted(SIZES),
+                minimum=None)
+    p.add_sized("--texts", "reviews in the throughput call")
+    args = p.parse(argv)
     vocab = existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt")
-    size = args.encoder or ("tiny" if args.quick else "small")
-    repeats = args.repeats or (3 if args.quick else 5)
-    texts, source = _texts(args, args.texts or (16 if args.quick else 64))
-    predictors, tok, cfg = _predictors(size, vocab)
+    texts, source = _texts(args, args.texts)
+    predictors, tok, cfg = _predictors(args.encoder, vocab)
     lengths = [len(tok.encode(t).ids) for t in texts]
     typical = texts[int(np.argsort(lengths)[len(lengths) // 2])]
 
-    latency = measure_latency(predictors, typical, warmup=args.warmup, repeats=repeats)
+    latency = measure_latency(predictors, typical, warmup=args.warmup, repeats=args.repeats)
     throughputs = measure_throughput(predictors, texts, lengths, warmup=args.warmup)
     result = {
         **timing.benchmark_header("predict", args.quick),
-        "encoder": size, "bert": cfg.to_dict(), "texts_source": source,
+        "encoder": args.encoder, "bert": cfg.to_dict(), "texts_source": source,
         "short_text": SHORT_TEXT, "typical_review_tokens": len(tok.encode(typical).ids),
         "latency": latency, **throughputs,
         "table_markdown": _table(latency, throughputs, len(texts)),
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _table(latency: dict, throughputs: dict, n: int) -> str:
     rows = [[k.replace("_batch_size_", " (batch_size ") + ")", v["median_s"] * 1e3,
              1.0 / v["median_s"]] for k, v in latency.items()]
-    for key, what in (("throughput", f"{n} reviews in one call (batch_size 32)"),
+    for key, what in (("throughput", f"{n} reviews in one call (batch_size {BATCH_SIZE})"),
                       ("throughput_sorted_by_length", f"the {n} reviews sorted by length first"),
                       ("throughput_batch_size_1", f"the {n} reviews, batch_size 1")):
         t = throughputs[key]
@@ -136,4 +142,4 @@ def _table(latency: dict, throughputs: dict, n: int) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from benchmarks.inputs import existing_file, make_batch, write_small_archive
+from benchmarks.inputs import BenchmarkParser, given_or_shared, make_batch, run, write_small_archive
 from benchmarks.notebook import SIZES
 from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
@@ -53,7 +53,6 @@ from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.models import init_params
 from hw3_jax.train.workdir import TrainingError, Workdir
 
-HUB_ENCODER = "bert-base-uncased"
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
 # --quick: the tiny encoder of `benchmarks.notebook.SIZES` (the bert-base-uncased vocabulary
@@ -64,6 +63,9 @@ QUICK_HEAD = dict(gru_hidden=32, gru_layers=1)
 QUICK_DATA = dict(max_length=64, batch_size=16, buckets="64")
 QUICK_REVIEWS_PER_FOLDER = 50  # 70 train / 30 validation / 100 test
 QUICK_MINILM_LIMIT = 32  # reviews per split through MiniLM's encoder cache
+# The profiled step's repetitions without --quick and with it.
+FULL = dict(repeats=5)
+QUICK = dict(repeats=2)
 RUN_ERRORS = (UserError, DataError, TrainingError, OSError)
 
 # Dense (no sparsity) bfloat16 peak FLOP/s per JAX device, by `device_kind` (first full
@@ -131,22 +133,23 @@ def write_random_encoder(directory: Path, bert: BertConfig) -> Path:
 
 def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
                    ) -> tuple[str, str]:
-    """Point `config.model.encoder` at the hub's bert-base-uncased where it loads, else at a
-    random checkpoint of its shape written under `root` (tiny with `quick`, which never asks
-    the hub). Returns ("hub" | "random", why)."""
+    """Point `config.model.encoder` at the hub's encoder it names (bert-base-uncased) where
+    it loads, else at a random checkpoint of its shape written under `root` (tiny with
+    `quick`, which never asks the hub). Returns ("hub" | "random", why)."""
+    hub = config.model.encoder
     why = "--quick"
     if not quick:
         try:
             factory.pretrained_encoder(config.model)  # downloads it into the hub cache
-            return "hub", f"{HUB_ENCODER} from the Hugging Face hub"
+            return "hub", f"{hub} from the Hugging Face hub"
         except (OSError, ValueError) as e:
-            why = f"the hub's {HUB_ENCODER} did not load ({e})"
-    vocab = config.data.vocab or HUB_ENCODER
+            why = f"the hub's {hub} did not load ({e})"
+    vocab = config.data.vocab or config.model.encoder
     vocab_size = load_pretrained_tokenizer(vocab, config.data.max_length).get_vocab_size()
     sizes = SIZES["tiny"] if quick else {}  # BertConfig's defaults are bert-base-uncased's
     bert = BertConfig(**{**sizes, "vocab_size": vocab_size})
     config.model.encoder = str(write_random_encoder(root / "random-encoder", bert))
-    shape = "a tiny encoder" if quick else f"the shape of {HUB_ENCODER}"
+    shape = "a tiny encoder" if quick else f"the shape of {hub}"
     return "random", f"{why}: random weights of {shape}, frozen (the time is the same)"
 
 
@@ -287,8 +290,8 @@ def minilm_table(row: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def _parser():
-    p = timing.base_parser(__doc__.splitlines()[0])
+def _parser() -> BenchmarkParser:
+    p = BenchmarkParser("recipe", __doc__.splitlines()[0], FULL, QUICK)
     p.add_argument("--workdir", default=None,
                    help="where the runs, token caches and the minilm run's encoder cache "
                         "(several GB at full size) go, kept (default a temporary directory, "
@@ -306,19 +309,16 @@ def _parser():
 
 def _inputs(args, root: Path) -> tuple[str | None, str | None]:
     """(IMDB archive or None for the download, vocabulary or None for the hub's), checked:
-    a named file that is missing is a one-line error."""
-    if args.imdb_archive is not None:
-        archive = str(existing_file(args.imdb_archive, "IMDB archive", "--imdb-archive PATH"))
-    elif args.quick:
+    a named file that is missing is a `UserError`."""
+    if args.imdb_archive is None and args.quick:
         archive = str(write_small_archive(root / "reviews.tar.gz", QUICK_REVIEWS_PER_FOLDER))
     else:
-        archive = str(timing.SHARED_ARCHIVE) if timing.SHARED_ARCHIVE.is_file() else None
-    if args.vocab is not None:
-        vocab = str(existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt"))
-    else:
-        vocab = str(timing.SHARED_VOCAB) if timing.SHARED_VOCAB.is_file() else None
+        archive = given_or_shared(args.imdb_archive, timing.SHARED_ARCHIVE, "IMDB archive",
+                                  "--imdb-archive PATH")
+    vocab = given_or_shared(args.vocab, timing.SHARED_VOCAB, "vocabulary",
+                            "--vocab PATH/vocab.txt")
     if not args.skip_minilm and not Path(SHARED_MINILM).is_dir():
-        timing.fail(f"the minilm run needs the encoder {SHARED_MINILM}: pass --skip-minilm")
+        raise UserError(f"the minilm run needs the encoder {SHARED_MINILM}: pass --skip-minilm")
     return archive, vocab
 
 
@@ -330,8 +330,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
         weights, weights_note = choose_encoder(config, root, args.quick)
         print(f"[recipe] encoder: {weights_note}", flush=True)
         print("[recipe] one compiled step: FLOPs, time, profile ...", flush=True)
-        step = step_breakdown(config, warmup=args.warmup,
-                              repeats=args.repeats or (2 if args.quick else 5))
+        step = step_breakdown(config, warmup=args.warmup, repeats=args.repeats)
         print("[recipe] the notebook recipe, trained ...", flush=True)
         notebook = train_run(config, root / "notebook", command)
         minilm = None
@@ -340,7 +339,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
             minilm = train_run(recipe_config("minilm", archive, None, args.quick),
                                root / "minilm", command)
     except RUN_ERRORS as e:
-        timing.fail(str(e))
+        raise UserError(str(e)) from None
     row = recipe_row(timing.device_name(), weights, notebook, step)
     tables = [recipe_table(row, step["peak_flop_per_s"] is not None)]
     minilm_result = None if minilm is None else minilm_row(minilm)
@@ -358,14 +357,11 @@ def run_recipe(args, root: Path, command: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = _parser().parse_args(argv)
+    args = _parser().parse(argv)
     command = timing.benchmark_command("recipe", args.quick)
     if args.workdir is not None:
         root = Path(args.workdir)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            timing.fail(f"cannot create --workdir {root}: {e}")
+        Workdir(root).check()
         result = run_recipe(args, root, command)
     else:
         with tempfile.TemporaryDirectory(prefix="recipe-") as d:
@@ -375,4 +371,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

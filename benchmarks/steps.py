@@ -19,8 +19,6 @@ from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 from hw3_jax.train.steps import create_train_state, init_metrics, jit_train_step, make_optimizer
 
-LEARNING_RATE = 1e-3
-
 
 class JaxStep:
     """The training loop's own step (`hw3_jax.train.steps`) on a fixed device batch;
@@ -33,7 +31,8 @@ class JaxStep:
                  input_keys: tuple[str, ...] = TrainConfig.input_keys):
         self.hlo_text = ""
         dp = data_parallel()
-        tx = make_optimizer(LEARNING_RATE, mask)
+        # The notebook's Adam at the loop's default rate (no weight decay: that is AdamW's).
+        tx = make_optimizer(TrainConfig.learning_rate, mask, optimizer="adam", weight_decay=0.0)
         step = jit_train_step(dp, model=model, tx=tx, loss=TrainConfig.loss,
                               input_keys=input_keys, seed=TrainConfig.seed)
         # Jitted once more so that it can be compiled ahead of time for XLA's cost analysis
@@ -87,9 +86,12 @@ def jax_encoder_forward(cfg: BertConfig, bert_params: Any, batch: dict, *,
     return lambda: jax.block_until_ready(f(bert_params, ids, m, key))
 
 
-def jax_gru_forward_backward(gru_params: Any, x: np.ndarray, lengths: np.ndarray):
-    """The 2x256 BiGRU's forward + backward alone (gradient of the final states' sum)."""
-    gru = GRU(256, num_layers=2, bidirectional=True, dropout=0.25)
+def jax_gru_forward_backward(model: BertGRUSentiment, gru_params: Any, x: np.ndarray,
+                             lengths: np.ndarray):
+    """The GRU of `model`'s head (the notebook's 2x256 BiGRU) alone, forward + backward
+    (gradient of the final states' sum)."""
+    gru = GRU(model.hidden_dim, num_layers=model.n_layers, bidirectional=model.bidirectional,
+              dropout=model.dropout)
 
     def loss(p, x, lengths, key):
         _, h = gru.apply({"params": p}, x, lengths, deterministic=False, rngs={"dropout": key})

@@ -1,7 +1,8 @@
 """The PyTorch peer of `benchmarks.train_step`: the notebook's model in PyTorch, timed in a
 process of its own.
 
-    python -m benchmarks.torch_peer '{"size": "small", "length": 256, "batch": 8}'
+    python -m benchmarks.torch_peer '{"size": "small", "length": 256, "batch": 8,
+                                      "warmup": 1, "repeats": 5, "components": false}'
 
 prints one JSON line: the eval-mode logit difference against this project's model (same
 weights), the training step's timings in float32 and under `torch.autocast("cpu",
@@ -28,24 +29,24 @@ import transformers
 from benchmarks.gemm import gemm
 from benchmarks.inputs import make_batch
 from benchmarks.notebook import SIZES, notebook_model
-from benchmarks.steps import LEARNING_RATE
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.bert_weights import bert_params_to_torch
-from hw3_jax.models import init_params
+from hw3_jax.models import BertGRUSentiment, init_params
+from hw3_jax.train.config import TrainConfig
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: no autocast
 
 
 class NotebookModel(torch.nn.Module):
-    """The notebook's BERTGRUSentiment: BERT (no gradients) -> 2x256 BiGRU -> dropout ->
-    Linear; [batch, length] ids -> [batch] logits."""
+    """The notebook's BERTGRUSentiment: BERT (no gradients) -> BiGRU (the notebook's 2x256)
+    -> dropout -> Linear; [batch, length] ids -> [batch] logits."""
 
-    def __init__(self, bert: transformers.BertModel, hidden_dim: int = 256,
-                 dropout: float = 0.25):
+    def __init__(self, bert: transformers.BertModel, hidden_dim: int, n_layers: int,
+                 dropout: float):
         super().__init__()
         self.bert = bert
-        self.rnn = torch.nn.GRU(bert.config.hidden_size, hidden_dim, num_layers=2,
+        self.rnn = torch.nn.GRU(bert.config.hidden_size, hidden_dim, num_layers=n_layers,
                                 bidirectional=True, batch_first=True, dropout=dropout)
         self.out = torch.nn.Linear(hidden_dim * 2, 1)
         self.dropout = torch.nn.Dropout(dropout)
@@ -58,10 +59,11 @@ class NotebookModel(torch.nn.Module):
         return self.out(hidden)[:, 0]
 
 
-def torch_model(cfg: BertConfig, params: Any) -> NotebookModel:
-    """The notebook's model with this project's weights `params`; BERT frozen as the notebook
-    froze it (requires_grad off)."""
-    model = NotebookModel(transformers.BertModel(transformers.BertConfig(**cfg.to_hf_dict())))
+def torch_model(jax_model: BertGRUSentiment, params: Any) -> NotebookModel:
+    """The notebook's model with the sizes of this project's `jax_model` (bidirectional) and
+    its weights `params`; BERT frozen as the notebook froze it (requires_grad off)."""
+    bert = transformers.BertModel(transformers.BertConfig(**jax_model.bert.to_hf_dict()))
+    model = NotebookModel(bert, jax_model.hidden_dim, jax_model.n_layers, jax_model.dropout)
     missing, unexpected = model.load_state_dict(_state_dict(params), strict=False)
     missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
     if missing or unexpected:
@@ -93,7 +95,7 @@ def train_step(model: NotebookModel, batch: dict, dtype: str):
     """One notebook training step (train mode, Adam on the head), autocast to `dtype`."""
     ids, mask, labels = _tensors(batch)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                           lr=LEARNING_RATE)
+                           lr=TrainConfig.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def run() -> None:
@@ -148,7 +150,7 @@ def measure(spec: dict) -> dict:
     model = notebook_model(cfg)
     params = init_params(model, jax.random.key(0))
     batch = make_batch(spec["batch"], spec["length"], cfg.vocab_size)
-    tmodel = torch_model(cfg, params)
+    tmodel = torch_model(model, params)
     out: dict[str, Any] = {
         "eval_max_abs_logit_diff": logits_diff(model, params, tmodel, batch),
         "threads": torch.get_num_threads(),
@@ -157,11 +159,11 @@ def measure(spec: dict) -> dict:
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
     steps = {d: train_step(tmodel, batch, d) for d in DTYPES}
-    out["steps"] = timing.time_interleaved(steps, warmup=spec.get("warmup", 1),
-                                           repeats=spec.get("repeats", 5), rotate=True)
-    if spec.get("components"):
+    out["steps"] = timing.time_interleaved(steps, warmup=spec["warmup"],
+                                           repeats=spec["repeats"], rotate=True)
+    if spec["components"]:
         comp = timing.time_interleaved(_components(tmodel, cfg, batch), warmup=1,
-                                       repeats=max(2, spec.get("repeats", 5) - 2))
+                                       repeats=max(2, spec["repeats"] - 2))
         out["components_median_s"] = {k: v["median_s"] for k, v in comp.items()}
     return out
 

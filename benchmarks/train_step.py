@@ -49,7 +49,7 @@ import jax
 import numpy as np
 
 from benchmarks.gemm import gemm
-from benchmarks.inputs import make_batch
+from benchmarks.inputs import BenchmarkParser, make_batch, run
 from benchmarks.notebook import SIZES, notebook_model
 from benchmarks.steps import (
     JaxStep,
@@ -59,27 +59,36 @@ from benchmarks.steps import (
     notebook_step,
 )
 from benchmarks.xla_profile import profile_step
+from configs.sentiment import get_config
+from experiments.cli import UserError
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
-from hw3_jax.models import init_params
+from hw3_jax.models import BertGRUSentiment, init_params
 
 TARGET_RATIO = 2.0  # this project's float32 examples/s over the fastest PyTorch's
 DTYPES = ("float32", "bfloat16")
 TORCH_SETTINGS = {"default": None, "passive": "PASSIVE"}  # name -> OMP_WAIT_POLICY
+# The encoder sizes, lengths, batch size and repetitions (at most 3 at bert-base size),
+# without --quick and with it.
+FULL = dict(sizes=["small", "bert-base"], lengths=[128, 256], batch=8, repeats=5)
+QUICK = dict(sizes=["tiny"], lengths=[32], batch=4, repeats=2)
+BERT_BASE_MAX_REPEATS = 3
 
 # --------------------------------------------------------------------------- one case
 
 
 def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: int,
-             profile: bool, epochs: int = 2) -> dict:
+             profile: bool) -> dict:
     """Both frameworks' steps (and the cached-encoder head step) on encoder `size`, batches
-    of `batch_size` x `length` tokens; with `profile`, the components and a trace too."""
+    of `batch_size` x `length` tokens; with `profile`, the components and a trace too. The
+    cached-encoder recipe is costed over the notebook recipe's epochs."""
     cfg = BertConfig(**SIZES[size])
-    params = init_params(notebook_model(cfg), jax.random.key(0))
+    model = notebook_model(cfg)
+    params = init_params(model, jax.random.key(0))
     batch = make_batch(batch_size, length, cfg.vocab_size)
     jsteps = {d: notebook_step(notebook_model(cfg, d), params, batch) for d in DTYPES}
     info = {d: s.compile() for d, s in jsteps.items()}
-    head = cached_head_step(notebook_model(cfg), params, batch)
+    head = cached_head_step(model, params, batch)
     head.compile()
     timed = timing.time_interleaved(
         {**{f"jax_{d}": s for d, s in jsteps.items()}, "jax_cached_head": head},
@@ -97,12 +106,12 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
     comp_fns = {"jax_encoder_forward_eval": jax_encoder_forward(cfg, params["bert"], batch,
                                                                 deterministic=True)}
     if profile:
-        comp_fns.update(_component_fns(cfg, params, batch))
+        comp_fns.update(_component_fns(model, params, batch))
     comp = timing.time_interleaved(comp_fns, warmup=1, repeats=max(2, repeats - 2))
     comp_s = {k: v["median_s"] for k, v in comp.items()}
     row["jax_cached_encoder"] = _cached_encoder_row(timed["jax_cached_head"],
                                                     comp_s["jax_encoder_forward_eval"], row,
-                                                    epochs)
+                                                    get_config("notebook").train.epochs)
     if profile:
         comp_s.update(peers["default"]["components_median_s"])
         row.update(_profile_row(cfg, batch_size, length, comp_s, jsteps["float32"]))
@@ -116,8 +125,8 @@ def _torch_peer(omp_wait_policy: str | None, **spec: Any) -> dict:
         return timing.in_fresh_process(["-m", "benchmarks.torch_peer", json.dumps(spec)],
                                        {"OMP_WAIT_POLICY": omp_wait_policy})
     except RuntimeError as e:
-        timing.fail(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
-                    "'hw3-jax[torch]'")
+        raise UserError(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
+                        "'hw3-jax[torch]'") from None
 
 
 def _step_timings(timed: dict, peers: dict, info: dict, batch_size: int) -> dict:
@@ -142,8 +151,10 @@ def _step_timings(timed: dict, peers: dict, info: dict, batch_size: int) -> dict
     }
 
 
-def _component_fns(cfg: BertConfig, params: Any, batch: dict) -> dict[str, Any]:
-    """This project's encoder forward, GRU forward + backward and feed-forward GEMMs."""
+def _component_fns(model: BertGRUSentiment, params: Any, batch: dict) -> dict[str, Any]:
+    """This project's encoder forward, GRU forward + backward and feed-forward GEMMs of
+    `model`."""
+    cfg = model.bert
     batch_size, length = batch["input_ids"].shape
     # The GRU's input: any [B, L, hidden] activations cost the same.
     x = np.random.default_rng(3).standard_normal(
@@ -152,7 +163,7 @@ def _component_fns(cfg: BertConfig, params: Any, batch: dict) -> dict[str, Any]:
     shape = (batch_size * length, cfg.hidden_size, cfg.intermediate_size)
     return {
         "jax_encoder_forward": jax_encoder_forward(cfg, params["bert"], batch),
-        "jax_gru_forward_backward": jax_gru_forward_backward(params["gru"], x, lengths),
+        "jax_gru_forward_backward": jax_gru_forward_backward(model, params["gru"], x, lengths),
         **{f"jax_gemm_{d}": gemm(*shape, "jax", d) for d in DTYPES},
     }
 
@@ -192,25 +203,22 @@ def _profile_row(cfg: BertConfig, batch_size: int, length: int, comp_s: dict,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = timing.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=None,
-                   help="encoder sizes (default: small bert-base; tiny with --quick)")
-    p.add_argument("--lengths", nargs="+", type=int, default=None)
-    p.add_argument("--batch", type=int, default=None, help="sequences per step (default 8)")
+    p = BenchmarkParser("train_step", __doc__.splitlines()[0], FULL, QUICK)
+    p.add_sized("--sizes", "encoder sizes", type=str, nargs="+", choices=sorted(SIZES),
+                minimum=None)
+    p.add_sized("--lengths", "sequence lengths", nargs="+")
+    p.add_sized("--batch", "sequences per step")
     p.add_argument("--no-profile", action="store_true",
                    help="skip the component timings and the jax.profiler trace")
-    args = p.parse_args(argv)
-    sizes = args.sizes or (["tiny"] if args.quick else ["small", "bert-base"])
-    lengths = args.lengths or ([32] if args.quick else [128, 256])
-    batch = args.batch or (4 if args.quick else 8)
-    repeats = args.repeats or (2 if args.quick else 5)
+    args = p.parse(argv)
     rows = []
-    for size in sizes:
-        for length in lengths:
-            print(f"[train_step] {size} L={length} B={batch} ...", flush=True)
-            rows.append(run_case(size, length, batch, warmup=args.warmup,
-                                 repeats=repeats if size != "bert-base" else min(repeats, 3),
-                                 profile=not args.no_profile))
+    for size in args.sizes:
+        for length in args.lengths:
+            print(f"[train_step] {size} L={length} B={args.batch} ...", flush=True)
+            repeats = (args.repeats if size != "bert-base"
+                       else min(args.repeats, BERT_BASE_MAX_REPEATS))
+            rows.append(run_case(size, length, args.batch, warmup=args.warmup,
+                                 repeats=repeats, profile=not args.no_profile))
     result = {
         **timing.benchmark_header(
             "train_step", args.quick, cpu_bf16=timing.cpu_bf16_flags(),
@@ -267,4 +275,4 @@ def _profile_tables(rows: list[dict]) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

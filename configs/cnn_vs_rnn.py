@@ -36,6 +36,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 64
     config.learning_rate = 3e-3
 
+    # Accuracy on the test images shifted by each distance (pixels; 0: as they are) in each of
+    # four directions, zero-filled; every accuracy is computed `eval_batch` images at a time.
+    config.shift_distances = (0, 1, 2)
+    config.eval_batch = 512
+
     # Inference latency: warm medians of interleaved repetitions, for 1 test image, a batch of
     # up to `latency_batch` test images, and 1 random image of each side in `sides`.
     config.latency_reps = 50

@@ -28,14 +28,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (a) the figure's RNN against exact integer references.
     config.check = ml_collections.ConfigDict()
     config.check.n_sequences = 8192  # per parity (even and odd lengths)
+    config.check.max_length = 128  # even lengths uniform in 2..max_length, odd in 1..max_length-1
 
     # (b) Adam on the BCE of the final logit, several random initialisations vmapped.
     config.train = ml_collections.ConfigDict()
+    config.train.lengths = (2, 4, 6, 8, 10)  # even lengths, n_per_length sequences each
     config.train.steps = 2000
     config.train.n_inits = 8
     config.train.n_per_length = 4096  # training sequences per length
     config.train.batch_size = 256
     config.train.learning_rate = 0.05  # cosine decay from here to 0 over the steps
+
+    # Held-out accuracy on new sequences: the training lengths, longer even lengths never seen
+    # in training, and odd lengths (where the answer flips).
+    config.eval = ml_collections.ConfigDict()
+    config.eval.unseen_lengths = (12, 16, 20, 32, 64, 100)
+    config.eval.odd_lengths = (3, 11, 33)
+    config.eval.n_per_length = 2000
 
     config.out = "results"  # recurrence.json and recurrence.png go here
     if arg == "quick":

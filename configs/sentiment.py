@@ -45,8 +45,8 @@
 The command line (experiments/sentiment.py) sets any field (`--config.data.limit=500`,
 `--config.model.readout=concat`), the most used also with a shortcut flag (`--limit 500`;
 `python -m experiments.sentiment train --help` lists them), and without `--config` picks
-the variant the flags imply: `--encoder NAME` -> notebook, `--imdb-archive PATH` or
-`--data imdb` -> imdb_scratch, otherwise synthetic.
+the variant the flags imply: notebook with a pretrained `--encoder`, else imdb_scratch where
+the data is IMDB (`data.source`'s rule), else synthetic.
 
 Each field's comment says what it does and, for a text field, the values it takes (the
 train section's: TrainConfig in hw3_jax/train/config.py). A field whose default is None
@@ -71,7 +71,8 @@ SHARED_MINILM = "../shared/data/all-MiniLM-L6-v2"
 
 def _data() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
-        # "synthetic" | "imdb"; None: imdb with a pretrained encoder or an archive
+        # "synthetic" | "imdb"; None: picked from the encoder and the IMDB fields below
+        # (experiments/sentiment_train.py's data_source)
         "source": placeholder(str),
         # An aclImdb_v1.tar.gz; None: download the official one once (tensorflow-datasets'
         # DownloadManager, which needs no TensorFlow).

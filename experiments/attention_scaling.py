@@ -21,12 +21,12 @@ variant and each other flag sets one field (`--config.FIELD=VALUE` any field). W
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,14 @@ from experiments.attention_scaling_analysis import (
 from experiments.attention_scaling_error import error_vs_features
 from experiments.attention_scaling_plots import make_plots
 from hw3_jax import attention as att
-from hw3_jax.timing import machine_info, mem_available_bytes, time_budgeted, time_interleaved
+from hw3_jax.timing import (
+    compile_timed,
+    machine_info,
+    mem_available_bytes,
+    time_budgeted,
+    time_interleaved,
+)
+from hw3_jax.train.workdir import Workdir, WorkdirError
 
 PROG = "python -m experiments.attention_scaling"
 DEFAULT_CONFIG = "configs.attention_scaling"
@@ -118,10 +125,10 @@ def random_inputs(rng: np.random.Generator, t: int, n: int) -> tuple[jax.Array, 
     return tuple(jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(n))
 
 
-def compile_attention(method: str, mode: str, window: int, inputs: tuple):
+def compile_attention(method: str, mode: str, window: int, inputs: tuple) -> tuple[Any, dict]:
     """`method`'s attention compiled for inputs (q, k, v, projection w, cotangent ct): its
     output ("fwd"), or the gradients of <attention(q, k, v), ct> with respect to q, k and v
-    ("fwd_bwd")."""
+    ("fwd_bwd"). Returns `hw3_jax.timing.compile_timed`'s (executable, {"compile_s", ...})."""
 
     def attention(q, k, v, w):
         if method == "softmax":
@@ -136,7 +143,7 @@ def compile_attention(method: str, mode: str, window: int, inputs: tuple):
         return jax.grad(lambda q, k, v: jnp.vdot(attention(q, k, v, w), ct),
                         argnums=(0, 1, 2))(q, k, v)
 
-    return jax.jit(call).lower(*inputs).compile()
+    return compile_timed(jax.jit(call), *inputs)
 
 
 # ---------------------------------------------------------------- Experiment 1: scaling with T.
@@ -145,12 +152,10 @@ def compile_attention(method: str, mode: str, window: int, inputs: tuple):
 def _compiled_point(method: str, mode: str, t: int, inputs: tuple,
                     config: ml_collections.ConfigDict):
     """(the compiled call, its record so far: compile time, memory analysis, FLOPs)."""
-    t0 = time.perf_counter()
-    compiled = compile_attention(method, mode, config.window, inputs)
-    compile_s = time.perf_counter() - t0
+    compiled, info = compile_attention(method, mode, config.window, inputs)
     ma = compiled.memory_analysis()
     return compiled, {
-        "method": method, "mode": mode, "T": t, "compile_s": compile_s,
+        "method": method, "mode": mode, "T": t, **info,
         "temp_bytes": int(ma.temp_size_in_bytes),
         "argument_bytes": int(ma.argument_size_in_bytes),
         "output_bytes": int(ma.output_size_in_bytes),
@@ -249,7 +254,7 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
         for method in ("performer", "local"):
             for mode in MODES:
                 bar.set_postfix_str(f"growth: compile {method} {mode} T={t}")
-                compiled = compile_attention(method, mode, config.window, inputs)
+                compiled, _ = compile_attention(method, mode, config.window, inputs)
                 calls[(method, mode, t)] = (compiled, inputs)
     bar.set_postfix_str("growth: interleaved rounds")
     times = interleaved(calls, config.growth_rounds, bar)
@@ -360,10 +365,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Measure, write OUT/attention_scaling.json and the plots, print the crossovers and
     targets."""
     out = Path(config.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise cli.UserError(f"cannot create output folder {out}: {e}; pass --out DIR") from None
+    # A WorkdirError before any measurement if it cannot be written.
+    Workdir(out).check(flag="--out")
     lengths = doubling_lengths(config.min_t, config.max_t)
     budget = memory_budget(config)
     t_start = time.perf_counter()
@@ -390,7 +393,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     }
     result["plots"] = make_plots(records, lengths, err, out)
     path = out / "attention_scaling.json"
-    path.write_text(json.dumps(result, indent=1))
+    Workdir(out).write_json(path.name, result)
     print(f"wrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")
     for name, c in crossovers.items():
         print(f"crossover {name}: " + (c.get("note") or f"T ~ {c['T']:.0f}"))
@@ -423,8 +426,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0; 2 after one line on stderr for bad input."""
-    return cli.run_main(lambda: run(*parse_args(argv)) and 0)
+    """Exit status 0; 2 after one line on stderr for bad input or an output folder that cannot
+    be written."""
+    return cli.run_main(lambda: run(*parse_args(argv)) and 0, user_errors=(WorkdirError,))
 
 
 if __name__ == "__main__":

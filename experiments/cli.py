@@ -231,6 +231,12 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, ob
     return out
 
 
+def override(dotted: str, value: object) -> str:
+    """`--config.a.b=V` that sets the field `dotted` to `value` (V: its repr, without spaces,
+    which `set_field` parses back)."""
+    return f"{OVERRIDE_PREFIX}{dotted}={value!r}".replace(" ", "")
+
+
 def command_line(prefix: str, config: ml_collections.ConfigDict,
                  base: ml_collections.ConfigDict, shortcuts: Mapping[str, Shortcut], *,
                  always: Sequence[str] = (), skip: Sequence[str] = ()) -> str:
@@ -248,7 +254,7 @@ def command_line(prefix: str, config: ml_collections.ConfigDict,
             parts.append(" ".join([flag, *map(str, items)]))
     for dotted, value in values.items():
         if dotted not in skip and dotted not in flags.values() and value != defaults[dotted]:
-            parts.append(f"{OVERRIDE_PREFIX}{dotted}={value!r}".replace(" ", ""))
+            parts.append(override(dotted, value))
     return " ".join(parts)
 
 

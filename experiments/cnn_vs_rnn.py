@@ -17,23 +17,22 @@ Then, with no retraining and no augmentation, it measures:
   heights): it runs and gives an accuracy, or it refuses, and why.
 
 Every setting and its default is in `configs/cnn_vs_rnn.py`; each flag above sets one of its
-fields. Writes `OUT/cnn_vs_rnn.json`, `OUT/cnn_vs_rnn.md` and three PNG plots
-(`experiments/cnn_vs_rnn_plots.py`). The default data, scikit-learn's bundled 8x8 digits (1,797
-images), needs no download; `--data mnist` loads MNIST (28x28) through tensorflow-datasets,
-which needs internet once.
+fields. The models' sizes are their own defaults (`hw3_jax.vision`); the only constant of the
+measurement here is a fact, the four shift directions. Writes `OUT/cnn_vs_rnn.json`,
+`OUT/cnn_vs_rnn.md` and three PNG plots (`experiments/cnn_vs_rnn_plots.py`). The default data,
+scikit-learn's bundled 8x8 digits (1,797 images), needs no download; `--data mnist` loads
+MNIST (28x28) through tensorflow-datasets, which needs internet once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -49,13 +48,12 @@ from hw3_jax import vision
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
-from hw3_jax.timing import device_name, time_interleaved
+from hw3_jax.timing import device_name, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
+from hw3_jax.train.workdir import Workdir, WorkdirError
 
 PROG = "python -m experiments.cnn_vs_rnn"
 DEFAULT_CONFIG = "configs.cnn_vs_rnn"
-CLASSES = 10
-RNN_HIDDEN = 64
 SHIFT_DIRECTIONS = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
 # The command-line shortcuts, each onto one config field, in the order a command lists them.
 SHORTCUTS = {
@@ -80,15 +78,22 @@ NOT_IN_COMMAND = ("out", "tfds_data_dir")  # where files go, not what is measure
 
 
 def build_models(image_shape: tuple[int, int]) -> dict[str, Any]:
-    """The two classifiers, with comparable parameter budgets (about 14-15k on 8x8 digits)."""
-    return {"cnn": vision.CNNClassifier(num_classes=CLASSES),
-            "rnn": vision.RowGRUClassifier(input_width=image_shape[1], num_classes=CLASSES,
-                                           hidden_size=RNN_HIDDEN)}
+    """The two classifiers at their default sizes (10 classes; comparable parameter budgets,
+    about 14-15k on 8x8 digits); the RNN reads rows of the images' width."""
+    return {"cnn": vision.CNNClassifier(),
+            "rnn": vision.RowGRUClassifier(input_width=image_shape[1])}
 
 
-def architectures(h: int, w: int) -> dict[str, str]:
-    return {"cnn": "conv3x3(16)-conv3x3(32)-maxpool2-conv3x3(32)-global avg pool-dense",
-            "rnn": f"GRU({RNN_HIDDEN}) over {h} rows of {w} pixels-dense"}
+def architecture(model: Any, h: int, w: int) -> str:
+    """`model`'s layers in one line, e.g. "GRU(64) over 8 rows of 8 pixels-dense"."""
+    if isinstance(model, vision.RowGRUClassifier):
+        return f"GRU({model.hidden_size}) over {h} rows of {w} pixels-dense"
+    layers = []
+    for i, f in enumerate(model.features):
+        layers.append(f"conv3x3({f})")
+        if i == 1:  # where CNNClassifier pools
+            layers.append("maxpool2")
+    return "-".join([*layers, "global avg pool", "dense"])
 
 
 def init_params(model: Any, image_shape: tuple[int, int], seed: int) -> Any:
@@ -115,7 +120,7 @@ def make_predict(model: Any) -> Callable:
 
 
 def accuracy(predict: Callable, params: Any, images: np.ndarray, labels: np.ndarray,
-             batch_size: int = 512) -> float:
+             batch_size: int) -> float:
     """Fraction correct; batches of one size (the last padded) so it compiles once per shape."""
     correct = 0
     for start in range(0, len(labels), batch_size):
@@ -132,15 +137,16 @@ def accuracy(predict: Callable, params: Any, images: np.ndarray, labels: np.ndar
 
 
 def shift_accuracies(predict: Callable, params: Any, images: np.ndarray, labels: np.ndarray,
-                     distances=(0, 1, 2)) -> dict[str, Any]:
-    """Accuracy on test images translated by d pixels in each of 4 directions, zero-filled."""
+                     distances: Sequence[int], batch_size: int) -> dict[str, Any]:
+    """Accuracy on test images translated by d pixels (each of `distances`; 0: the images as
+    they are) in each of 4 directions, zero-filled; `batch_size` as in `accuracy`."""
     out = {}
     for d in distances:
         if d == 0:
-            out["0"] = {"mean": accuracy(predict, params, images, labels)}
+            out["0"] = {"mean": accuracy(predict, params, images, labels, batch_size)}
             continue
         per = {name: accuracy(predict, params, vision.shift_images(images, dy * d, dx * d),
-                              labels)
+                              labels, batch_size)
                for name, (dy, dx) in SHIFT_DIRECTIONS.items()}
         out[str(d)] = {"mean": float(np.mean(list(per.values()))), **per}
     return out
@@ -191,9 +197,10 @@ def _with_lengths(model: Any, params: Any, x: np.ndarray, real_rows: int, images
             "max_abs_logit_change": float(jnp.max(jnp.abs(logits - ref)))}
 
 
-def variable_size(model: Any, params: Any, images: np.ndarray,
-                  labels: np.ndarray) -> dict[str, Any]:
-    """Run a trained model, unchanged, on images of other sizes: accuracy, or why it cannot.
+def variable_size(model: Any, params: Any, images: np.ndarray, labels: np.ndarray,
+                  batch_size: int) -> dict[str, Any]:
+    """Run a trained model, unchanged, on images of other sizes: accuracy (`batch_size` as in
+    `accuracy`), or why it cannot.
 
     Per variant: {"description", "shape", "runs": bool | None (None: not applicable),
     "accuracy", "error" | "note", and for the `lengths` variant "max_abs_logit_change"
@@ -213,7 +220,8 @@ def variable_size(model: Any, params: Any, images: np.ndarray,
             entry.update(_with_lengths(model, params, x, v.real_rows, images, labels))
         else:
             try:
-                entry.update(runs=True, accuracy=accuracy(predict, params, x, labels))
+                entry.update(runs=True,
+                             accuracy=accuracy(predict, params, x, labels, batch_size))
             except ValueError as e:  # the RNN refuses another row width (its input projection)
                 entry.update(runs=False, accuracy=None, error=str(e))
     return out
@@ -287,10 +295,11 @@ def train_and_measure(key: str, model: Any, data: ImageData,
     history = [dict(e) for e in res.history]
     train_times = [e["train_time_s"] for e in history]
     predict = make_predict(model)
+    batch = config.eval_batch
     entry = {
-        "architecture": architectures(h, w)[key],
+        "architecture": architecture(model, h, w),
         "params": count_params(params),
-        "test_accuracy": accuracy(predict, params, test_x, test_y),
+        "test_accuracy": accuracy(predict, params, test_x, test_y, batch),
         "test_loss": res.test_loss,  # the loop's evaluation of the same parameters
         "test_accuracy_loop": res.test_accuracy,
         "best_epoch": res.best.get("epoch"),
@@ -300,8 +309,9 @@ def train_and_measure(key: str, model: Any, data: ImageData,
         "first_epoch_time_s": train_times[0],
         "sequential_steps": vision.sequential_steps(model, h),
         "multiply_adds": vision.multiply_adds(model, h, w),
-        "shift_accuracy": shift_accuracies(predict, params, test_x, test_y),
-        "variable_size": variable_size(model, params, test_x, test_y),
+        "shift_accuracy": shift_accuracies(predict, params, test_x, test_y,
+                                           config.shift_distances, batch),
+        "variable_size": variable_size(model, params, test_x, test_y, batch),
         "history": history,
     }
     phases[f"accuracy_shift_size_{key}"] = time.perf_counter() - t0
@@ -312,10 +322,14 @@ def train_and_measure(key: str, model: Any, data: ImageData,
 
 
 def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
-    """The whole measurement; `command` (what regenerates it) is recorded in the results."""
+    """The whole measurement; `command` (what regenerates it) is recorded in the results.
+
+    The data are loaded first (missing data leaves no output folder behind), then the output
+    folder is checked writable (a WorkdirError), before any training."""
     t_start = time.perf_counter()
     splits = (load_digits_splits(config.seed) if config.data == "digits"
               else load_mnist_splits(config.seed, config.tfds_data_dir))
+    Workdir(config.out).check(flag="--out")
     h, w = splits.image_shape
     data = ImageData(splits, batch_size=config.batch_size, seed=config.seed)
     models = build_models((h, w))
@@ -327,9 +341,9 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
                    "epochs": config.epochs, "seed": config.seed, "batch_size": config.batch_size,
                    "learning_rate": config.learning_rate, "optimizer": "adam",
                    "latency_reps": config.latency_reps, "latency_batch": latency_batch,
-                   "sides": sides},
-        "environment": {"device": device_name(), "jax": jax.__version__,
-                        "python": platform.python_version()},
+                   "sides": sides, "shift_distances": list(config.shift_distances),
+                   "eval_batch": config.eval_batch},
+        "environment": {**machine_info(), "device": device_name()},
         "models": {},
     }
     phases = {"data_and_setup": time.perf_counter() - t_start}
@@ -352,9 +366,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
 
 
 def write_outputs(results: dict[str, Any], out: pathlib.Path) -> list[pathlib.Path]:
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / "cnn_vs_rnn.json", out / "cnn_vs_rnn.md"]
-    paths[0].write_text(json.dumps(results, indent=2) + "\n")
+    Workdir(out).write_json(paths[0].name, results)
     paths[1].write_text(markdown_report(results))
     paths += [out / name for name in plot(results, out)]
     return paths
@@ -370,6 +383,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     for name in ("epochs", "batch_size", "latency_reps", "latency_batch"):
         if config[name] < 1:
             raise cli.UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.eval_batch < 1:
+        raise cli.UserError("--config.eval_batch must be at least 1")
+    if not config.shift_distances or min(config.shift_distances) < 0:
+        raise cli.UserError("--config.shift_distances must be pixel counts >= 0")
     if not config.sides or min(config.sides) < 1:
         raise cli.UserError("--sides must be positive")
     if not config.learning_rate > 0:
@@ -394,8 +411,9 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0; 2 after one line on stderr for bad input or missing data."""
-    return cli.run_main(lambda: _main(argv), user_errors=(DataError,))
+    """Exit status 0; 2 after one line on stderr for bad input, missing data or an output
+    folder that cannot be written."""
+    return cli.run_main(lambda: _main(argv), user_errors=(DataError, WorkdirError))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@
     the recovered weights and held-out accuracy, also at lengths never seen in training.
 
 Every setting and its default is in `configs/recurrence.py`; `--quick` is its "quick" variant
-and each other flag sets one field. Writes OUT/recurrence.json and OUT/recurrence.png (loss
-and weights over training).
+and each other flag sets one field. The only constant of the measurement here, CHUNK_STEPS,
+splits training into jitted calls (speed, not what is measured). Writes OUT/recurrence.json
+and OUT/recurrence.png (loss and weights over training).
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import time
@@ -44,6 +44,8 @@ from experiments.recurrence_sequences import (
     random_length_ints,
 )
 from hw3_jax.recurrence import WEIGHT_NAMES, ScalarRNN, closed_form
+from hw3_jax.timing import machine_info
+from hw3_jax.train.workdir import Workdir, WorkdirError
 
 PROG = "python -m experiments.recurrence"
 DEFAULT_CONFIG = "configs.recurrence"
@@ -52,11 +54,6 @@ SHORTCUTS = {"--out": cli.Shortcut("out", "output folder"),
              "--seed": cli.Shortcut("seed", type=int),
              "--steps": cli.Shortcut("train.steps", "training steps (the quick variant: 200)",
                                      type=int)}
-MAX_CHECK_LENGTH = 128  # part (a): lengths uniform in 2..128 (even) and 1..127 (odd)
-TRAIN_LENGTHS = (2, 4, 6, 8, 10)
-UNSEEN_LENGTHS = (12, 16, 20, 32, 64, 100)
-ODD_EVAL_LENGTHS = (3, 11, 33)
-N_EVAL_PER_LENGTH = 2000  # held-out sequences per length
 CHUNK_STEPS = 50  # training steps per jitted call (fewer host round trips)
 
 
@@ -67,9 +64,11 @@ def _max_abs(a, b) -> float:
 # --------------------------------------------------------------- (a) the scan against exact sums
 
 
-def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int) -> dict:
-    """Even lengths: all hidden states, all outputs, and the final output vs the closed form."""
-    x, lengths = random_length_ints(rng, n, MAX_CHECK_LENGTH)
+def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int,
+                max_length: int) -> dict:
+    """Even lengths up to `max_length`: all hidden states, all outputs, and the final output
+    vs the closed form."""
+    x, lengths = random_length_ints(rng, n, max_length)
     h, y = jax.device_get(run(x))
     h_ref = prefix_alternating_sums(x)
     with np.errstate(over="ignore"):  # exp(1000) = inf in float64 too: the output is 0.0
@@ -80,7 +79,7 @@ def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int) -
     saturated = (y[:, -1] == 0.0) | (y[:, -1] == 1.0)
     return {
         "n_sequences": n,
-        "lengths": f"uniform over even 2..{MAX_CHECK_LENGTH} (left-padded with zeros)",
+        "lengths": f"uniform over even 2..{max_length} (left-padded with zeros)",
         "max_abs_diff_h_all_steps_vs_exact": _max_abs(h, h_ref),
         "max_abs_diff_h_T_vs_even_minus_odd": _max_abs(h[:, -1], d),
         "max_abs_diff_y_all_steps_vs_float64": _max_abs(y, y_ref),
@@ -100,14 +99,14 @@ def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int) -
 
 
 def _check_odd(cf: Callable, x: np.ndarray, h: np.ndarray, y: np.ndarray) -> dict:
-    """Odd lengths (x [n, T] and the scan's h, y): h_T = sum odd - sum even, so the final
-    answer is the opposite one."""
+    """Odd lengths (x [n, T], T odd, and the scan's h, y): h_T = sum odd - sum even, so the
+    final answer is the opposite one."""
     d = even_minus_odd_np(x)
     y_cf = np.asarray(cf(x))
     decisive = d != 0
     return {
         "n_sequences": len(x),
-        "lengths": f"uniform over odd 1..{MAX_CHECK_LENGTH - 1} (left-padded with zeros)",
+        "lengths": f"uniform over odd 1..{x.shape[1]} (left-padded with zeros)",
         "n_ties": int((~decisive).sum()),
         "max_abs_diff_h_T_vs_odd_minus_even": _max_abs(h[:, -1], -d),
         "max_abs_diff_h_T_vs_even_minus_odd": _max_abs(h[:, -1], d),
@@ -148,13 +147,14 @@ def _rescaled(x: np.ndarray, y: np.ndarray) -> dict:
     return rescaled
 
 
-def check_scan(rng: np.random.Generator, n: int) -> dict:
-    """Part (a): the scan against exact references, even and odd lengths (n of each)."""
+def check_scan(rng: np.random.Generator, cfg: ml_collections.ConfigDict) -> dict:
+    """Part (a): the scan against exact references, even lengths up to `cfg.max_length` and
+    odd ones below it (`cfg.n_sequences` of each; cfg: the config's `check` section)."""
     model = ScalarRNN()
     run = jax.jit(lambda x: model.apply({}, x))
     cf = jax.jit(closed_form)
-    even = _check_even(run, cf, rng, n)
-    x, _ = random_length_ints(rng, n, MAX_CHECK_LENGTH - 1)
+    even = _check_even(run, cf, rng, cfg.n_sequences, cfg.max_length)
+    x, _ = random_length_ints(rng, cfg.n_sequences, cfg.max_length - 1)
     h, y = jax.device_get(run(x))
     return {
         "inputs": f"integers uniform in [{LOW}, {HIGH}]",
@@ -174,10 +174,11 @@ def bce_loss(model: ScalarRNN, params: dict, x: jax.Array, y: jax.Array) -> jax.
     return optax.sigmoid_binary_cross_entropy(logits[:, -1], y).mean()
 
 
-def training_set(seed: int, n_per_length: int) -> tuple[jax.Array, jax.Array, int]:
-    """(x [N, max train length] int32, labels [N] float32, number of ties dropped)."""
+def training_set(seed: int, lengths: tuple[int, ...],
+                 n_per_length: int) -> tuple[jax.Array, jax.Array, int]:
+    """(x [N, max(lengths)] int32, labels [N] float32, number of ties dropped)."""
     rng = np.random.default_rng(seed + 1)
-    x, _, d = labelled_sequences(rng, TRAIN_LENGTHS, n_per_length, pad_to=max(TRAIN_LENGTHS))
+    x, _, d = labelled_sequences(rng, lengths, n_per_length, pad_to=max(lengths))
     # Ties (d == 0) are dropped: with no bias the exact network outputs 0.5 on them, so any
     # 0/1 label would only pull w_rec away from -1 to break them.
     train_x = jnp.asarray(x[d != 0])
@@ -224,11 +225,13 @@ def fit(model: ScalarRNN, params: dict, train_x: jax.Array, train_y: jax.Array, 
     return jax.device_get(carry[0]), {"loss": loss, **weights}
 
 
-def held_out_accuracy(model: ScalarRNN, final: dict, seed: int) -> dict:
+def held_out_accuracy(model: ScalarRNN, final: dict, seed: int,
+                      train_lengths: tuple[int, ...], cfg: ml_collections.ConfigDict) -> dict:
     """{group: {length: accuracy on decisive sequences per init and of the figure's weights}}
-    on new draws at the training lengths, unseen even lengths and odd lengths."""
+    on `cfg.n_per_length` new draws per length at the training lengths, the unseen even
+    lengths and the odd lengths (cfg: the config's `eval` section)."""
     # The figure's weights ride along as one more row of weights; even lengths share one
-    # padded shape (100), odd ones another (33): two compilations in all.
+    # padded shape (the longest unseen length), odd ones another: two compilations in all.
     figure = (ScalarRNN.w_in, ScalarRNN.w_rec, ScalarRNN.w_out)
     rows = {k: np.append(np.asarray(final[k]), w)
             for k, w in zip(WEIGHT_NAMES, figure, strict=True)}
@@ -237,11 +240,11 @@ def held_out_accuracy(model: ScalarRNN, final: dict, seed: int) -> dict:
     eval_rng = np.random.default_rng(seed + 3)
     accuracy = {}
     for group, lengths, pad_to in (
-        ("seen_lengths", TRAIN_LENGTHS, max(UNSEEN_LENGTHS)),
-        ("unseen_lengths", UNSEEN_LENGTHS, max(UNSEEN_LENGTHS)),
-        ("odd_lengths", ODD_EVAL_LENGTHS, max(ODD_EVAL_LENGTHS)),
+        ("seen_lengths", train_lengths, max(cfg.unseen_lengths)),
+        ("unseen_lengths", cfg.unseen_lengths, max(cfg.unseen_lengths)),
+        ("odd_lengths", cfg.odd_lengths, max(cfg.odd_lengths)),
     ):
-        x, length_of, d = labelled_sequences(eval_rng, lengths, N_EVAL_PER_LENGTH, pad_to=pad_to)
+        x, length_of, d = labelled_sequences(eval_rng, lengths, cfg.n_per_length, pad_to=pad_to)
         y = np.asarray(final_outputs(rows, x))  # [n_inits + 1, N]
         accuracy[group] = {}
         for length in lengths:
@@ -276,17 +279,18 @@ def loss_argmin_w_rec(model: ScalarRNN, train_x: jax.Array, train_y: jax.Array) 
     }
 
 
-def train(seed: int, cfg: ml_collections.ConfigDict) -> tuple[dict, dict]:
-    """Part (b): Adam on BCE of the final logit, `cfg.n_inits` random initialisations vmapped
-    (cfg: the config's `train` section). Returns (the results, the per-step history)."""
-    train_x, train_y, n_train_ties = training_set(seed, cfg.n_per_length)
+def train(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+    """Part (b): Adam on BCE of the final logit, `config.train.n_inits` random initialisations
+    vmapped, then held out (`config.eval`). Returns (the results, the per-step history)."""
+    seed, cfg = config.seed, config.train
+    train_x, train_y, n_train_ties = training_set(seed, cfg.lengths, cfg.n_per_length)
     model = ScalarRNN(learnable=True)
     init_keys = jax.random.split(jax.random.key(seed), cfg.n_inits)
     params = jax.vmap(lambda k: model.init(k, train_x[:1])["params"])(init_keys)
     init_params = jax.device_get(params)
     final, history = fit(model, params, train_x, train_y, seed, cfg.steps, cfg.batch_size,
                          cfg.learning_rate)
-    accuracy = held_out_accuracy(model, final, seed)
+    accuracy = held_out_accuracy(model, final, seed, cfg.lengths, config.eval)
     w_in, w_rec, w_out = (np.asarray(final[k], np.float64) for k in WEIGHT_NAMES)
     even_accuracies = [a for g in ("seen_lengths", "unseen_lengths")
                        for v in accuracy[g].values() for a in v["learned_per_init"]]
@@ -320,10 +324,10 @@ def _setup(cfg: ml_collections.ConfigDict, n_train: int, n_train_ties: int) -> d
         "inputs": f"integers uniform in [{LOW}, {HIGH}]",
         "ties": "dropped from training and from the accuracies (with no bias the exact "
         "network outputs exactly 0.5 on them)",
-        "train_lengths": list(TRAIN_LENGTHS),
+        "train_lengths": list(cfg.lengths),
         "n_train": n_train,
         "n_train_ties_dropped": n_train_ties,
-        "padding": f"left, zeros, to length {max(TRAIN_LENGTHS)} (exact: h stays 0 on leading "
+        "padding": f"left, zeros, to length {max(cfg.lengths)} (exact: h stays 0 on leading "
         "zeros)",
         "loss": "sigmoid BCE on the final logit w_out * h_T",
         "optimizer": f"adam, cosine decay from lr={cfg.learning_rate} to 0",
@@ -341,31 +345,27 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Parts (a) and (b); writes OUT/recurrence.json and OUT/recurrence.png and returns what
     the JSON holds. `command` (what regenerates it) is recorded in it."""
     out = pathlib.Path(config.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise cli.UserError(f"cannot create output folder {out}: {e.strerror}; "
-                            "pass a writable --out DIR") from None
+    Workdir(out).check(flag="--out")  # a WorkdirError before any work if it cannot be written
     start, cpu_start = time.perf_counter(), time.process_time()
-    check = check_scan(np.random.default_rng(config.seed), n=config.check.n_sequences)
-    training, history = train(config.seed, config.train)
+    scan_check = check_scan(np.random.default_rng(config.seed), config.check)
+    training, history = train(config)
     plot(history, out / "recurrence.png")
     result = {
         "command": command,
         "seed": config.seed,
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "scan_vs_closed_form": check,
+        "machine": machine_info(),
+        "scan_vs_closed_form": scan_check,
         "training": training,
         "wall_time_s": round(time.perf_counter() - start, 2),
         # CPU seconds of this process: the wall time above also counts other jobs' load.
         "cpu_time_s": round(time.process_time() - cpu_start, 2),
     }
-    (out / "recurrence.json").write_text(json.dumps(result, indent=2) + "\n")
+    Workdir(out).write_json("recurrence.json", result)
     print(f"wrote {out / 'recurrence.json'} and {out / 'recurrence.png'} "
           f"in {result['wall_time_s']:.1f} s ({result['cpu_time_s']:.1f} s CPU)")
-    print(f"(a) max |y_T - closed form| over {check['even']['n_sequences']} even-length "
-          f"sequences: {check['even']['max_abs_diff_y_T_vs_closed_form']:g}")
+    even = scan_check["even"]
+    print(f"(a) max |y_T - closed form| over {even['n_sequences']} even-length "
+          f"sequences: {even['max_abs_diff_y_T_vs_closed_form']:g}")
     print(f"(b) max |w_rec + 1| = {training['max_abs_w_rec_plus_1']:.2e}; min held-out accuracy "
           f"at even lengths {training['min_accuracy_even_lengths']:.4f}")
     return result
@@ -380,14 +380,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
         PROG, __doc__.split("\n\n")[0], argv, default_config=DEFAULT_CONFIG,
         shortcuts=SHORTCUTS, quick_help="the config's quick variant: small sizes, for a smoke "
         "test (seconds)", skip=("out",))
-    if config.train.steps < 1:
-        raise cli.UserError(f"--steps must be at least 1, got {config.train.steps}")
+    check(config)
     return config, command
 
 
+def check(config: ml_collections.ConfigDict) -> None:
+    """A value no run can use is a UserError naming its flag."""
+    if config.train.steps < 1:
+        raise cli.UserError(f"--steps must be at least 1, got {config.train.steps}")
+    # Sequences of one group are left-padded to one length by an even number of zeros.
+    lengths = {"check.max_length": (config.check.max_length,),
+               "train.lengths": config.train.lengths,
+               "eval.unseen_lengths": config.eval.unseen_lengths,
+               "eval.odd_lengths": config.eval.odd_lengths}
+    for name, values in lengths.items():
+        parity = "odd" if name == "eval.odd_lengths" else "even"
+        if not values or any(t < 1 or t % 2 != (parity == "odd") for t in values):
+            raise cli.UserError(f"--config.{name} must be {parity} lengths >= 1")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0; 2 after one line on stderr for bad input."""
-    return cli.run_main(lambda: run(*parse_args(argv)) and 0)
+    """Exit status 0; 2 after one line on stderr for bad input or an output folder that cannot
+    be written."""
+    return cli.run_main(lambda: run(*parse_args(argv)) and 0, user_errors=(WorkdirError,))
 
 
 if __name__ == "__main__":

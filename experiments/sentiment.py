@@ -35,7 +35,13 @@ import ml_collections
 
 from experiments import cli
 from experiments.cli import UserError
-from experiments.sentiment_train import CHOICES, NOTEBOOK_SENTENCES, train_and_evaluate
+from experiments.sentiment_train import (
+    CHOICES,
+    NOTEBOOK_SENTENCES,
+    data_source,
+    train_and_evaluate,
+)
+from hw3_jax import factory
 from hw3_jax.data.errors import DataError
 from hw3_jax.train.sharding import initialize_distributed, peer_failures_reported
 from hw3_jax.train.workdir import TrainingError
@@ -58,8 +64,8 @@ def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
 # Each flag's default is None, "not given": the variant's value stays.
 SHORTCUTS = {
     "--data": _flag("data.source", "imdb (downloaded once, or --imdb-archive) or the "
-                    "embedded synthetic set; default: imdb with a pretrained encoder or an "
-                    "archive, synthetic otherwise"),
+                    "embedded synthetic set; default: picked from --encoder, --imdb-archive "
+                    "and --imdb-url by experiments.sentiment_train.data_source"),
     "--imdb-archive": _flag("data.imdb_archive", "read IMDB offline from an aclImdb_v1.tar.gz "
                             "(official layout)", metavar="PATH"),
     "--imdb-url": _flag("data.imdb_url", "download IMDB from this mirror of aclImdb_v1.tar.gz "
@@ -104,13 +110,16 @@ NOT_RECIPE = ("train.resume", "train.overwrite", "train.progress", "train.seed")
 
 
 def implied_variant(args: argparse.Namespace) -> str:
-    """The variant when `--config` is not given: the recipe follows the data and encoder."""
+    """The variant when `--config` is not given: the recipe follows the encoder, then the
+    data (`data_source`'s rule)."""
     given = vars(args)
-    if given["model.encoder"] not in (None, "scratch"):
+    encoder = given["model.encoder"] or factory.SCRATCH  # not given: the scratch variants'
+    if encoder != factory.SCRATCH:
         return "notebook"
-    if given["data.imdb_archive"] is not None or given["data.source"] == "imdb":
-        return "imdb_scratch"
-    return "synthetic"
+    source = data_source(source=given["data.source"], encoder=encoder,
+                         imdb_archive=given["data.imdb_archive"],
+                         imdb_url=given["data.imdb_url"])
+    return "imdb_scratch" if source == "imdb" else "synthetic"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -222,11 +231,9 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def _stdin_lines() -> list[str]:
-    buf = getattr(sys.stdin, "buffer", None)
-    if buf is None:  # a text stream (e.g. replaced in tests)
-        return [line.rstrip("\n") for line in sys.stdin]
     # Bytes, so that a line that is not UTF-8 gets its own error instead of ending the call.
-    return [line.rstrip(b"\r\n").decode("utf-8", "surrogateescape") for line in buf]
+    return [line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+            for line in sys.stdin.buffer]
 
 
 def _encodable(line: str) -> bool:

@@ -30,7 +30,6 @@ from experiments.sentiment_train import NOTEBOOK_SENTENCES
 from hw3_jax import timing
 from hw3_jax.train.workdir import Workdir
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 FACTS_FILE = "sentiment_facts.json"
 
 # The notebook's Q1a example and its special tokens.
@@ -74,15 +73,16 @@ def tokenizer_facts(vocab: str | pathlib.Path) -> dict[str, Any]:
 def _display_path(path: str | pathlib.Path) -> str:
     """A local path relative to the checkout (no machine-specific prefix); names as given."""
     p = pathlib.Path(path)
-    return os.path.relpath(p.resolve(), ROOT) if p.exists() else str(path)
+    return os.path.relpath(p.resolve(), timing.ROOT) if p.exists() else str(path)
 
 
 def split_facts(archive: str | pathlib.Path) -> dict[str, Any]:
     """Review counts of the IMDB archive and the experiment's train/validation split of it."""
+    from configs.sentiment import get_config
     from hw3_jax.data import imdb
 
     raw = imdb.read_imdb_archive(archive)
-    tr, va = imdb.split_indices(len(raw.train))
+    tr, va = imdb.split_indices(len(raw.train), seed=get_config().seed)
     return {
         "archive": pathlib.Path(archive).name,
         "imdb_train": len(raw.train),
@@ -170,7 +170,7 @@ def _nearest_variant(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from configs.sentiment import VARIANTS, get_config
     from experiments.sentiment_train import resolve
 
-    # A field the run's config.json lacks is newer than the run, which ran as its default.
+    # A field the run's config.json lacks takes the default config's value.
     run = _recipe(resolve(get_config()).to_dict()) | _recipe(m["run_config"])
     nearest = None
     for variant in VARIANTS:
@@ -187,7 +187,7 @@ def run_command(m: dict[str, Any]) -> str:
     """The command that repeats a run (`m`: its collected JSON) with today's configs: its
     nearest variant, then `--config.FIELD=VALUE` for each field where the run differs."""
     variant, diff = _nearest_variant(m)
-    overrides = [f"--config.{k}={v!r}".replace(" ", "") for k, v in diff.items()]
+    overrides = [cli.override(k, v) for k, v in diff.items()]
     return " ".join([f"python -m experiments.sentiment --config configs/sentiment.py:{variant}",
                      *overrides])
 
@@ -195,7 +195,7 @@ def run_command(m: dict[str, Any]) -> str:
 def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
             predict: bool = True) -> list[pathlib.Path]:
     """results/sentiment_NAME.json (+ _curves.png) from a finished run's workdir."""
-    wd, out = Workdir(workdir), pathlib.Path(out)
+    wd, out = Workdir(workdir), Workdir(out)
     for path in (wd.metrics, wd.config):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: train into {workdir} first "
@@ -212,11 +212,9 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
         predictor = SentimentPredictor.load(workdir)
         scored = predictor.score(list(NOTEBOOK_SENTENCES + EXTRA_SENTENCES))
         metrics["predictions"] = {r.text: r.p_positive for r in scored}
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"sentiment_{name}.json"]
-    paths[0].write_text(json.dumps(metrics, indent=2) + "\n")
+    paths = [out.write_json(f"sentiment_{name}.json", metrics)]
     if wd.curves.is_file():
-        paths.append(out / f"sentiment_{name}_curves.png")
+        paths.append(out.root / f"sentiment_{name}_curves.png")
         shutil.copyfile(wd.curves, paths[-1])
     return paths
 
@@ -246,8 +244,14 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------------- main
 
 
-def _existing(path: pathlib.Path) -> str | None:
-    return str(path) if path.exists() else None
+def _shared(path: pathlib.Path) -> str | None:
+    """A default input: the shared file `path` (timing.SHARED_*) if it is there, else None
+    (the facts it gives are skipped)."""
+    return str(path) if path.is_file() else None
+
+
+def _shared_help(path: pathlib.Path) -> str:
+    return f"(default: {os.path.relpath(path, timing.ROOT)} if present, else skipped)"
 
 
 def _main(argv: list[str] | None) -> int:
@@ -256,24 +260,22 @@ def _main(argv: list[str] | None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
                        "results/sentiment_facts.json")
-    f.add_argument("--vocab", default=_existing(timing.SHARED_VOCAB),
+    f.add_argument("--vocab", default=_shared(timing.SHARED_VOCAB),
                    help="bert-base-uncased vocab.txt, tokenizer.json or hub name "
-                   "(default: ../shared/data/bert-base-uncased/vocab.txt)")
-    f.add_argument("--imdb-archive", default=_existing(timing.SHARED_ARCHIVE),
-                   help="aclImdb_v1.tar.gz (default: ../shared/data/aclImdb_v1.tar.gz)")
-    f.add_argument("--out", type=pathlib.Path, default=ROOT / "results")
+                   + _shared_help(timing.SHARED_VOCAB))
+    f.add_argument("--imdb-archive", default=_shared(timing.SHARED_ARCHIVE),
+                   help="aclImdb_v1.tar.gz " + _shared_help(timing.SHARED_ARCHIVE))
+    f.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
     c = sub.add_parser("collect", help="a finished run's metrics -> results/sentiment_NAME.json")
     c.add_argument("--workdir", required=True, help="the run's --workdir")
     c.add_argument("--name", required=True, help="NAME in results/sentiment_NAME.json")
-    c.add_argument("--out", type=pathlib.Path, default=ROOT / "results")
+    c.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
     c.add_argument("--no-predict", action="store_true",
                    help="keep the run's own predictions (do not load the model)")
     args = p.parse_args(argv)
     if args.command == "facts":
         facts = collect_facts(args.vocab, args.imdb_archive)
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / FACTS_FILE
-        path.write_text(json.dumps(facts, indent=2) + "\n")
+        path = Workdir(args.out).write_json(FACTS_FILE, facts)
         print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
     else:
         if not args.name.replace("_", "").replace("-", "").isalnum():

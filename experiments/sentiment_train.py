@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.cli import UserError, flatten
+from experiments.cli import OVERRIDE_PREFIX, UserError, flatten
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
 from hw3_jax.data import encoder_cache as ec
@@ -76,16 +76,25 @@ def _say(*parts: Any) -> None:
         print(*parts, flush=True)
 
 
+def data_source(*, source: str | None, encoder: str, imdb_archive: str | None,
+                imdb_url: str | None) -> str:
+    """The data a run reads: `source` when given; when None, "imdb" with a pretrained encoder,
+    an IMDB archive or an IMDB mirror URL, else "synthetic". The one rule for `data.source`'s
+    None, which also picks the variant of a command line without `--config`."""
+    if source is not None:
+        return source
+    imdb = encoder != factory.SCRATCH or imdb_archive is not None or imdb_url is not None
+    return "imdb" if imdb else "synthetic"
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with the values that follow from others or from the machine:
-    `data.source` (None: imdb with a pretrained encoder or an archive, else synthetic),
-    `model.readout` (None: the head's own) and `model.dtype` (None: bfloat16 on TPU/GPU,
-    float32 on CPU). What a run records."""
+    `data.source` (None: `data_source`), `model.readout` (None: the head's own) and
+    `model.dtype` (None: bfloat16 on TPU/GPU, float32 on CPU). What a run records."""
     config = config.copy_and_resolve_references()
-    if config.data.source is None:
-        imdb = factory.is_pretrained(config.model) or config.data.imdb_archive is not None \
-            or config.data.imdb_url is not None
-        config.data.source = "imdb" if imdb else "synthetic"
+    data = config.data
+    data.source = data_source(source=data.source, encoder=config.model.encoder,
+                              imdb_archive=data.imdb_archive, imdb_url=data.imdb_url)
     config.model.readout = factory.readout(config.model)
     config.model.dtype = factory.compute_dtype(config.model)
     return config
@@ -99,20 +108,15 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
                             f"{values[dotted]!r}")
     if not 8 <= data.max_length <= 512:
         raise UserError(f"--max-length must be between 8 and 512, got {data.max_length}")
-    if data.batch_size < 1 or config.train.epochs < 0:
-        raise UserError("--batch-size must be >= 1 and --epochs >= 0")
+    if data.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {data.batch_size}")
     if not model.word_vector_std > 0:
         raise UserError("--config.model.word_vector_std must be positive, got "
                         f"{model.word_vector_std}")
-    if config.train.warmup_steps < 0:
-        raise UserError("--config.train.warmup_steps must be >= 0, got "
-                        f"{config.train.warmup_steps}")
     if model.gru_layers < 1:
         raise UserError(f"--config.model.gru_layers must be >= 1, got {model.gru_layers}")
     if not 0.0 <= model.dropout < 1.0:
         raise UserError(f"--config.model.dropout must be in [0, 1), got {model.dropout}")
-    if not config.train.learning_rate > 0:  # also NaN
-        raise UserError(f"--lr must be a positive number, got {config.train.learning_rate}")
     if model.readout not in HEAD_READOUTS[model.head]:
         raise UserError(f"--config.model.readout={model.readout} is not one of the "
                         f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
@@ -131,8 +135,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "a pretrained encoder brings its own word embeddings")
     _check_ranges(config)
     try:
+        TrainConfig(**config.train.to_dict())  # the train section's checks
+    except ValueError as e:  # TrainConfig's messages start with the field's name
+        raise UserError(f"{OVERRIDE_PREFIX}train.{e}") from None
+    try:
         normalise_buckets(data.buckets, data.max_length)  # bad buckets fail before the data
-        TrainConfig(**config.train.to_dict())
         if not pretrained:  # sizes checked before minutes of tokenizing
             factory.encoder_config(model, data.vocab_size, 0, data.max_length)
     except DataError as e:

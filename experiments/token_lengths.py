@@ -10,8 +10,8 @@ Counts the tokens of every labelled review (train and test, 50,000) without trun
 
 from __future__ import annotations
 
-import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import read_imdb_archive
 from hw3_jax.data.token_cache import encode_texts
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
+from hw3_jax.train.workdir import Workdir, WorkdirError
 
 LIMITS = (128, 256, 384, 512)
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
@@ -36,6 +37,17 @@ def length_stats(lengths: np.ndarray) -> dict:
     }
 
 
+def _out_folder(out: str) -> Workdir:
+    """The folder `--out` writes into, created and probed for writing up front: a bad path
+    fails before minutes of tokenizing."""
+    if Path(out).is_dir():
+        raise cli.UserError(f"--out {out} is a folder: pass a file name such as "
+                            f"{Path(out) / 'token_lengths.json'}")
+    folder = Workdir(Path(out).parent)
+    folder.check(flag="--out")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = cli.ArgumentParser(prog="python -m experiments.token_lengths",
                             description=__doc__.splitlines()[0])
@@ -43,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
     ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
     args = ap.parse_args(argv)
+    folder = _out_folder(args.out) if args.out else None
     raw = read_imdb_archive(args.archive)
     tok = load_pretrained_tokenizer(args.vocab, max_length=100_000)
     lengths = np.concatenate([encode_texts(tok, s.texts, progress=True).lengths
@@ -53,12 +66,10 @@ def main(argv: list[str] | None = None) -> int:
           f"90th percentile {stats['percentiles']['90']}")
     for n, share in stats["share_over"].items():
         print(f"  over {n:>3} tokens: {100 * share:5.1f}%")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(stats, f, indent=1)
-            f.write("\n")
+    if folder is not None:
+        folder.write_json(Path(args.out).name, stats)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main, user_errors=(DataError,)))
+    sys.exit(cli.run_main(main, user_errors=(DataError, WorkdirError)))

@@ -42,7 +42,7 @@ def compute_dtype(model_cfg: Mapping[str, Any]) -> str:
 
 def head(model_cfg: Mapping[str, Any]) -> str:
     """`model_cfg["head"]`: "gru" (the notebook) or "linear"."""
-    # A run whose config.json predates the field had the GRU head.
+    # A config.json without a head field reads as the GRU head (BertGRUSentiment's).
     return str(model_cfg.get("head", BertGRUSentiment.head))
 
 

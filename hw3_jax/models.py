@@ -9,8 +9,8 @@ Freezing happens in two places, for two reasons:
 - in the model (`freeze_encoder=True`): the encoder's output goes through
   `jax.lax.stop_gradient`, as the notebook ran BERT under `torch.no_grad()`, so no backward
   pass through BERT is computed at all (a saving of compute, not an optimizer setting);
-- in the optimizer (`hw3_jax.train.steps.make_optimizer(lr, trainable_mask(params))`, the
-  one optimizer-side mechanism): frozen leaves go to `optax.set_to_zero()`, so they get no
+- in the optimizer (`hw3_jax.train.steps.make_optimizer(lr, trainable_mask(params), ...)`,
+  the one optimizer-side mechanism): frozen leaves go to `optax.set_to_zero()`, so they get no
   update and Adam stores no moments for them.
 
 Params tree: {"bert": BertEncoder params (exactly what `load_pretrained_bert` returns),

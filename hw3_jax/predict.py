@@ -30,6 +30,8 @@ from hw3_jax.models import BertGRUSentiment
 from hw3_jax.train.checkpoints import load_best
 from hw3_jax.train.workdir import Workdir
 
+BATCH_SIZE = 32  # texts per forward pass
+
 
 @functools.lru_cache(maxsize=8)
 def _logits_fn(model: BertGRUSentiment):
@@ -86,13 +88,13 @@ class SentimentPredictor:
     """A trained BertGRUSentiment with its tokenizer, ready to score texts."""
 
     def __init__(self, model: BertGRUSentiment, params: Any, tokenizer: Any,
-                 batch_size: int = 32, truncation: str = "head"):
+                 batch_size: int = BATCH_SIZE, truncation: str = "head"):
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.batch_size, self.truncation = batch_size, truncation
         self._logits = _logits_fn(model)
 
     @classmethod
-    def load(cls, workdir: str | Path, batch_size: int = 32) -> SentimentPredictor:
+    def load(cls, workdir: str | Path, batch_size: int = BATCH_SIZE) -> SentimentPredictor:
         """The best checkpoint of a workdir written by `python -m experiments.sentiment`,
         its model rebuilt from the workdir's config.json through `hw3_jax.factory`.
 
@@ -106,7 +108,7 @@ class SentimentPredictor:
                             "score text; train again into this workdir")
         tokenizer = load_tokenizer_file(wd.tokenizer, meta["data"]["max_length"])
         model = factory.sentiment_model(meta["model"], BertConfig.from_dict(meta["bert"]))
-        # Runs whose config predates the truncation field cut their reviews' heads.
+        # A config.json without a truncation field reads as "head", the tokenizer's own cut.
         truncation = meta["data"].get("truncation", "head")
         return cls(model, _full_params(wd, meta, ckpt.params), tokenizer, batch_size,
                    truncation)

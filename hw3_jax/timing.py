@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: timing (warm-up, repetitions, median), ahead-of-time
-compilation, a measurement in a fresh process, machine facts, the JSON report and Markdown
-tables.
+compilation and its memory, a measurement in a fresh process, machine facts, the JSON report
+and Markdown tables (their command line: `benchmarks.inputs`).
 
 Every benchmark times a callable that returns only when its work is done (callers wrap
 jax calls in `jax.block_until_ready`), so the timings are wall-clock seconds of finished work.
@@ -8,7 +8,6 @@ jax calls in `jax.block_until_ready`), so the timings are wall-clock seconds of 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -20,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hw3_jax.train.workdir import Workdir
 
@@ -91,6 +90,15 @@ def compile_timed(fn: Any, *args: Any) -> tuple[Any, dict]:
         info["xla_flops"] = float(cost.get("flops", 0.0))
         info["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
     return compiled, info
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """The memory a compiled program needs, by XLA's own analysis before it runs: its
+    temporaries, arguments and outputs, in bytes; None where the backend has no analysis."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return None
+    return int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -191,26 +199,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser whose mistakes (an unknown flag, a bad value) are one line (`fail`)
-    instead of the usage block and the message."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see --help)")
-
-
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """The options every benchmark takes: --quick, --out-dir, --repeats, --warmup."""
-    p = _Parser(description=description)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and few repetitions: a smoke run, not a measurement")
-    p.add_argument("--out-dir", default=None,
-                   help=f"where bench_NAME.json goes (default {RESULTS})")
-    p.add_argument("--repeats", type=int, default=None, help="timed repetitions (median)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
-    return p
-
-
 def in_fresh_process(argv: Sequence[str], env: Mapping[str, str | None]) -> dict:
     """`python ARGV` in a new process, run from the repository root with the environment
     changed by `env` (a None value unsets the variable), and the JSON object its last line
@@ -224,9 +212,3 @@ def in_fresh_process(argv: Sequence[str], env: Mapping[str, str | None]) -> dict
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["(no output)"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def fail(msg: str) -> NoReturn:
-    """One clear line on stderr, exit status 2, no traceback."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)

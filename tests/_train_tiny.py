@@ -192,7 +192,7 @@ def one_step_result():
     out = {}
     for n in (1, jax.device_count()):
         dp = sharding.data_parallel(num_devices=n)
-        tx = steps.make_optimizer(1e-2)
+        tx = steps.make_optimizer(1e-2, optimizer="adam", weight_decay=0.0)
         step = steps.jit_train_step(dp, model=model, tx=tx, loss="binary",
                                     input_keys=("input_ids", "attention_mask"), seed=3)
         dev_batch = sharding.prepare_batch(batch, dp, ("input_ids", "attention_mask"))

@@ -81,11 +81,35 @@ def test_recipe_missing_archive_is_one_line(tmp_path):
     assert not (tmp_path / "bench_recipe.json").exists()
 
 
-def test_bad_flag_value_is_one_line(tmp_path, capsys):
+def _one_line_error(argv: list[str], capsys) -> list[str]:
+    """stderr of `python -m benchmarks.attention ARGV` run in this process, which must end
+    with exit status 2 before measuring anything."""
     from benchmarks import attention
+    from benchmarks.inputs import run
 
-    with pytest.raises(SystemExit) as exit_info:
-        attention.main(["--repeats", "two", "--out-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines() == [
-        "error: argument --repeats: invalid int value: 'two' (see --help)"]
+    assert run(lambda: attention.main(argv)) == 2
+    return capsys.readouterr().err.splitlines()
+
+
+def test_bad_flag_value_is_one_line(tmp_path, capsys):
+    err = _one_line_error(["--repeats", "two", "--out-dir", str(tmp_path)], capsys)
+    assert err == ["error: argument --repeats: invalid int value: 'two' "
+                   "(see python -m benchmarks.attention --help)"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--repeats", "0"], "--repeats must be 1 or more, got 0"),
+    (["--lengths", "512", "-8"], "--lengths must be 1 or more, got -8"),
+    (["--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+])
+def test_count_out_of_range_is_one_line(flags, message, tmp_path, capsys):
+    err = _one_line_error([*flags, "--out-dir", str(tmp_path)], capsys)
+    assert err == [f"error: {message}"]
+    assert not (tmp_path / "bench_attention.json").exists()
+
+
+def test_unwritable_out_dir_is_one_line(tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    err = _one_line_error(["--out-dir", str(not_a_dir)], capsys)
+    assert err == [f"error: {not_a_dir} is not writable (File exists): choose another --out-dir"]

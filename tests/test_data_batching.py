@@ -118,11 +118,11 @@ def test_normalise_buckets_is_the_one_parser():
     # SentimentData holds its buckets normalised the same way.
     split = fake_split(n=40, max_len=60)
     data = SentimentData(split, split, split, _tiny_tokenizer(), batch_size=8,
-                         buckets="16,32,256", max_length=64)
+                         buckets="16,32,256", max_length=64, seed=0)
     assert data.buckets == (16, 32, 64)
     with pytest.raises(DataError, match="buckets take"):
         SentimentData(split, split, split, _tiny_tokenizer(), batch_size=8, buckets=(0, 32),
-                      max_length=64)
+                      max_length=64, seed=0)
 
 
 def test_predict_batches_take_any_text(shared_data):
@@ -130,7 +130,7 @@ def test_predict_batches_take_any_text(shared_data):
                                        max_length=128)
     texts = ["Justice League is terrible. I hated it.", "Avengers was great!!", "",
              "😀 素晴らしい映画 \u0007 ok", "long " * 100_000, "a<br />b"]
-    batches = list(batching.predict_batches(tok, texts, batch_size=4))
+    batches = list(batching.predict_batches(tok, texts, truncation="head", batch_size=4))
     # Sorted by length: the four shortest texts, then the two longest in 2 rows (the
     # smallest power of two that holds them), each padded to its own bucket.
     assert [b["input_ids"].shape for b in batches] == [(4, 32), (2, 128)]
@@ -144,11 +144,12 @@ def test_predict_batches_take_any_text(shared_data):
     ids = np.concatenate([np.pad(b["input_ids"], ((0, 0), (0, 128 - b["input_ids"].shape[1])))
                           for b in batches])
     assert tok.id_to_token(int(ids[row, 1])) == "a"  # <br /> removed
-    # In input order (no sorting), one text: one row, padding rows marked -1.
-    (one,) = batching.predict_batches(tok, texts[:1], batch_size=4, sort_by_length=False)
+    # One text: one row; three: shortest first ("" before the two sentences), padding rows
+    # marked -1.
+    (one,) = batching.predict_batches(tok, texts[:1], truncation="head", batch_size=4)
     assert one["input_ids"].shape == (1, 32) and one["index"].tolist() == [0]
-    three = list(batching.predict_batches(tok, texts[:3], batch_size=4, sort_by_length=False))
-    assert [b["index"].tolist() for b in three] == [[0, 1, 2, -1]]
+    three = list(batching.predict_batches(tok, texts[:3], truncation="head", batch_size=4))
+    assert [b["index"].tolist() for b in three] == [[2, 1, 0, -1]]
     np.testing.assert_array_equal(three[0]["weight"], [1, 1, 1, 0])
 
 

@@ -15,6 +15,7 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import RawDataset, TextSplit
 from hw3_jax.data.pipeline import get_datasets
 from hw3_jax.data.tokenizer import tokenizer_fingerprint
+from hw3_jax.train.workdir import atomic_path
 
 
 def test_archive_source_through_get_datasets(tmp_path):
@@ -144,3 +145,16 @@ def test_limit_draws_at_most_n_per_split_by_seed_in_order(tmp_path):
     whole = get_datasets(data_config(synthetic_size=400, limit=10_000), tmp_path,
                          progress=False)
     assert whole.num_examples("train") == full.num_examples("train")
+
+
+def test_atomic_path_renames_on_success_and_removes_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".tmp") and tmp.name != target.name
+        tmp.write_text("new")
+        assert not target.exists()  # nothing under the final name before the block ends
+    assert target.read_text() == "new" and not tmp.exists()
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]

@@ -142,8 +142,8 @@ def test_synthetic_defeats_bag_of_words_but_not_order():
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    raw = synthetic.make_synthetic(0)  # the default sizes: 25,000 -> 17,500 / 7,500; test 5,000
-    tr, _ = imdb.split_indices(len(raw.train), 0.7, 0)
+    raw = synthetic.make_synthetic(0, 25_000, 5_000)  # the config's: 17,500 / 7,500; test 5,000
+    tr, _ = imdb.split_indices(len(raw.train), 0.7, seed=0)
     x_train = [raw.train.texts[i] for i in tr]
     y_train = raw.train.labels[tr]
     vec = CountVectorizer()
@@ -174,9 +174,9 @@ def test_split_sizes_like_the_notebook():
     np.testing.assert_array_equal(tr, tr2)
     assert not np.array_equal(tr, tr3)
     with pytest.raises(DataError):
-        imdb.split_indices(1, 0.7)
+        imdb.split_indices(1, 0.7, seed=0)
     with pytest.raises(DataError):
-        imdb.split_indices(10, 1.0)
+        imdb.split_indices(10, 1.0, seed=0)
 
 
 # --------------------------------------------------------------------------- real data

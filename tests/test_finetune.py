@@ -107,7 +107,8 @@ def test_frozen_leaves_get_no_update_and_no_moments():
     params = tiny_params()
     mask = trainable_mask(params)  # the encoder frozen
     grads = jax.tree.map(jnp.ones_like, params)
-    tx = S.make_optimizer(1e-3, mask, optimizer="adamw", encoder_learning_rate=1e-5)
+    tx = S.make_optimizer(1e-3, mask, optimizer="adamw", weight_decay=0.0,
+                          encoder_learning_rate=1e-5)
     state = tx.init(params)
     updates, _ = tx.update(grads, state, params)
     for leaf in jax.tree.leaves(updates["bert"]):

@@ -26,8 +26,8 @@ def test_constant_without_warmup_is_the_plain_float():
     # The optimizer state then has plain Adam's structure.
     assert _schedule(_cfg(learning_rate=3e-3)) == 3e-3
     plain = jax.eval_shape(optax.adam(1e-3).init, {"w": jnp.zeros(3)})
-    ours = jax.eval_shape(S.make_optimizer(_schedule(_cfg())).init,
-                          {"w": jnp.zeros(3)})
+    ours = jax.eval_shape(S.make_optimizer(_schedule(_cfg()), optimizer="adam",
+                                           weight_decay=0.0).init, {"w": jnp.zeros(3)})
     assert jax.tree.structure(plain) == jax.tree.structure(ours)
 
 

@@ -24,6 +24,8 @@ from hw3_jax.models import (
 )
 from hw3_jax.train.steps import make_optimizer
 
+ADAM = {"optimizer": "adam", "weight_decay": 0.0}  # make_optimizer's plain Adam
+
 TINY = BertConfig(
     vocab_size=128,
     hidden_size=32,
@@ -75,8 +77,8 @@ def test_bert_base_parameter_counts_match_notebook():
 
 def test_bert_base_adam_state_holds_moments_only_for_trainable_params():
     shapes = param_shapes(BertGRUSentiment())
-    frozen = jax.eval_shape(make_optimizer(1e-3, trainable_mask(shapes)).init, shapes)
-    full = jax.eval_shape(make_optimizer(1e-3).init, shapes)
+    frozen = jax.eval_shape(make_optimizer(1e-3, trainable_mask(shapes), **ADAM).init, shapes)
+    full = jax.eval_shape(make_optimizer(1e-3, **ADAM).init, shapes)
     scalars = lambda s: sum(1 for x in jax.tree.leaves(s) if x.shape == ())  # Adam's step count
     print(f"Adam state: {count_params(frozen):,} elements frozen, {count_params(full):,} not")
     assert count_params(frozen) - scalars(frozen) == 2 * 2_759_169
@@ -218,7 +220,7 @@ class TinyModelTest(chex.TestCase):
 
             return self.variant(step)
 
-        tx = make_optimizer(1e-2, mask)
+        tx = make_optimizer(1e-2, mask, **ADAM)
         opt_state = tx.init(self.params)
         # No Adam moments for the encoder: only head-sized buffers (+ the step count).
         n_head = count_params(self.params, mask)
@@ -238,7 +240,7 @@ class TinyModelTest(chex.TestCase):
         model = _tiny_model(freeze_encoder=False)
         mask_all = trainable_mask(self.params, freeze_encoder=False)
         assert all(jax.tree.leaves(mask_all))
-        tx = make_optimizer(1e-2, mask_all)
+        tx = make_optimizer(1e-2, mask_all, **ADAM)
         new, _, _ = make_step(model, tx)(self.params, tx.init(self.params), jax.random.key(1))
         moved = [
             np.abs(np.asarray(a) - np.asarray(b)).max() > 0

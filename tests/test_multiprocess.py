@@ -105,14 +105,11 @@ def _process_id(proc: subprocess.Popen) -> str:
 # --------------------------------------------------------------------------- the launch
 
 
-def test_launch_from_flags_and_environment():
-    assert sharding.launch_from(environ={}) is None
-    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
-           "JAX_PROCESS_ID": "3"}
-    assert sharding.launch_from(environ=env) == sharding.Launch("10.0.0.1:1234", 4, 3)
-    # An argument wins over its variable.
-    assert sharding.launch_from(process_id=1, environ=env).process_id == 1
-    assert sharding.launch_from("[::1]:80", 2, 0, environ={}).coordinator_address == "[::1]:80"
+def test_launch_from_flags_and_environment(monkeypatch):
+    for name in sharding.LAUNCH_ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    assert sharding.launch_from() is None
+    assert sharding.launch_from("[::1]:80", 2, 0).coordinator_address == "[::1]:80"
     for bad, match in [(("host", 2, 0), "HOST:PORT"), (("h:0", 2, 0), "HOST:PORT"),
                        ((":12", 2, 0), "HOST:PORT"), (("h:1", 0, 0), "JAX_NUM_PROCESSES"),
                        (("h:1", 2, 2), r"JAX_PROCESS_ID must be a whole number from 0 to 1"),
@@ -120,7 +117,14 @@ def test_launch_from_flags_and_environment():
                        (("h:1", 2, None), "missing JAX_PROCESS_ID"),
                        ((None, 2, 0), "missing JAX_COORDINATOR_ADDRESS")]:
         with pytest.raises(ValueError, match=match):
-            sharding.launch_from(*bad, environ={})
+            sharding.launch_from(*bad)
+    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
+           "JAX_PROCESS_ID": "3"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert sharding.launch_from() == sharding.Launch("10.0.0.1:1234", 4, 3)
+    # An argument wins over its variable.
+    assert sharding.launch_from(process_id=1).process_id == 1
 
 
 @pytest.mark.parametrize("argv, env, message", [

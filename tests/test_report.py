@@ -235,6 +235,16 @@ def test_templates_conditionals_formats_and_errors():
             fill(bad)
 
 
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("sentiment_*.json")), ids=lambda p: p.name)
+def test_collected_command_is_the_run_command(path):
+    """A collected run's stored "command" is the one `run_command` builds from its
+    "run_config" with today's configs, as docs/answers.md shows it."""
+    m = json.loads(path.read_text())
+    if "run_config" not in m:
+        pytest.skip("not a collected run")
+    assert m["command"] == sentiment_answers.run_command(m)
+
+
 def test_run_command():
     from configs.sentiment import get_config
     from experiments.sentiment_train import resolve
@@ -253,7 +263,7 @@ def test_run_command():
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:synthetic "
         "--config.seed=1 --config.train.epochs=3")
-    del m["run_config"]["data"]["truncation"]  # older than the field: ran as its default
+    del m["run_config"]["data"]["truncation"]  # missing: the default config's value
     assert sentiment_answers.run_command(m).endswith("--config.train.epochs=3")
     m = collected("imdb_scratch")
     m["run_config"]["data"]["synthetic_size"] = 123  # ignored: not synthetic data

@@ -46,16 +46,14 @@ TIME_KEYS = {"epoch_time_s", "train_time_s", "val_time_s", "examples_per_s"}
 
 
 def run_main(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
-    """main(argv) with stdout/stderr captured (and stdin replaced): (exit code, out, err)."""
+    """main(argv) with stdout/stderr captured (and stdin replaced by a byte stream holding
+    `stdin` in UTF-8, as a pipe is): (exit code, out, err)."""
     out, err = io.StringIO(), io.StringIO()
-    old_stdin = sys.stdin
-    try:
+    with pytest.MonkeyPatch.context() as mp:
         if stdin is not None:
-            sys.stdin = io.StringIO(stdin)
+            mp.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main(argv)
-    finally:
-        sys.stdin = old_stdin
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -450,7 +448,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
                                  "--max-length"),
         "max-length too large": (["--workdir", w, *TINY, "--max-length", "1000"], None,
                                  "--max-length"),
-        "lr zero": (["--workdir", w, *TINY, "--lr", "0"], None, "--lr"),
+        "lr zero": (["--workdir", w, *TINY, "--lr", "0"], None,
+                    "--config.train.learning_rate"),
         "heads not dividing hidden": (["--workdir", w, *TINY, "--config.model.heads=3"], None,
                                       "divisible"),
         "word vectors for a pretrained encoder": (

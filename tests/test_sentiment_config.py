@@ -69,6 +69,10 @@ def test_the_flags_imply_the_variant():
     want.update({"data.imdb_archive": "a.tar.gz", "model.gru_layers": 2})
     assert cli.flatten(config) == want
     assert sentiment_train.resolve(config).data.source == "imdb"
+    # A mirror URL means IMDB as an archive does: the variant and the resolved source agree.
+    config, spec, _ = build_config(["--imdb-url", "http://x/a.tar.gz"])
+    assert spec == "configs.sentiment:imdb_scratch"
+    assert sentiment_train.resolve(config).data.source == "imdb"
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -84,6 +88,7 @@ def test_the_flags_imply_the_variant():
     (["--config.model.gru_layers=two"], "--config.model.gru_layers"),  # type-checked
     (["--config.model.dropout=1.0"], "--config.model.dropout"),
     (["--config.train.warmup_steps=-5"], "--config.train.warmup_steps"),
+    (["--epochs", "-1"], "--config.train.epochs must be >= 0"),
     (["--config.data.buckets=x"], "--config.data.buckets"),
     (["--config.model.word_vector_std=0"], "--config.model.word_vector_std"),
     # A field without a shortcut flag is set with --config.SECTION.FIELD=VALUE alone.

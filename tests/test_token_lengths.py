@@ -1,4 +1,5 @@
-"""experiments.token_lengths: the statistics, and a missing archive as one line."""
+"""experiments.token_lengths: the statistics, and a missing archive or a bad --out as one
+line."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from experiments.token_lengths import length_stats
+from experiments.cli import UserError
+from experiments.token_lengths import length_stats, main
+from hw3_jax.train.workdir import WorkdirError
 
 
 def test_length_stats():
@@ -25,3 +29,13 @@ def test_a_missing_archive_is_one_error_line(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.tar.gz" in lines[0]
+
+
+@pytest.mark.parametrize("out", ["a_file/stats.json", "."])
+def test_a_bad_out_fails_before_reading(tmp_path, out):
+    """An --out that cannot be written (its folder is a file, or it is a folder) is refused
+    before the archive is read: the missing archive is not what the error names."""
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises((UserError, WorkdirError)) as e:
+        main(["--archive", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / out)])
+    assert "--out" in str(e.value) and "missing.tar.gz" not in str(e.value)

@@ -1,5 +1,8 @@
 """What a review longer than max_length keeps: head, tail, or head+tail."""
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
@@ -50,7 +53,11 @@ def test_cache_key_follows_the_truncation(tmp_path):
                max_length=256)
     paths = {t: token_cache.cache_path(**key, truncation=t) for t in token_cache.TRUNCATIONS}
     assert len(set(paths.values())) == 3
-    assert paths["head"] == token_cache.cache_path(**key)  # head keys as before
+    # A "head" key has no truncation field: the digest of the other fields alone.
+    plain = json.dumps({"v": token_cache.CACHE_FORMAT, "source": "imdb:abc", "split": "train",
+                        "tok": "f", "max_length": 256}, sort_keys=True)
+    digest = hashlib.sha256(plain.encode()).hexdigest()[:20]
+    assert paths["head"] == tmp_path / f"tokens-imdb-train-{digest}.npz"
 
 
 def test_predict_batches_cut_like_the_data(tok):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
+from configs.cnn_vs_rnn import get_config
 from experiments import cnn_vs_rnn as exp
 from experiments.report.q1 import q1_markdown
 from hw3_jax.data import images
@@ -27,6 +28,7 @@ from hw3_jax.vision import (
 )
 
 MODELS = {"cnn": CNNClassifier(), "rnn": RowGRUClassifier(input_width=8)}
+EVAL_BATCH = get_config().eval_batch  # the experiment's accuracy batch
 
 
 _PARAMS: dict = {}
@@ -125,7 +127,7 @@ class VariableSizeTest(chex.TestCase):
     def test_experiment_variants_report_refusal_and_exactness(self):
         splits = load_digits_splits(0)
         x, y = splits.test_x[:40], splits.test_y[:40]
-        out = {k: exp.variable_size(m, _params(m), x, y) for k, m in MODELS.items()}
+        out = {k: exp.variable_size(m, _params(m), x, y, EVAL_BATCH) for k, m in MODELS.items()}
         assert set(out["cnn"]) == {v.key for v in exp.size_variants(8, 8)}
         for key in ("wider", "bigger", "upsampled"):
             assert out["cnn"][key]["runs"] is True
@@ -233,7 +235,8 @@ def test_short_training_run_beats_chance(key, tmp_path):
                           workdir=str(tmp_path))
     assert len(res.history) == 3
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
-    acc = exp.accuracy(exp.make_predict(model), res.params, splits.test_x, splits.test_y)
+    acc = exp.accuracy(exp.make_predict(model), res.params, splits.test_x, splits.test_y,
+                       EVAL_BATCH)
     assert acc > 0.4  # chance is 0.1
     assert acc == pytest.approx(res.test_accuracy, abs=1e-6)  # the loop's evaluation agrees
 
@@ -244,10 +247,11 @@ def test_shift_accuracies_zero_shift_is_plain_accuracy():
     params = _params(model)
     predict = exp.make_predict(model)
     x, y = splits.test_x[:50], splits.test_y[:50]
-    out = exp.shift_accuracies(predict, params, x, y, distances=(0, 1))
-    assert out["0"]["mean"] == exp.accuracy(predict, params, x, y)
+    out = exp.shift_accuracies(predict, params, x, y, (0, 1), EVAL_BATCH)
+    assert out["0"]["mean"] == exp.accuracy(predict, params, x, y, EVAL_BATCH)
     assert set(out["1"]) == {"mean", "up", "down", "left", "right"}
-    assert out["1"]["down"] == exp.accuracy(predict, params, shift_images(x, 1, 0), y)
+    assert out["1"]["down"] == exp.accuracy(predict, params, shift_images(x, 1, 0), y,
+                                            EVAL_BATCH)
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -281,6 +285,16 @@ def test_mnist_without_internet_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --data mnist:") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("not a folder")
+    monkeypatch.setattr(exp, "train_and_measure", lambda *a: pytest.fail("trained"))
+    assert exp.main(["--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not writable" in err and "\n" not in err
+    assert out.read_text() == "not a folder"
 
 
 @pytest.mark.slow

@@ -37,10 +37,9 @@ from experiments.report.q2 import q2_from_results
 from experiments.report.q3 import q3_from_results
 from experiments.report.q4 import q4_from_results
 from experiments.report.text import read_json
+from hw3_jax.timing import RESULTS, ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 ANSWERS = ROOT / "docs" / "answers.md"
-RESULTS = ROOT / "results"
 
 
 class ReportError(Exception):

@@ -26,7 +26,9 @@ from typing import Any
 
 import jinja2
 
-TEMPLATES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "templates"
+from hw3_jax.timing import ROOT
+
+TEMPLATES = ROOT / "docs" / "templates"
 
 # Blocks left exactly as written: tables, headings, display math, HTML comments, code.
 _VERBATIM = ("|", "#", "$$", "<!--", "```", "<img")

@@ -180,25 +180,24 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
         stop.set()
 
 
-def predict_batches(tok, texts: Sequence[str], *, truncation: str = "head",
-                    batch_size: int = 32, buckets: str | Sequence[int] | None = None,
-                    sort_by_length: bool = True) -> Iterator[dict[str, np.ndarray]]:
+def predict_batches(tok, texts: Sequence[str], *, truncation: str, batch_size: int,
+                    buckets: str | Sequence[int] | None = None
+                    ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of free texts for prediction. Texts are cleaned and cut to the tokenizer's
     max length by `truncation` (`token_cache.TRUNCATIONS`), as the run's data was.
 
     Each batch is padded to the smallest bucket that holds its longest text and to the
     smallest power of two rows (at most `batch_size`) that holds its texts, so one short
     text is not run as `batch_size` rows of the longest bucket, while the jitted model still
-    sees only a handful of shapes. With `sort_by_length` texts are grouped by token count
-    (fewer padded tokens per batch). Each batch's "index" [rows] gives the input position
-    of every row (-1 for padding rows, which have weight 0)."""
+    sees only a handful of shapes. Texts are grouped by token count, shortest first (fewer
+    padded tokens per batch); each batch's "index" [rows] gives the input position of
+    every row (-1 for padding rows, which have weight 0)."""
     trunc = tok.truncation or {}
     max_length = int(trunc.get("max_length", 512))
     buckets = normalise_buckets(buckets, max_length)
     ts = encode_texts(tok, [clean_text(t) for t in texts], truncation=truncation)
     pid = pad_id(tok)
-    order = (np.argsort(ts.lengths, kind="stable") if sort_by_length
-             else np.arange(len(ts)))
+    order = np.argsort(ts.lengths, kind="stable")
     for lo in range(0, len(ts), batch_size):
         idx = order[lo:lo + batch_size]
         rows = min(batch_size, 1 << max(len(idx) - 1, 0).bit_length())

@@ -47,6 +47,7 @@ from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
 from hw3_jax.data.token_cache import TokenizedSplit, starts_of, token_index
 from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
+from hw3_jax.train.workdir import atomic_path
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
@@ -99,9 +100,8 @@ def save_encoder_params(directory: str | os.PathLike, params: Any) -> str:
     path = Path(directory) / name
     if not path.is_file():
         flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep="/")
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(tmp))
-        os.replace(tmp, path)  # never a half-written file under the final name
+        with atomic_path(path) as tmp:  # never a half-written file under the final name
+            save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(tmp))
     return name
 
 
@@ -210,7 +210,7 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
     info: dict[str, Any] = {"examples": len(split), "tokens": shape[0], "bytes": nbytes,
                             "dtype": dtype, "cache_hit": False, "path": None}
     t0 = time.perf_counter()
-    path = tmp = out = None
+    path = None
     if cache_dir is not None:
         key = json.dumps({"v": FEATURE_FORMAT, "encoder": encoder_digest,
                           "config": config.to_dict(), "mask": attention_mask, "dtype": dtype,
@@ -224,24 +224,21 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
             return _features_of(split, hit), info
         _drop_orphans(path)
         _check_space(path.parent, nbytes)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
-        disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype, shape=shape)
-    try:
-        fs = encode_split(config, params, split, buckets=buckets, batch_size=batch_size,
-                          pad_id=pad_id, dtype=dtype, attention_mask=attention_mask,
-                          out=None if out is None else out.view(np_dtype),
-                          progress=progress, desc=f"encoding {name}")
-        if path is not None:
+    encode = functools.partial(encode_split, config, params, split, buckets=buckets,
+                               batch_size=batch_size, pad_id=pad_id, dtype=dtype,
+                               attention_mask=attention_mask, progress=progress,
+                               desc=f"encoding {name}")
+    if path is None:
+        fs = encode()
+    else:
+        with atomic_path(path) as tmp:  # a killed run never leaves half a cache
+            # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
+            disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype, shape=shape)
+            encode(out=out.view(np_dtype))
             out.flush()
-            del out, fs
-            os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
-            fs = _features_of(split, _open_features(path, shape, np_dtype))
-    except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
+            del out
+        fs = _features_of(split, _open_features(path, shape, np_dtype))
     seconds = time.perf_counter() - t0
     info.update(seconds=seconds, reviews_per_s=len(split) / seconds if seconds > 0 else None)
     return fs, info
@@ -260,8 +257,8 @@ def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np
 
 
 def _drop_orphans(path: Path) -> None:
-    """Delete half-written copies of `path` left by killed runs (their process is gone):
-    they can be gigabytes."""
+    """Delete half-written copies of `path` (`atomic_path`'s `.NAME.PID.tmp`) left by killed
+    runs (their process is gone): they can be gigabytes."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         try:
             pid = int(tmp.name[len(path.name) + 2:-len(".tmp")])

@@ -107,7 +107,7 @@ class ImageData:
     `train_batches(epoch)` is shuffled deterministically by (seed, epoch).
     """
 
-    def __init__(self, splits: ImageSplits, batch_size: int = 64, seed: int = 0):
+    def __init__(self, splits: ImageSplits, batch_size: int, seed: int):
         self.splits = splits
         self.batch_size = batch_size
         self.seed = seed

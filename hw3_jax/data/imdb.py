@@ -25,6 +25,7 @@ import shutil
 import tarfile
 import urllib.parse
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def _open_stream(path: Path):
     return open(path, "rb")
 
 
-def _iter_archive(path: Path, want: set[str]):
+def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes | None]]:
     """Yield (folder "train/pos", file name, bytes) for the files of the wanted folders,
     and (folder, "", None) for the other folders seen (for the layout check)."""
     if path.is_dir():
@@ -192,7 +193,7 @@ def _read_folders(p: Path, want: tuple[str, ...]
     replacement characters and logged)."""
     files: dict[str, list[tuple[str, bytes]]] = {k: [] for k in want}
     seen: set[str] = set()
-    for folder, name, raw in _iter_archive(p, set(want)):
+    for folder, name, raw in iter_archive(p, set(want)):
         seen.add(folder)
         if raw is not None:
             files[folder].append((name, raw))
@@ -367,8 +368,8 @@ def download_imdb_archive(url: str | None = None, sha256: str | None = None,
     return path
 
 
-def split_indices(n: int, fraction: float = TRAIN_FRACTION,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, fraction: float = TRAIN_FRACTION, *,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A random split of range(n) by seed: (train indices, validation indices), each sorted.
 
     25,000 -> 17,500 / 7,500 with the notebook's 0.7."""

@@ -47,7 +47,8 @@ from hw3_jax.data.tokenizer import (
     pad_id,
     train_wordpiece_tokenizer,
 )
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.factory import SCRATCH
+from hw3_jax.train.workdir import Workdir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ class SentimentData:
     validation: TokenizedSplit
     test: TokenizedSplit
     tokenizer: Any
-    batch_size: int = 128
+    batch_size: int
+    max_length: int
+    seed: int
     eval_batch_size: int | None = None
     buckets: Any = None
-    max_length: int = 512
-    seed: int = 0
     prefetch_batches: int = 2  # built ahead in a background thread (0: none)
     process_index: int = 0
     process_count: int = 1
@@ -160,9 +161,8 @@ def _save_tokenizer(wd: Workdir, tok, trained_on: dict | None) -> None:
         return
     try:
         wd.root.mkdir(parents=True, exist_ok=True)
-        tmp = wd.tokenizer.with_name(f".{wd.tokenizer.name}.{os.getpid()}.tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, wd.tokenizer)
+        with atomic_path(wd.tokenizer) as tmp:
+            tok.save(str(tmp))
         if trained_on is not None:
             wd.write_json(wd.tokenizer_source.name, trained_on)
     except OSError as e:
@@ -190,7 +190,7 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
     data, encoder = config.data, info["encoder"]
     trained_on = None
     t0 = time.perf_counter()
-    if encoder != "scratch":
+    if encoder != SCRATCH:
         tok = load_pretrained_tokenizer(encoder, data.max_length)
         info["tokenizer"] = f"pretrained {encoder}"
     else:
@@ -202,7 +202,7 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
             return tok
         raw = source.get()
         t0 = time.perf_counter()  # reading the source is timed apart
-        tr_idx, _ = split_indices(len(raw.train), TRAIN_FRACTION, config.seed)
+        tr_idx, _ = split_indices(len(raw.train), TRAIN_FRACTION, seed=config.seed)
         texts = [raw.train.texts[i] for i in tr_idx]
         tok = train_wordpiece_tokenizer(texts, vocab_size=data.vocab_size,
                                         max_length=data.max_length)
@@ -242,9 +242,7 @@ def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
     Raises DataError for every problem with the data or its options."""
     t_start = time.perf_counter()
     data, seed = config.data, config.seed
-    if data.batch_size < 1:
-        raise DataError(f"batch size must be positive, got {data.batch_size}")
-    encoder = "scratch" if config.model.encoder == "scratch" else str(
+    encoder = SCRATCH if config.model.encoder == SCRATCH else str(
         data.vocab or config.model.encoder)
     info: dict = {"data": data.source, "encoder": encoder, "max_length": data.max_length,
                   "truncation": data.truncation}
@@ -253,7 +251,7 @@ def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
     source_id = sources.source_identity(data, seed)
     tok = _tokenizer(config, wd, source, source_id, info)
     parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data, progress, info)
-    tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed)
+    tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed=seed)
     splits = {"train": parts["train"].subset(tr_idx),
               "validation": parts["train"].subset(va_idx), "test": parts["test"]}
     info["sizes"] = {name: len(s) for name, s in splits.items()}

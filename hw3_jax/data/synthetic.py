@@ -349,7 +349,7 @@ def synthetic_source_id(seed: int, num_train: int, num_test: int, **generator_kw
     return f"synthetic:v{VERSION}:seed={seed}:n={num_train},{num_test}:{kw}"
 
 
-def make_synthetic(seed: int = 0, num_train: int = 25_000, num_test: int = 5_000,
+def make_synthetic(seed: int, num_train: int, num_test: int,
                    **generator_kwargs) -> RawDataset:
     """`num_train` reviews for the training part (split 70/30 into train/validation like
     IMDB) and `num_test` for the test part, deterministic in `seed`."""

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit
 from hw3_jax.data.tokenizer import tokenizer_fingerprint
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import Workdir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,13 @@ def default_cache_dir(workdir: str | os.PathLike | None = None) -> Path:
 
 
 def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp: str,
-               max_length: int, truncation: str = "head") -> Path:
+               max_length: int, truncation: str) -> Path:
+    """Where the token ids of one split are cached: a digest of the source, split,
+    tokenizer fingerprint, max_length and truncation (a "head" key has no truncation
+    entry)."""
     key = {"v": CACHE_FORMAT, "source": source_id, "split": split, "tok": tok_fp,
            "max_length": max_length}
-    if truncation != "head":  # "head" keys stay those of the caches written before
+    if truncation != "head":
         key["truncation"] = truncation
     key = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -166,13 +169,11 @@ def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp:
 def _save_cache(path: Path, ts: TokenizedSplit, meta: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         offsets = np.zeros(len(ts) + 1, np.int64)
         offsets[1:] = np.cumsum(ts.lengths, dtype=np.int64)
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # never a half-written cache
             np.savez(f, ids=ts.ids, offsets=offsets, labels=ts.labels,
                      meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
     except OSError as e:
         log.warning("could not write the token cache %s (%s); continuing without it", path, e)
 

@@ -74,7 +74,7 @@ def ppmi(counts: sp.csr_matrix, alpha: float = 0.75) -> sp.csr_matrix:
 
 def ppmi_svd_embeddings(splits: Sequence[Any], vocab_size: int, dim: int, *,
                         window: int = 5, alpha: float = 0.75, skip_ids: Sequence[int] = (),
-                        std: float = 0.02, seed: int = 0) -> np.ndarray:
+                        std: float, seed: int) -> np.ndarray:
     """[vocab_size, dim] float32 word vectors from the token ids of `splits`.
 
     U sqrt(S) of the rank-`dim` SVD of the PPMI matrix, scaled to standard deviation `std`

@@ -40,6 +40,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hw3_jax.data.errors import first_line
 from hw3_jax.train.sharding import sync_processes
 from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
 
@@ -103,7 +104,7 @@ def _quiet_absl():
         logger.setLevel(level)
 
 
-def _manager(directory: Path, keep: int, read_only: bool) -> ocp.CheckpointManager:
+def _manager(directory: Path, keep: int | None, read_only: bool) -> ocp.CheckpointManager:
     if read_only and not directory.is_dir():
         raise CheckpointError(f"no checkpoint in {directory} (train with this --workdir first)")
     options = ocp.CheckpointManagerOptions(
@@ -140,9 +141,11 @@ _MISMATCH = {
 
 class CheckpointStore:
     """The 'best' and 'latest' checkpoint managers of one workdir, each opened on first use
-    (inference needs only 'best')."""
+    (inference needs only 'best'). `keep_latest`: how many 'latest' checkpoints a save
+    keeps (the run's `TrainConfig.keep_latest`); None keeps every one (a reader's store)."""
 
-    def __init__(self, workdir: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
+    def __init__(self, workdir: str | os.PathLike, keep_latest: int | None = None,
+                 read_only: bool = False):
         wd = Workdir(workdir)
         self.best_dir = wd.checkpoint_dir("best")
         self.latest_dir = wd.checkpoint_dir("latest")
@@ -286,11 +289,9 @@ class CheckpointStore:
             if older
             else " Nothing was deleted."
         )
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        msg = msg.split(" See full TensorStore details")[0]  # drop a long repr
+        msg = first_line(e).split(" See full TensorStore details")[0]  # drop a long repr
         return CheckpointError(
-            f"checkpoint {mgr.directory / str(step)} is corrupted or unreadable "
-            f"({type(e).__name__}: {msg[:300]}).{hint}"
+            f"checkpoint {mgr.directory / str(step)} is corrupted or unreadable ({msg}).{hint}"
         )
 
     def close(self) -> None:
@@ -328,19 +329,15 @@ class InferenceCheckpoint:
     val_accuracy: float | None
 
 
-def load_best(workdir: str | os.PathLike, params_template: Any = None) -> InferenceCheckpoint:
+def load_best(workdir: str | os.PathLike) -> InferenceCheckpoint:
     """The best checkpoint of `workdir`: parameters, model state and the saved configs.
 
-    Without `params_template` the parameters come back in their saved structure (nested
-    dicts of arrays), which is what `model.apply({"params": ...})` takes. Raises
-    CheckpointError (one line naming the directory) when there is none or it is unreadable,
-    or when `params_template` has other shapes."""
+    The parameters come back in their saved structure (nested dicts of arrays), which is
+    what `model.apply({"params": ...})` takes. Raises CheckpointError (one line naming the
+    directory) when there is none or it is unreadable."""
     store = CheckpointStore(workdir, read_only=True)
     try:
-        template = None
-        if params_template is not None:
-            template = {"params": params_template, "model_state": {}}
-        params, model_state, meta = store.restore_best(template)
+        params, model_state, meta = store.restore_best()
     finally:
         store.close()
     best = meta.get("best") or {}

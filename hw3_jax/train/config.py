@@ -45,7 +45,6 @@ class TrainConfig:
     verbose: bool = True  # one summary line per epoch (stdout)
     fail_on_nonfinite: bool = True  # else non-finite steps are skipped and counted
     num_devices: int | None = None  # None: all devices
-    min_free_bytes: int | None = None  # None: estimated from the checkpoint size
     plot: bool = True  # write WORKDIR/curves.png
 
     def __post_init__(self):

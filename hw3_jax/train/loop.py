@@ -62,7 +62,7 @@ from hw3_jax.train.workdir import Workdir
 # Fields that may change between a run and its resumption without a warning.
 _RESUME_FREE_FIELDS = {
     "resume", "overwrite", "epochs", "max_steps", "progress", "verbose", "log_every_steps",
-    "num_devices", "min_free_bytes", "plot", "checkpoint_every_steps", "keep_latest",
+    "num_devices", "plot", "checkpoint_every_steps", "keep_latest",
 }
 
 
@@ -157,8 +157,6 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
 
 def _required_bytes(config: TrainConfig, state: TrainState) -> int:
     """Free disk the run's checkpoints need: keep_latest + 2 states and some slack."""
-    if config.min_free_bytes is not None:
-        return config.min_free_bytes
     nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
     return (config.keep_latest + 2) * nbytes + (64 << 20)
 

@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from hw3_jax.data.errors import first_line
 from hw3_jax.train.workdir import TrainingError
 
 DATA_AXIS = "data"
@@ -105,7 +106,6 @@ def _check_int(value: str | int, label: str, low: int, high: int | None = None) 
 
 def launch_from(coordinator_address: str | None = None, num_processes: str | int | None = None,
                 process_id: str | int | None = None, *,
-                environ: Mapping[str, str] | None = None,
                 labels: Mapping[str, str] | None = None) -> Launch | None:
     """The explicit launch the arguments describe, each one not given taken from its
     environment variable (`LAUNCH_ENV`); None when neither gives a coordinator address (and
@@ -113,14 +113,13 @@ def launch_from(coordinator_address: str | None = None, num_processes: str | int
 
     Raises ValueError naming the setting by `labels[argument]` (default: its environment
     variable) for a malformed value, an id outside 0..count-1, or a partial launch."""
-    env = os.environ if environ is None else environ
     names = {**LAUNCH_ENV, **(labels or {})}
     given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
              "process_id": process_id}
     values = {}
     for k, v in given.items():
         if v is None or str(v).strip() == "":  # not given: the environment's, if set
-            v = env.get(LAUNCH_ENV[k])
+            v = os.environ.get(LAUNCH_ENV[k])
         values[k] = None if v is None or str(v).strip() == "" else v
     if all(v is None for v in values.values()):
         return None
@@ -170,7 +169,7 @@ def initialize_distributed(launch: Launch | None = None, *,
                 f" at {launch.coordinator_address} as process {launch.process_id} of "
                 f"{launch.num_processes}")
             raise DistributedError(
-                f"cannot join the multi-process run{where}: {_first_line(e)}. Start every "
+                f"cannot join the multi-process run{where}: {first_line(e)}. Start every "
                 "process with the same coordinator and process count and its own id"
             ) from None
     return jax.process_count() > 1
@@ -179,11 +178,6 @@ def initialize_distributed(launch: Launch | None = None, *,
 def is_multiprocess() -> bool:
     """Whether this process is one of several (without touching a device otherwise)."""
     return jax.distributed.is_initialized() and jax.process_count() > 1
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def sync_processes(name: str) -> None:
@@ -245,7 +239,7 @@ def peer_failures_reported() -> Iterator[None]:
             raise
         raise DistributedError(
             f"process {jax.process_index()} of {jax.process_count()} stopped: a collective "
-            f"with the other processes failed ({_first_line(cause)}); another process has "
+            f"with the other processes failed ({first_line(cause)}); another process has "
             "probably died, see its log") from None
 
 

@@ -59,7 +59,7 @@ def param_groups(tree: Any, trainable_mask: Any = None, by_encoder: bool = True)
 
 
 def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = None, *,
-                   optimizer: str = "adam", weight_decay: float = 0.0,
+                   optimizer: str, weight_decay: float,
                    encoder_learning_rate: float | optax.Schedule | None = None
                    ) -> optax.GradientTransformation:
     """Adam (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) or AdamW, frozen where the mask
@@ -73,7 +73,8 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
     its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism.
     `optimizer`: "adam" or "adamw" (decoupled weight decay `weight_decay` times the learning
     rate, on the matrices only; PyTorch's AdamW with the same betas and eps).
-    `weight_decay` is passed as given (0.0: none); the loop's default is TrainConfig's.
+    `weight_decay`: adamw's (0.0: none; plain Adam ignores it). Both have no default here:
+    the run's come from TrainConfig (`config.optimizer_of`).
     `encoder_learning_rate`: None trains every leaf at `learning_rate` (the groups
     "trainable" and "frozen"; plain Adam's state without a mask). Otherwise the leaves under
     `models.ENCODER_KEY` ("encoder") get this one and the rest ("head") `learning_rate`,

@@ -14,13 +14,14 @@ A workdir holds:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,23 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path` (`.NAME.PID.tmp`) to write to; when the block
+    ends without an error, rename it onto `path` with `os.replace`, else remove it. A reader
+    never sees a half-written file under the final name, and a killed run leaves only the
+    temporary file, whose name carries the pid of the process that wrote it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _path(name: str) -> property:
@@ -90,12 +108,13 @@ class Workdir:
         return self.root / name
 
     # ---- checks
-    def check(self, required_bytes: int = 0) -> Path:
+    def check(self, required_bytes: int = 0, flag: str = "--workdir") -> Path:
         """Fail fast, before any training, if the directory cannot hold the run.
 
         Creates it, writes and removes a probe file (the only reliable test of
         writability: permissions, read-only mounts, quotas), then compares the free space
-        with `required_bytes`. Raises `WorkdirError` naming the path and the fix."""
+        with `required_bytes`. Raises `WorkdirError` naming the path and the fix (another
+        `flag`, the option that chose the directory)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write_probe_{uuid.uuid4().hex}"
@@ -108,14 +127,14 @@ class Workdir:
             why = "no space left on the device" if e.errno == errno.ENOSPC else (
                 e.strerror or str(e))
             raise WorkdirError(
-                f"workdir {self.root} is not writable ({why}); choose another --workdir"
+                f"{self.root} is not writable ({why}): choose another {flag}"
             ) from None
         free = shutil.disk_usage(self.root).free
         if free < required_bytes:
             raise WorkdirError(
-                f"workdir {self.root} has {free / 2**20:.1f} MiB free, but the checkpoints of "
-                f"this run need about {required_bytes / 2**20:.1f} MiB; free some space or "
-                "choose another --workdir"
+                f"{self.root} has {free / 2**20:.1f} MiB free, but the checkpoints of this "
+                f"run need about {required_bytes / 2**20:.1f} MiB: free some space or choose "
+                f"another {flag}"
             )
         return self.root
 
@@ -135,21 +154,20 @@ class Workdir:
         return json.loads((self.root / name).read_text())
 
     def write_json(self, name: str, obj: Any) -> Path:
-        """Write WORKDIR/NAME as strict JSON through a temporary file and `os.replace`, so
-        a reader never sees a half-written file."""
+        """Write WORKDIR/NAME as strict JSON through `atomic_path`, so a reader never sees
+        a half-written file."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
         return path
 
     def write_jsonl(self, name: str, rows: Any) -> Path:
         """Write WORKDIR/NAME as one JSON line per row, atomically (as `write_json`)."""
         path = self.root / name
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
+                                   for r in rows))
         return path
 
     def append_jsonl(self, name: str, obj: Any) -> Path:
