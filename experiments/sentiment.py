@@ -156,7 +156,10 @@ def _parse_train(argv: Sequence[str]
         raise UserError(f"unrecognized arguments: {' '.join(unknown)}{_field_hint(unknown)} "
                         "(see python -m experiments.sentiment train --help)")
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
-    return args, cli.apply_flags(cli.load_config(spec), args, SHORTCUTS, overrides), spec
+    config = cli.load_config(spec)
+    if args.config is None and vars(args)["data.imdb_url"] is not None:
+        config.data.imdb_archive = None  # the mirror given replaces the implied variant's archive
+    return args, cli.apply_flags(config, args, SHORTCUTS, overrides), spec
 
 
 def _field_hint(unknown: Sequence[str]) -> str:

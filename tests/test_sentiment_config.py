@@ -72,7 +72,9 @@ def test_the_flags_imply_the_variant():
     # A mirror URL means IMDB as an archive does: the variant and the resolved source agree.
     config, spec, _ = build_config(["--imdb-url", "http://x/a.tar.gz"])
     assert spec == "configs.sentiment:imdb_scratch"
-    assert sentiment_train.resolve(config).data.source == "imdb"
+    resolved = sentiment_train.resolve(config)
+    assert resolved.data.source == "imdb" and resolved.data.imdb_archive is None
+    sentiment_train.validate(resolved)  # the mirror replaces the variant's shared archive
 
 
 @pytest.mark.parametrize("argv,needle", [
