@@ -45,14 +45,14 @@ from hw3_jax.train.sharding import (
     initialize_distributed,
     sync_processes,
 )
-from hw3_jax.train.steps import LR_SCHEDULES, OPTIMIZERS
 from hw3_jax.train.workdir import Workdir
 
 NOTEBOOK_SENTENCES = (
     "Justice League is terrible. I hated it.",
     "Avengers was great!!",
 )
-# The values a text field takes (the command line offers the same).
+# The values a text field of the data and the model takes (the shortcut flags offer the same;
+# the train section's are checked by TrainConfig).
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": SOURCES,
     "data.truncation": TRUNCATIONS,
@@ -62,8 +62,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.init_embeddings": ("random", "ppmi-svd"),
     "model.dtype": ("float32", "bfloat16"),
     "encoder_cache.dtype": CACHE_DTYPES,
-    "train.lr_schedule": LR_SCHEDULES,
-    "train.optimizer": OPTIMIZERS,
 }
 
 

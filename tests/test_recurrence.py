@@ -212,3 +212,17 @@ def test_experiment_bad_steps_is_one_line_error(tmp_path, capsys):
 
     assert recurrence.main(["--out", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("--config.train.lengths=(2,3)", "--config.train.lengths must be even lengths"),
+    ("--config.eval.odd_lengths=(4,)", "--config.eval.odd_lengths must be odd lengths"),
+    ("--config.train.lengths=(2,200)", "--config.eval.unseen_lengths must reach past"),
+])
+def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, capsys):
+    from experiments import recurrence
+
+    assert recurrence.main(["--quick", "--out", str(tmp_path / "out"), override]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before any work
