@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +47,28 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
+               fields: Iterable[str], command: str | None = None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, where an unrecognized argument is a UserError that names the
+    override of the first one naming a config field (`fields`: dotted names): `--readout`
+    -> `--config.model.readout=VALUE`. `command`: the program whose --help the error cites
+    (default: the parser's)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        hint = ""
+        for arg in unknown:
+            flag = arg.partition("=")[0]
+            name = flag.removeprefix("--").replace("-", "_")
+            dotted = [f for f in fields if f.rpartition(".")[2] == name]
+            if flag.startswith("--") and dotted:
+                hint = (f"; {flag} is the config field {dotted[0]}: "
+                        f"{OVERRIDE_PREFIX}{dotted[0]}=VALUE")
+                break
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)}{hint} "
+                        f"(see {command or parser.prog} --help)")
+    return args
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -275,7 +297,7 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     if quick_help is not None:
         p.add_argument("--quick", action="store_true", help=quick_help)
     add_shortcuts(p, shortcuts, defaults)
-    args = p.parse_args(rest)
+    args = parse_args(p, rest, defaults)
     quick = quick_help is not None and args.quick
     if quick and args.config:
         raise UserError("--quick is the variant :quick of the config: pass --quick or --config")

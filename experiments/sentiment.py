@@ -151,28 +151,15 @@ def _parse_train(argv: Sequence[str]
     """(the flags, the config, its spec) of a train command line (without "train"): the
     variant, then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
     rest, overrides = cli.split_overrides(argv)
-    args, unknown = _parser().parse_known_args(["train", *rest])
-    if unknown:
-        raise UserError(f"unrecognized arguments: {' '.join(unknown)}{_field_hint(unknown)} "
-                        "(see python -m experiments.sentiment train --help)")
+    fields = cli.flatten(cli.load_config(CONFIG_MODULE))
+    args = cli.parse_args(_parser(), ["train", *rest], fields,
+                          command="python -m experiments.sentiment train")
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
     config = cli.load_config(spec)
-    if args.config is None and vars(args)["data.imdb_url"] is not None:
-        config.data.imdb_archive = None  # the mirror given replaces the implied variant's archive
+    given = vars(args)
+    if given["data.imdb_url"] is not None and given["data.imdb_archive"] is None:
+        config.data.imdb_archive = None  # --imdb-url replaces the variant's archive
     return args, cli.apply_flags(config, args, SHORTCUTS, overrides), spec
-
-
-def _field_hint(unknown: Sequence[str]) -> str:
-    """"; ... set with --config.a.b=VALUE" for the first unknown flag that names a config
-    field (`--readout` -> model.readout), else ""."""
-    fields = cli.flatten(cli.load_config(CONFIG_MODULE))
-    for arg in unknown:
-        name = arg.partition("=")[0].removeprefix("--").replace("-", "_")
-        dotted = [f for f in fields if f.rpartition(".")[2] == name]
-        if arg.startswith("--") and dotted:
-            return f"; {arg.partition('=')[0]} is the config field {dotted[0]}: " \
-                   f"{cli.OVERRIDE_PREFIX}{dotted[0]}=VALUE"
-    return ""
 
 
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:

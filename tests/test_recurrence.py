@@ -214,6 +214,15 @@ def test_experiment_bad_steps_is_one_line_error(tmp_path, capsys):
     assert "--steps must be at least 1" in capsys.readouterr().err
 
 
+def test_a_flag_naming_a_config_field_points_at_its_override(tmp_path, capsys):
+    from experiments import recurrence
+
+    assert recurrence.main(["--out", str(tmp_path), "--n-inits", "3"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: unrecognized arguments: --n-inits 3; --n-inits is the config field "
+        "train.n_inits: --config.train.n_inits=VALUE (see python -m experiments.recurrence --help)"]
+
+
 @pytest.mark.parametrize("override,needle", [
     ("--config.train.lengths=(2,3)", "--config.train.lengths must be even lengths"),
     ("--config.eval.odd_lengths=(4,)", "--config.eval.odd_lengths must be odd lengths"),

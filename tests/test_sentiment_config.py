@@ -75,6 +75,9 @@ def test_the_flags_imply_the_variant():
     resolved = sentiment_train.resolve(config)
     assert resolved.data.source == "imdb" and resolved.data.imdb_archive is None
     sentiment_train.validate(resolved)  # the mirror replaces the variant's shared archive
+    config, _, _ = build_config(["--config", "configs/sentiment.py:imdb_scratch",
+                                 "--imdb-url", "http://x/a.tar.gz"])
+    assert config.data.imdb_archive is None  # so with the variant named, too
 
 
 @pytest.mark.parametrize("argv,needle", [
