@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "table_markdown": _table(rows, args.lengths, args.kinds),
     }
-    timing.report(result, args.out_dir)
+    skipped = [f"{r['attention']} T={r['length']} ({r['skipped']})" for r in rows
+               if "skipped" in r]
+    timing.report(result, args.out_dir, notes=["skipped: " + "; ".join(skipped)] if skipped else ())
     return result
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.inputs import BenchmarkParser, run
 from hw3_jax import timing
 
 # The shapes and repetitions without --quick and with it; the first call compiles, so two
@@ -86,6 +85,9 @@ def _worker(xla_flags: str, **spec: Any) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # Imported here: `benchmarks.inputs` loads jax, which a torch worker must not.
+    from benchmarks.inputs import BenchmarkParser
+
     args = BenchmarkParser("gemm", __doc__.splitlines()[0], FULL, QUICK).parse(argv)
     spec = dict(shapes=args.shapes, repeats=args.repeats, warmup=args.warmup)
     results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **spec)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=timing.cpu_bf16_flags()),
               "xla_settings": XLA_SETTINGS, "gflop_per_s": results,
               "table_markdown": _table(results, args.shapes)}
-    timing.report(result, args.out_dir)
+    timing.report(result, args.out_dir, notes=[timing.bf16_note(result["machine"])])
     return result
 
 
@@ -110,4 +112,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == [WORKER_FLAG]:  # one measurement, in this process (`_worker`)
         print(json.dumps(rates(**json.loads(sys.argv[2]))))
     else:
+        from benchmarks.inputs import run
+
         raise SystemExit(run(main))

@@ -123,7 +123,7 @@ def given_or_shared(given: str | None, shared: Path, what: str, option: str) -> 
     one where it exists, else None."""
     if given is not None:
         return str(existing_file(given, what, option))
-    return str(shared) if shared.is_file() else None
+    return timing.shared_file(shared)
 
 
 def make_batch(batch: int, length: int, vocab: int) -> dict[str, np.ndarray]:

@@ -83,10 +83,11 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
     of `batch_size` x `length` tokens; with `profile`, the components and a trace too. The
     cached-encoder recipe is costed over the notebook recipe's epochs."""
     cfg = BertConfig(**SIZES[size])
-    model = notebook_model(cfg)
+    models = {d: notebook_model(cfg, d) for d in DTYPES}
+    model = models["float32"]
     params = init_params(model, jax.random.key(0))
     batch = make_batch(batch_size, length, cfg.vocab_size)
-    jsteps = {d: notebook_step(notebook_model(cfg, d), params, batch) for d in DTYPES}
+    jsteps = {d: notebook_step(models[d], params, batch) for d in DTYPES}
     info = {d: s.compile() for d, s in jsteps.items()}
     head = cached_head_step(model, params, batch)
     head.compile()
@@ -232,8 +233,21 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not args.no_profile:
         result.update(_profile_tables(rows))
-    timing.report(result, args.out_dir)
+    timing.report(result, args.out_dir, notes=_notes(result))
     return result
+
+
+def _notes(result: dict) -> list[str]:
+    """The legend of the tables' names, what the last table is, and the CPU's bfloat16
+    flags (without them, bfloat16 only converts)."""
+    cached = result["rows"][0]["jax_cached_encoder"]
+    lines = ["torch default: OpenMP's own waiting; passive: OMP_WAIT_POLICY=PASSIVE; "
+             "cached-enc: the --cache-encoder recipe, head step + one deterministic encoder "
+             f"pass per review over {cached['epochs']} epochs; {cached['note']}"]
+    if "profile_markdown" in result:
+        lines.append("the last table: where the JAX float32 step's time goes "
+                     "(jax.profiler, % of XLA busy time)")
+    return [*lines, timing.bf16_note(result["machine"])]
 
 
 def _step_table(rows: list[dict]) -> str:

@@ -55,7 +55,7 @@ from hw3_jax.timing import (
     time_budgeted,
     time_interleaved,
 )
-from hw3_jax.train.workdir import Workdir, WorkdirError
+from hw3_jax.train.workdir import Workdir
 
 PROG = "python -m experiments.attention_scaling"
 DEFAULT_CONFIG = "configs.attention_scaling"
@@ -275,7 +275,7 @@ def _baseline(config: ml_collections.ConfigDict, t_base: int, proj, rng, bar) ->
     q, k, v = random_inputs(rng, t_base, 3)
     bar.set_postfix_str(f"baseline: ours vs unchunked FAVOR+ T={t_base}")
     args = (q, k, v, proj)
-    calls = {n: (jax.jit(f).lower(*args).compile(), args)
+    calls = {n: (compile_timed(jax.jit(f), *args)[0], args)
              for n, f in (("ours", att.performer_attention), ("unchunked", favor_unchunked))}
     temp = {n: int(c.memory_analysis().temp_size_in_bytes) for n, (c, _) in calls.items()}
     times = interleaved(calls, 2 * config.growth_rounds + 1, bar)
@@ -365,8 +365,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Measure, write OUT/attention_scaling.json and the plots, print the crossovers and
     targets."""
     out = Path(config.out)
-    # A WorkdirError before any measurement if it cannot be written.
-    Workdir(out).check(flag="--out")
+    folder = Workdir(out)
+    folder.check(flag="--out")  # a WorkdirError before any measurement if it cannot be written
     lengths = doubling_lengths(config.min_t, config.max_t)
     budget = memory_budget(config)
     t_start = time.perf_counter()
@@ -393,7 +393,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     }
     result["plots"] = make_plots(records, lengths, err, out)
     path = out / "attention_scaling.json"
-    Workdir(out).write_json(path.name, result)
+    folder.write_json(path.name, result)
     print(f"wrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")
     for name, c in crossovers.items():
         print(f"crossover {name}: " + (c.get("note") or f"T ~ {c['T']:.0f}"))
@@ -428,7 +428,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0; 2 after one line on stderr for bad input or an output folder that cannot
     be written."""
-    return cli.run_main(lambda: run(*parse_args(argv)) and 0, user_errors=(WorkdirError,))
+    return cli.run_main(lambda: run(*parse_args(argv)) and 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import dataclasses
 import importlib
 import importlib.util
@@ -24,9 +25,14 @@ from typing import Any, NoReturn
 
 import ml_collections
 
+from hw3_jax.data.errors import DataError
 from hw3_jax.train import sharding
+from hw3_jax.train.workdir import WorkdirError
 
 OVERRIDE_PREFIX = "--config."
+# Errors every experiment reports as one line: missing or bad data, an output folder that
+# cannot be written.
+USER_ERRORS: tuple[type[BaseException], ...] = (DataError, WorkdirError)
 # The flags of a multi-process launch: `jax.distributed.initialize` argument -> (flag,
 # metavar, help); each not given is read from its environment variable (`sharding.LAUNCH_ENV`).
 LAUNCH_FLAGS = {
@@ -50,21 +56,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
-               fields: Iterable[str], command: str | None = None) -> argparse.Namespace:
+               fields: Callable[[], Iterable[str]], command: str | None = None
+               ) -> argparse.Namespace:
     """`parser.parse_args(argv)`, where an unrecognized argument is a UserError that names the
-    override of the first one naming a config field (`fields`: dotted names): `--readout`
-    -> `--config.model.readout=VALUE`. `command`: the program whose --help the error cites
-    (default: the parser's)."""
+    override of the first one naming config fields (`fields()`: dotted names, asked for only
+    then): `--readout` -> `--config.model.readout=VALUE`, every field of that name when
+    several have it. `command`: the program whose --help the error cites (default: the
+    parser's)."""
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         hint = ""
+        names = list(fields())
         for arg in unknown:
             flag = arg.partition("=")[0]
             name = flag.removeprefix("--").replace("-", "_")
-            dotted = [f for f in fields if f.rpartition(".")[2] == name]
+            dotted = [f for f in names if f.rpartition(".")[2] == name]
             if flag.startswith("--") and dotted:
-                hint = (f"; {flag} is the config field {dotted[0]}: "
-                        f"{OVERRIDE_PREFIX}{dotted[0]}=VALUE")
+                hint = (f"; {flag} is the config field {' or '.join(dotted)}: "
+                        + " or ".join(f"{OVERRIDE_PREFIX}{d}=VALUE" for d in dotted))
                 break
         raise UserError(f"unrecognized arguments: {' '.join(unknown)}{hint} "
                         f"(see {command or parser.prog} --help)")
@@ -94,7 +103,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise UserError(f"config {spec}: {e}") from None
 
 
-def _parse_value(text: str, field_type: type | None = None):
+def parse_value(text: str, field_type: type | None = None) -> Any:
     """`text` as a Python literal, else as written; for a text field (`field_type` str) as
     written unless it is `None` or a quoted literal."""
     try:
@@ -117,7 +126,7 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
             raise KeyError(name)
         if isinstance(value, str):
-            value = _parse_value(value, node.get_type(name))
+            value = parse_value(value, node.get_type(name))
         if isinstance(value, list):
             value = tuple(value)
         node[name] = value
@@ -147,17 +156,17 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 
 def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Run `main`; a UserError (or one of `user_errors`) becomes one line and exit status 2,
-    Ctrl-C exit status 130. A process of a multi-process run that fails (any error: a
-    traceback then exit status 1) ends at once (`sharding.leave_failed_run`), so that the
-    others stop too."""
+    """Run `main`; a UserError, one of `USER_ERRORS` or one of `user_errors` becomes one line
+    and exit status 2, Ctrl-C exit status 130. A process of a multi-process run that fails
+    (any error: a traceback then exit status 1) ends at once (`sharding.leave_failed_run`),
+    so that the others stop too."""
     try:
         code = main()
     except KeyboardInterrupt:
         print("interrupted; continue with --resume where the experiment has it",
               file=sys.stderr)
         code = 130
-    except (UserError, *user_errors) as e:
+    except (UserError, *USER_ERRORS, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
     except Exception:
@@ -290,20 +299,22 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     "quick" variant when `quick_help` is given, each shortcut (flag -> Shortcut), then any
     `--config.a.b=VALUE`; `always`, `skip`: as in `command_line`."""
     rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    defaults = flatten(load_config(default_config))
+    default = load_config(default_config)
+    defaults = flatten(default)
     p = ArgumentParser(prog=prog, description=description)
     p.add_argument("--config", help=f"config file[:variant] (default {default_config}); "
                                     "--config.FIELD=VALUE sets any field")
     if quick_help is not None:
         p.add_argument("--quick", action="store_true", help=quick_help)
     add_shortcuts(p, shortcuts, defaults)
-    args = parse_args(p, rest, defaults)
+    args = parse_args(p, rest, lambda: defaults)
     quick = quick_help is not None and args.quick
     if quick and args.config:
         raise UserError("--quick is the variant :quick of the config: pass --quick or --config")
     spec = args.config or (f"{default_config}:quick" if quick else default_config)
-    config = apply_flags(load_config(spec), args, shortcuts, overrides)
+    base = default if spec == default_config else load_config(spec)
+    # A copy: `base` stays as loaded, for the command line to compare against.
+    config = apply_flags(copy.deepcopy(base), args, shortcuts, overrides)
     prefix = (f"{prog} --config {args.config}" if args.config
               else f"{prog} --quick" if quick else prog)
-    return config, command_line(prefix, config, load_config(spec), shortcuts, always=always,
-                                skip=skip)
+    return config, command_line(prefix, config, base, shortcuts, always=always, skip=skip)

@@ -45,16 +45,17 @@ from experiments.cnn_vs_rnn_plots import MODEL_NAMES, plot
 from experiments.report.cnn_tables import markdown_report
 from experiments.report.text import pct
 from hw3_jax import vision
-from hw3_jax.data.errors import DataError
 from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
 from hw3_jax.timing import device_name, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
-from hw3_jax.train.workdir import Workdir, WorkdirError
+from hw3_jax.train.workdir import Workdir
 
 PROG = "python -m experiments.cnn_vs_rnn"
 DEFAULT_CONFIG = "configs.cnn_vs_rnn"
 SHIFT_DIRECTIONS = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
+# The shift distances (pixels) the report and docs/templates/q1.md compare.
+REPORTED_SHIFTS = (1, 2)
 # The command-line shortcuts, each onto one config field, in the order a command lists them.
 SHORTCUTS = {
     "--data": cli.Shortcut("data", "digits: scikit-learn's bundled 8x8 digits (no download); "
@@ -321,15 +322,15 @@ def train_and_measure(key: str, model: Any, data: ImageData,
     return entry, params, phases
 
 
-def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, command: str, folder: Workdir) -> dict[str, Any]:
     """The whole measurement; `command` (what regenerates it) is recorded in the results.
 
     The data are loaded first (missing data leaves no output folder behind), then the output
-    folder is checked writable (a WorkdirError), before any training."""
+    `folder` is checked writable (a WorkdirError), before any training."""
     t_start = time.perf_counter()
     splits = (load_digits_splits(config.seed) if config.data == "digits"
               else load_mnist_splits(config.seed, config.tfds_data_dir))
-    Workdir(config.out).check(flag="--out")
+    folder.check(flag="--out")
     h, w = splits.image_shape
     data = ImageData(splits, batch_size=config.batch_size, seed=config.seed)
     models = build_models((h, w))
@@ -365,9 +366,12 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict[str, Any]:
     return results
 
 
-def write_outputs(results: dict[str, Any], out: pathlib.Path) -> list[pathlib.Path]:
+def write_outputs(results: dict[str, Any], folder: Workdir,
+                  out: pathlib.Path) -> list[pathlib.Path]:
+    """The JSON, the report and the plots into `folder`; the paths as `out` (the folder as
+    given on the command line) names them."""
     paths = [out / "cnn_vs_rnn.json", out / "cnn_vs_rnn.md"]
-    Workdir(out).write_json(paths[0].name, results)
+    folder.write_json(paths[0].name, results)
     paths[1].write_text(markdown_report(results))
     paths += [out / name for name in plot(results, out)]
     return paths
@@ -380,13 +384,17 @@ def check(config: ml_collections.ConfigDict) -> None:
     """A value no run can use is a UserError naming its flag."""
     if config.data not in ("digits", "mnist"):
         raise cli.UserError(f"--data must be digits or mnist, got {config.data!r}")
-    for name in ("epochs", "batch_size", "latency_reps", "latency_batch"):
-        if config[name] < 1:
-            raise cli.UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if config.eval_batch < 1:
-        raise cli.UserError("--config.eval_batch must be at least 1")
+    flags = {s.field: flag for flag, s in SHORTCUTS.items()}
+    for name in ("epochs", "batch_size", "latency_reps", "latency_batch", "eval_batch"):
+        if config[name] < 1:  # named by its shortcut flag, else by its override
+            flag = flags.get(name, f"{cli.OVERRIDE_PREFIX}{name}")
+            raise cli.UserError(f"{flag} must be at least 1")
     if not config.shift_distances or min(config.shift_distances) < 0:
         raise cli.UserError("--config.shift_distances must be pixel counts >= 0")
+    if not set(REPORTED_SHIFTS) <= set(config.shift_distances):
+        raise cli.UserError(
+            f"--config.shift_distances must include {' and '.join(map(str, REPORTED_SHIFTS))} "
+            f"(the report compares those shifts), got {tuple(config.shift_distances)}")
     if not config.sides or min(config.sides) < 1:
         raise cli.UserError("--sides must be positive")
     if not config.learning_rate > 0:
@@ -404,8 +412,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
 
 def _main(argv: list[str] | None) -> int:
     config, command = parse_args(argv)
-    results = run(config, command)
-    paths = write_outputs(results, pathlib.Path(config.out))
+    folder = Workdir(config.out)
+    results = run(config, command, folder)
+    paths = write_outputs(results, folder, pathlib.Path(config.out))
     print(f"wrote {', '.join(str(p) for p in paths)} in {results['wall_time_s']:.0f} s")
     return 0
 
@@ -413,7 +422,7 @@ def _main(argv: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0; 2 after one line on stderr for bad input, missing data or an output
     folder that cannot be written."""
-    return cli.run_main(lambda: _main(argv), user_errors=(DataError, WorkdirError))
+    return cli.run_main(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from experiments.recurrence_sequences import (
 )
 from hw3_jax.recurrence import WEIGHT_NAMES, ScalarRNN, closed_form
 from hw3_jax.timing import machine_info
-from hw3_jax.train.workdir import Workdir, WorkdirError
+from hw3_jax.train.workdir import Workdir
 
 PROG = "python -m experiments.recurrence"
 DEFAULT_CONFIG = "configs.recurrence"
@@ -345,7 +345,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Parts (a) and (b); writes OUT/recurrence.json and OUT/recurrence.png and returns what
     the JSON holds. `command` (what regenerates it) is recorded in it."""
     out = pathlib.Path(config.out)
-    Workdir(out).check(flag="--out")  # a WorkdirError before any work if it cannot be written
+    folder = Workdir(out)
+    folder.check(flag="--out")  # a WorkdirError before any work if it cannot be written
     start, cpu_start = time.perf_counter(), time.process_time()
     scan_check = check_scan(np.random.default_rng(config.seed), config.check)
     training, history = train(config)
@@ -360,7 +361,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
         # CPU seconds of this process: the wall time above also counts other jobs' load.
         "cpu_time_s": round(time.process_time() - cpu_start, 2),
     }
-    Workdir(out).write_json("recurrence.json", result)
+    folder.write_json("recurrence.json", result)
     print(f"wrote {out / 'recurrence.json'} and {out / 'recurrence.png'} "
           f"in {result['wall_time_s']:.1f} s ({result['cpu_time_s']:.1f} s CPU)")
     even = scan_check["even"]
@@ -405,7 +406,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0; 2 after one line on stderr for bad input or an output folder that cannot
     be written."""
-    return cli.run_main(lambda: run(*parse_args(argv)) and 0, user_errors=(WorkdirError,))
+    return cli.run_main(lambda: run(*parse_args(argv)) and 0)
 
 
 if __name__ == "__main__":

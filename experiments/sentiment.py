@@ -24,10 +24,11 @@ same command on each, with its own id and one shared --workdir; the global batch
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,6 @@ from experiments.sentiment_train import (
     train_and_evaluate,
 )
 from hw3_jax import factory
-from hw3_jax.data.errors import DataError
 from hw3_jax.train.sharding import initialize_distributed, peer_failures_reported
 from hw3_jax.train.workdir import TrainingError
 
@@ -51,7 +51,7 @@ __all__ = ["NOTEBOOK_SENTENCES", "SHORTCUTS", "build_config", "command_line", "m
 CONFIG_FILE = "configs/sentiment.py"
 CONFIG_MODULE = "configs.sentiment"  # the same file, found from any directory
 DEFAULT_WORKDIR = "runs/sentiment"
-USER_ERRORS = (TrainingError, DataError, OSError)
+USER_ERRORS = (TrainingError, OSError)  # beside cli.USER_ERRORS
 
 
 def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
@@ -109,12 +109,33 @@ TRAIN_EPILOG = (
 NOT_RECIPE = ("train.resume", "train.overwrite", "train.progress", "train.seed")
 
 
-def implied_variant(args: argparse.Namespace) -> str:
-    """The variant when `--config` is not given: the recipe follows the encoder, then the
-    data (`data_source`'s rule)."""
-    given = vars(args)
+# The fields that pick the variant without `--config` (`implied_variant`) and that decide
+# whether a mirror URL replaces the variant's archive (`_parse_train`).
+VARIANT_FIELDS = ("model.encoder", "data.source", "data.imdb_archive", "data.imdb_url")
+
+
+def given_fields(args: argparse.Namespace,
+                 overrides: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+    """{field: the value the command line sets it to, None where it leaves it} for each of
+    `VARIANT_FIELDS`, from its shortcut flag and then any `--config.a.b=VALUE` (the later
+    wins, as `cli.apply_flags` applies them), each parsed as that sets it: a shortcut and its
+    override give the same run."""
+    given = {}
+    for dotted in VARIANT_FIELDS:
+        value = getattr(args, dotted)
+        for name, text in overrides:
+            if name == dotted:
+                value = text
+        # Every one is a text field, parsed as `cli.set_field` parses one.
+        given[dotted] = None if value is None else cli.parse_value(value, str)
+    return given
+
+
+def implied_variant(given: Mapping[str, str | None]) -> str:
+    """The variant when `--config` is not given (`given`: `given_fields`' values): the recipe
+    follows the encoder, then the data (`data_source`'s rule)."""
     encoder = given["model.encoder"] or factory.SCRATCH  # not given: the scratch variants'
-    if encoder != factory.SCRATCH:
+    if factory.is_pretrained({"encoder": encoder}):
         return "notebook"
     source = data_source(source=given["data.source"], encoder=encoder,
                          imdb_archive=given["data.imdb_archive"],
@@ -146,39 +167,47 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_train(argv: Sequence[str]
-                 ) -> tuple[argparse.Namespace, ml_collections.ConfigDict, str]:
-    """(the flags, the config, its spec) of a train command line (without "train"): the
-    variant, then the shortcut flags, then the `--config.a.b=VALUE` overrides."""
+def _parse_train(argv: Sequence[str]) -> tuple[argparse.Namespace, ml_collections.ConfigDict,
+                                                str, ml_collections.ConfigDict]:
+    """(the flags, the config, its spec, the variant as loaded) of a train command line
+    (without "train"): the variant, then the shortcut flags, then the `--config.a.b=VALUE`
+    overrides."""
     rest, overrides = cli.split_overrides(argv)
-    fields = cli.flatten(cli.load_config(CONFIG_MODULE))
-    args = cli.parse_args(_parser(), ["train", *rest], fields,
+    args = cli.parse_args(_parser(), ["train", *rest],
+                          lambda: cli.flatten(cli.load_config(CONFIG_MODULE)),
                           command="python -m experiments.sentiment train")
-    spec = args.config or f"{CONFIG_MODULE}:{implied_variant(args)}"
-    config = cli.load_config(spec)
-    given = vars(args)
+    given = given_fields(args, overrides)
+    spec = args.config or f"{CONFIG_MODULE}:{implied_variant(given)}"
+    base = cli.load_config(spec)
+    config = copy.deepcopy(base)
     if given["data.imdb_url"] is not None and given["data.imdb_archive"] is None:
-        config.data.imdb_archive = None  # --imdb-url replaces the variant's archive
-    return args, cli.apply_flags(config, args, SHORTCUTS, overrides), spec
+        config.data.imdb_archive = None  # a mirror URL replaces the variant's archive
+    return args, cli.apply_flags(config, args, SHORTCUTS, overrides), spec, base
 
 
 def build_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, str]:
     """(config, config spec, workdir) of a train command line (without "train")."""
-    args, config, spec = _parse_train(argv)
+    args, config, spec, _ = _parse_train(argv)
     return config, spec, args.workdir
 
 
-def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str) -> str:
+def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str,
+                 base: ml_collections.ConfigDict | None = None) -> str:
     """The `python -m experiments.sentiment` command that builds `config` from the variant
-    `spec` names (a shortcut flag where one takes a value), for results and reports."""
+    `spec` names (a shortcut flag where one takes a value), for results and reports; `base`:
+    that variant's config when already loaded."""
     target, _, variant = spec.partition(":")
+    values = cli.flatten(config)
     prefix = "python -m experiments.sentiment"
     if target not in (CONFIG_FILE, CONFIG_MODULE):
         prefix += f" --config {spec}"
-    elif variant not in ("", "synthetic"):
-        prefix += f" --config {CONFIG_FILE}:{variant}"
-    return cli.command_line(f"{prefix} --workdir {workdir}", config, cli.load_config(spec),
-                            SHORTCUTS, skip=NOT_RECIPE)
+    elif variant not in ("", "synthetic") or implied_variant(
+            {f: values[f] for f in VARIANT_FIELDS}) != "synthetic":
+        # Without --config the command's flags would pick another variant.
+        prefix += f" --config {CONFIG_FILE}:{variant or 'synthetic'}"
+    base = cli.load_config(spec) if base is None else base
+    return cli.command_line(f"{prefix} --workdir {workdir}", config, base, SHORTCUTS,
+                            skip=NOT_RECIPE)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -238,12 +267,12 @@ def _encodable(line: str) -> bool:
 
 
 def _train_command(argv: Sequence[str]) -> int:
-    args, config, spec = _parse_train(argv)
+    args, config, spec, base = _parse_train(argv)
     # Before anything touches a device (train_and_evaluate's own call is then a no-op).
     initialize_distributed(cli.launch_from_flags(args), heartbeat_timeout_s=args.heartbeat_timeout)
     with peer_failures_reported():
         train_and_evaluate(config, args.workdir, extra={
-            "config_spec": spec, "command": command_line(spec, config, args.workdir)})
+            "config_spec": spec, "command": command_line(spec, config, args.workdir, base)})
     return 0
 
 

@@ -227,8 +227,10 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
     results_dir = pathlib.Path(results_dir)
     runs = {}
     for path in sorted(results_dir.glob("sentiment_*.json")):
+        if path.name == FACTS_FILE:
+            continue
         m = json.loads(path.read_text())
-        if path.name == FACTS_FILE or "history" not in m:  # not a metrics.json
+        if "history" not in m:  # not a metrics.json
             continue
         name = path.stem.removeprefix("sentiment_")
         m["_curves"] = (results_dir / f"sentiment_{name}_curves.png").is_file()
@@ -244,12 +246,6 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------------- main
 
 
-def _shared(path: pathlib.Path) -> str | None:
-    """A default input: the shared file `path` (timing.SHARED_*) if it is there, else None
-    (the facts it gives are skipped)."""
-    return str(path) if path.is_file() else None
-
-
 def _shared_help(path: pathlib.Path) -> str:
     return f"(default: {os.path.relpath(path, timing.ROOT)} if present, else skipped)"
 
@@ -260,10 +256,10 @@ def _main(argv: list[str] | None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
                        "results/sentiment_facts.json")
-    f.add_argument("--vocab", default=_shared(timing.SHARED_VOCAB),
+    f.add_argument("--vocab", default=timing.shared_file(timing.SHARED_VOCAB),
                    help="bert-base-uncased vocab.txt, tokenizer.json or hub name "
                    + _shared_help(timing.SHARED_VOCAB))
-    f.add_argument("--imdb-archive", default=_shared(timing.SHARED_ARCHIVE),
+    f.add_argument("--imdb-archive", default=timing.shared_file(timing.SHARED_ARCHIVE),
                    help="aclImdb_v1.tar.gz " + _shared_help(timing.SHARED_ARCHIVE))
     f.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
     c = sub.add_parser("collect", help="a finished run's metrics -> results/sentiment_NAME.json")

@@ -81,7 +81,8 @@ def data_source(*, source: str | None, encoder: str, imdb_archive: str | None,
     None, which also picks the variant of a command line without `--config`."""
     if source is not None:
         return source
-    imdb = encoder != factory.SCRATCH or imdb_archive is not None or imdb_url is not None
+    imdb = (factory.is_pretrained({"encoder": encoder}) or imdb_archive is not None
+            or imdb_url is not None)
     return "imdb" if imdb else "synthetic"
 
 

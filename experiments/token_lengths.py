@@ -17,11 +17,10 @@ import numpy as np
 
 from experiments import cli
 from hw3_jax import timing
-from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import read_imdb_archive
 from hw3_jax.data.token_cache import encode_texts
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
-from hw3_jax.train.workdir import Workdir, WorkdirError
+from hw3_jax.train.workdir import Workdir
 
 LIMITS = (128, 256, 384, 512)
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
@@ -72,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main, user_errors=(DataError, WorkdirError)))
+    sys.exit(cli.run_main(main))

@@ -31,6 +31,12 @@ SHARED_VOCAB = SHARED_DATA / "bert-base-uncased" / "vocab.txt"
 BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
 
 
+def shared_file(path: Path) -> str | None:
+    """`path` (one of the SHARED_* files) as a string if it is there, else None: a default
+    input that a machine without the shared data folder does without."""
+    return str(path) if path.is_file() else None
+
+
 def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> dict:
     """Call `fn` `warmup` times untimed, then `repeats` times timed.
 
@@ -173,15 +179,26 @@ def device_name() -> str:
     return f"{dev.device_kind} ({dev.platform.upper()})"
 
 
-def report(result: dict, out_dir: str | os.PathLike | None = None) -> Path:
+def report(result: dict, out_dir: str | os.PathLike | None = None,
+           notes: Sequence[str] = ()) -> Path:
     """Write `result` to OUT_DIR/bench_NAME.json (default results/; NAME is its "benchmark"),
     atomically, as strict JSON (NaN/inf -> null); print its Markdown tables (the fields
-    ending in "_markdown") and where it went."""
+    ending in "_markdown", in order), then `notes` (lines for the reader, not stored) and
+    where it went."""
     path = Workdir(out_dir if out_dir is not None else RESULTS).write_json(
         f"bench_{result['benchmark']}.json", result)
     print("\n\n".join(v for k, v in result.items() if k.endswith("_markdown")))
+    for line in notes:
+        print(line)
     print(f"wrote {path}")
     return path
+
+
+def bf16_note(machine: Mapping[str, Any]) -> str:
+    """The CPU of a benchmark's `machine` facts and its bfloat16 flags ("cpu_bf16"): without
+    them, bfloat16 only converts."""
+    return (f"CPU: {machine['cpu']}, {machine['cores']} cores; bfloat16 flags: "
+            f"{', '.join(machine['cpu_bf16']) or 'none'}")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -34,12 +34,28 @@ def _quick_run(name: str, out_dir: pathlib.Path, *args: str) -> tuple[dict, str]
     return out, proc.stdout
 
 
+# The start of the line each benchmark prints after its table (None: none with --quick).
+NOTES = {"input_pipeline": "tokenize target (<= 30 s for ", "predict": "encoder tiny; typical "
+         "review ", "attention": None}
+
+
 @pytest.mark.parametrize("name", ["input_pipeline", "predict", "attention"])
 def test_quick_run_writes_json(name, tmp_path, shared_data):
     args = []
     if name in ("input_pipeline", "predict"):
         args = ["--vocab", str(shared_data / "bert-base-uncased" / "vocab.txt")]
-    _quick_run(name, tmp_path, *args)
+    _, stdout = _quick_run(name, tmp_path, *args)
+    if NOTES[name] is not None:
+        assert any(line.startswith(NOTES[name]) for line in stdout.splitlines())
+
+
+def test_report_prints_notes_but_does_not_store_them(tmp_path, capsys):
+    from hw3_jax import timing
+
+    result = {"benchmark": "x", "table_markdown": "| a |"}
+    path = timing.report(result, tmp_path, notes=["a note"])
+    assert capsys.readouterr().out.splitlines() == ["| a |", "a note", f"wrote {path}"]
+    assert json.loads(path.read_text()) == result
 
 
 def test_recipe_quick_run(tmp_path, shared_data):

@@ -80,6 +80,51 @@ def test_the_flags_imply_the_variant():
     assert config.data.imdb_archive is None  # so with the variant named, too
 
 
+URL = "http://x/a.tar.gz"
+
+
+@pytest.mark.parametrize("variant", [[], ["--config", "configs/sentiment.py:imdb_scratch"]])
+@pytest.mark.parametrize("shortcut,override", [
+    (["--imdb-url", URL], [f"--config.data.imdb_url={URL}"]),
+    (["--imdb-archive", "a.tar.gz"], ["--config.data.imdb_archive=a.tar.gz"]),
+    (["--encoder", "bert-base-uncased"], ["--config.model.encoder=bert-base-uncased"]),
+    (["--data", "imdb"], ["--config.data.source=imdb"]),
+])
+def test_an_override_picks_the_variant_as_its_shortcut_does(variant, shortcut, override):
+    """The variant and the mirror URL's archive rule read `--config.a.b=VALUE` as they read
+    the shortcut flag; the recorded command rebuilds the same config."""
+    config, spec, workdir = build_config([*variant, *shortcut])
+    by_override, override_spec, _ = build_config([*variant, *override])
+    assert override_spec == spec
+    assert cli.flatten(by_override) == cli.flatten(config)
+    command = command_line(override_spec, by_override, workdir)
+    again, _, _ = build_config(command.split()[3:])
+    assert cli.flatten(again) == cli.flatten(config)
+
+
+def test_a_later_override_wins_over_the_shortcut():
+    config, spec, _ = build_config(["--imdb-url", URL, "--config.data.imdb_url=None"])
+    assert spec == "configs.sentiment:synthetic" and config.data.imdb_url is None
+
+
+def test_the_synthetic_variant_named_stays_in_the_command():
+    """Without --config the flags would imply another variant, so the command names it."""
+    config, spec, workdir = build_config(["--config", "configs/sentiment.py:synthetic",
+                                          "--imdb-url", URL])
+    command = command_line(spec, config, workdir)
+    assert "--config configs/sentiment.py:synthetic" in command
+    again, _, _ = build_config(command.split()[3:])
+    assert cli.flatten(again) == cli.flatten(config)
+
+
+def test_the_unknown_flag_hint_loads_no_config_unless_needed():
+    parser = cli.ArgumentParser(prog="p")
+    parser.add_argument("--known")
+    cli.parse_args(parser, ["--known", "1"], lambda: pytest.fail("fields read"))
+    with pytest.raises(cli.UserError, match="--dtype is the config field a.dtype or b.dtype"):
+        cli.parse_args(parser, ["--dtype", "x"], lambda: ["a.dtype", "b.dtype", "c.other"])
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--config.train.nope=1"], "no field train.nope"),
     (["--config.train.epochs=two"], "train.epochs"),
@@ -99,6 +144,9 @@ def test_the_flags_imply_the_variant():
     # A field without a shortcut flag is set with --config.SECTION.FIELD=VALUE alone.
     (["--readout", "concat"], "unrecognized arguments: --readout concat; --readout is the "
                               "config field model.readout: --config.model.readout=VALUE"),
+    # Several fields of that name: each is named.
+    (["--dtype", "float32"], "--dtype is the config field encoder_cache.dtype or model.dtype: "
+                             "--config.encoder_cache.dtype=VALUE or --config.model.dtype=VALUE"),
 ])
 def test_bad_config_is_one_error_line(argv, needle, tmp_path):
     rc, err = run_main(["--workdir", str(tmp_path / "w"), *argv])

@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import cli
 from experiments.cli import UserError
 from experiments.token_lengths import length_stats, main
+from hw3_jax.data.errors import DataError
 from hw3_jax.train.workdir import WorkdirError
 
 
@@ -39,3 +41,13 @@ def test_a_bad_out_fails_before_reading(tmp_path, out):
     with pytest.raises((UserError, WorkdirError)) as e:
         main(["--archive", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / out)])
     assert "--out" in str(e.value) and "missing.tar.gz" not in str(e.value)
+
+
+@pytest.mark.parametrize("error", [DataError("no archive x.tar.gz: pass --archive"),
+                                   WorkdirError("--out x is not writable")])
+def test_data_and_workdir_errors_are_one_line_in_every_experiment(error, capsys):
+    """cli.run_main reports them without each experiment listing them."""
+    def failing() -> int:
+        raise error
+    assert cli.run_main(failing) == 2
+    assert capsys.readouterr().err == f"error: {error}\n"

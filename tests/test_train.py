@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -501,7 +502,7 @@ _ORBAX_LEFTOVERS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableEx
 
 
 @_ORBAX_LEFTOVERS
-@pytest.mark.parametrize("what", ["array", "meta"])
+@pytest.mark.parametrize("what", ["array", "meta", "params_folder"])
 def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
     run(tmp_path, epochs=1)
     latest = tmp_path / "checkpoints" / "latest"
@@ -509,13 +510,17 @@ def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
     assert steps == [6, 8]
     if what == "array":
         _truncate_largest(latest / "8")
+    elif what == "params_folder":
+        shutil.rmtree(latest / "8" / "params")
     else:
         (latest / "8" / "meta" / "metadata").write_text('{"format_vers')
     before = sorted(str(p) for p in (tmp_path / "checkpoints").rglob("*"))
     with pytest.raises(CheckpointError) as e:
         run(tmp_path, epochs=2, resume=True)
     msg = str(e.value)
-    assert str(latest / "8") in msg and "corrupted" in msg and "6" in msg
+    # tmp_path's name holds "corrupted" too: match the message's own words.
+    assert f"{latest / '8'} is corrupted or unreadable" in msg
+    assert "(steps [6]) were left untouched" in msg
     assert "\n" not in msg
     after = sorted(str(p) for p in (tmp_path / "checkpoints").rglob("*"))
     assert after == before  # older checkpoints (and the bad one) left in place
@@ -529,6 +534,13 @@ def test_corrupted_best_checkpoint_for_inference(tmp_path):
     with pytest.raises(CheckpointError, match="best/8"):
         load_best(tmp_path)
     gc.collect()
+
+
+def test_best_checkpoint_without_params_folder(tmp_path):
+    run(tmp_path, epochs=1)
+    shutil.rmtree(tmp_path / "checkpoints" / "best" / "8" / "params")
+    with pytest.raises(CheckpointError, match="best/8 is corrupted or unreadable"):
+        load_best(tmp_path)
 
 
 def test_checkpoint_of_another_model_configuration(tmp_path):

@@ -259,6 +259,23 @@ def test_bad_arguments_exit_2(capsys):
     assert "--epochs must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv,needle", [
+    # The report reads the 1 and 2 px shifts: refused before any training, not after.
+    (["--config.shift_distances=(0,1)"],
+     "--config.shift_distances must include 1 and 2 (the report compares those shifts)"),
+    (["--config.shift_distances=(-1,1,2)"], "--config.shift_distances must be pixel counts"),
+    # A field without a shortcut flag is named by its override.
+    (["--config.latency_batch=0"], "--config.latency_batch must be at least 1"),
+    (["--config.eval_batch=0"], "--config.eval_batch must be at least 1"),
+])
+def test_config_checks_name_the_field(argv, needle):
+    with pytest.raises(exp.cli.UserError) as e:
+        exp.parse_args(argv)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    exp.check(get_config())  # the default passes
+    assert exp.parse_args(["--config.shift_distances=(2,1)"])[0].shift_distances == (2, 1)
+
+
 def test_config_variant_overrides_and_command():
     config, command = exp.parse_args(["--config", "configs/cnn_vs_rnn.py:gpu",
                                       "--config.epochs=3", "--batch-size", "32"])

@@ -42,7 +42,7 @@ from hw3_jax.timing import RESULTS, ROOT
 ANSWERS = ROOT / "docs" / "answers.md"
 
 
-class ReportError(Exception):
+class ReportError(cli.UserError):
     """A problem with docs/answers.md or results/: printed as one line, exit status 2."""
 
 
@@ -114,8 +114,7 @@ def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_main(lambda: _main(argv),
-                        (ReportError, OSError, KeyError, ValueError, jinja2.TemplateError))
+    return cli.run_main(lambda: _main(argv), (OSError, KeyError, ValueError, jinja2.TemplateError))
 
 
 def _main(argv: list[str] | None) -> int:

@@ -132,7 +132,7 @@ class BucketedBatches:
             sl = slice(self.process_index * per, (self.process_index + 1) * per)
             rows, weight = rows[sl], weight[sl]
         ids, mask = self.split.padded(rows, length, self.pad_id)
-        return {"input_ids": ids.astype(np.int32), "attention_mask": mask,
+        return {"input_ids": ids.astype(np.int32, copy=False), "attention_mask": mask,
                 "label": self.split.labels[rows].astype(np.float32), "weight": weight}
 
     def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[dict[str, np.ndarray]]:

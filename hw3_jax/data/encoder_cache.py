@@ -47,7 +47,7 @@ from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
 from hw3_jax.data.token_cache import TokenizedSplit, starts_of, token_index
 from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
-from hw3_jax.train.workdir import atomic_path
+from hw3_jax.train.workdir import atomic_path, temp_files
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
@@ -257,15 +257,14 @@ def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np
 
 
 def _drop_orphans(path: Path) -> None:
-    """Delete half-written copies of `path` (`atomic_path`'s `.NAME.PID.tmp`) left by killed
-    runs (their process is gone): they can be gigabytes."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+    """Delete half-written copies of `path` (`workdir.temp_files`) left by killed runs (their
+    process is gone): they can be gigabytes."""
+    for tmp, pid in temp_files(path):
         try:
-            pid = int(tmp.name[len(path.name) + 2:-len(".tmp")])
             os.kill(pid, 0)  # raises when no such process
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
-        except (ValueError, OSError):  # not ours, or a live process of another user
+        except OSError:  # a live process of another user
             continue
 
 

@@ -121,7 +121,8 @@ def _open_stream(path: Path):
 
 def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes | None]]:
     """Yield (folder "train/pos", file name, bytes) for the files of the wanted folders,
-    and (folder, "", None) for the other folders seen (for the layout check)."""
+    and (folder, "", None) for every folder seen, wanted or not (for the layout check; a
+    folder may be reported more than once)."""
     if path.is_dir():
         root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
         for folder in sorted({"train/pos", "train/neg", "test/pos", "test/neg", "train/unsup"}):

@@ -169,8 +169,7 @@ def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp:
 def _save_cache(path: Path, ts: TokenizedSplit, meta: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        offsets = np.zeros(len(ts) + 1, np.int64)
-        offsets[1:] = np.cumsum(ts.lengths, dtype=np.int64)
+        offsets = np.append(starts_of(ts.lengths), np.int64(ts.lengths.sum(dtype=np.int64)))
         with atomic_path(path) as tmp, open(tmp, "wb") as f:  # never a half-written cache
             np.savez(f, ids=ts.ids, offsets=offsets, labels=ts.labels,
                      meta=np.array(json.dumps(meta)))

@@ -11,7 +11,8 @@ Embeddings": context-distribution smoothing alpha=0.75, symmetric weighting U sq
 On 2 CPU cores this takes about a minute for ~20M tokens, where masked-language-model
 pretraining would take hours.
 
-    vectors = ppmi_svd_embeddings([data.train, data.validation, unsup], vocab_size, dim=64)
+    vectors = ppmi_svd_embeddings([data.train, data.validation, unsup], vocab_size, dim=64,
+                                  std=0.02, seed=0)
     params = with_word_embeddings(params, vectors)
 """
 

@@ -45,7 +45,7 @@ from hw3_jax.train.sharding import sync_processes
 from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
 
 __all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "TrainingError",
-           "WorkdirError", "load_best", "open_store", "tree_signature"]
+           "WorkdirError", "load_best", "open_store"]
 
 FORMAT_VERSION = 1
 
@@ -124,7 +124,7 @@ def _manager(directory: Path, keep: int | None, read_only: bool) -> ocp.Checkpoi
             return ocp.CheckpointManager(directory, options=options)
     except Exception as e:  # noqa: BLE001 - any failure here is one clear error
         raise CheckpointError(
-            f"cannot open the checkpoint directory {directory}: {type(e).__name__}: {e}"
+            f"cannot open the checkpoint directory {directory}: {first_line(e)}"
         ) from e
 
 
@@ -229,7 +229,7 @@ class CheckpointStore:
         meta = self._read_meta(self.best, step)
         names = ("params", "model_state")
         if template is None:
-            template = {n: self._saved_tree(self.best, step, n) or {} for n in names}
+            template = {n: self._saved_tree(self.best, step, n) for n in names}
             sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         else:
             self._check_signature(self.best, step, template, names)
@@ -259,21 +259,25 @@ class CheckpointStore:
 
     def _saved_tree(self, mgr: ocp.CheckpointManager, step: int, name: str) -> Any:
         """Shapes and dtypes of item `name` as saved at `step` (orbax's array metadata);
-        None where the item was not saved."""
+        {} for a model_state not saved (an empty one is not). Any other item missing is a
+        damaged checkpoint."""
         path = mgr.directory / str(step) / name
         if not path.exists():
-            return None
+            if name != "model_state":
+                raise self._error(mgr, step, FileNotFoundError(f"{name} is missing: {path}"))
+            return {}
         try:
-            with _quiet_absl():
-                return ocp.StandardCheckpointer().metadata(path).item_metadata
+            with _quiet_absl(), ocp.StandardCheckpointer() as checkpointer:
+                return checkpointer.metadata(path).item_metadata
         except Exception as e:  # noqa: BLE001
             raise self._error(mgr, step, e) from e
 
     def _check_signature(self, mgr: ocp.CheckpointManager, step: int,
                          template: Mapping[str, Any], names: tuple[str, ...]) -> None:
         for name in names:
-            saved = tree_signature(self._saved_tree(mgr, step, name))
-            diffs = signature_diff(saved, tree_signature(template.get(name)))
+            current = template.get(name)
+            saved = self._saved_tree(mgr, step, name)
+            diffs = signature_diff(tree_signature(saved), tree_signature(current))
             if diffs:
                 raise CheckpointError(
                     f"checkpoint {mgr.directory / str(step)} was written for {_MISMATCH[name]}: "

@@ -52,14 +52,31 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def temp_path(path: str | os.PathLike, pid: int) -> Path:
+    """`.NAME.PID.tmp` next to `path`: where process `pid` writes `path` (`atomic_path`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def temp_files(path: str | os.PathLike) -> Iterator[tuple[Path, int]]:
+    """(file, pid) of every `temp_path` of `path` that exists, whoever wrote it."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(path.name) + 2:-len(".tmp")])
+        except ValueError:  # not one of ours
+            continue
+        yield tmp, pid
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path` (`.NAME.PID.tmp`) to write to; when the block
+    """Yield a temporary path next to `path` (`temp_path`) to write to; when the block
     ends without an error, rename it onto `path` with `os.replace`, else remove it. A reader
     never sees a half-written file under the final name, and a killed run leaves only the
     temporary file, whose name carries the pid of the process that wrote it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path, os.getpid())
     try:
         yield tmp
         os.replace(tmp, path)
