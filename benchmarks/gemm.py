@@ -25,9 +25,8 @@ import numpy as np
 
 from hw3_jax import timing
 
-# The shapes and repetitions without --quick and with it; the first call compiles, so two
-# untimed calls. The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then
-# bert-base.
+# The feed-forward matmul of a batch of 8 x 256 tokens: MiniLM, then bert-base; the first
+# call compiles, so two untimed calls.
 FULL = dict(shapes=[[2048, 384, 1536], [2048, 768, 3072]], repeats=7, warmup=2)
 QUICK = dict(shapes=[[256, 64, 256]], repeats=2, warmup=2)
 WORKER_FLAG = "--worker"  # `python -m benchmarks.gemm --worker SPEC`: one measurement

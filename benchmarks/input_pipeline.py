@@ -38,23 +38,19 @@ from benchmarks.inputs import (
     BenchmarkParser,
     add_data_options,
     existing_file,
-    make_batch,
     run,
     write_small_archive,
 )
-from benchmarks.notebook import SIZES, notebook_model
+from benchmarks.notebook import random_case
 from benchmarks.steps import notebook_step
 from configs.sentiment import get_config
 from hw3_jax import timing
-from hw3_jax.bert import BertConfig
 from hw3_jax.data.pipeline import SentimentData, get_datasets
-from hw3_jax.models import init_params
 from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 
 TOKENIZE_TARGET_S = 30.0
-# The consumer step's encoder and length, the batch size and the repetitions, without
-# --quick and with it.
+# `encoder` and `length`: the consumer step's.
 FULL = dict(encoder="small", length=128, batch=8, repeats=3)
 QUICK = dict(encoder="tiny", length=32, batch=8, repeats=2)
 
@@ -132,10 +128,8 @@ def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats
     """The notebook recipe's training step (encoder frozen: no gradient, no Adam state) for
     encoder `size` on `batch` x `length` tokens."""
     print("[input_pipeline] consumer: the train step ...", flush=True)
-    cfg = BertConfig(**SIZES[size])
-    model = notebook_model(cfg)
-    step = notebook_step(model, init_params(model, jax.random.key(0)),
-                         make_batch(batch, length, cfg.vocab_size))
+    _, model, params, tokens = random_case(size, batch, length)
+    step = notebook_step(model, params, tokens)
     step.compile()
     st = timing.time_calls(step, warmup=warmup, repeats=repeats)
     return {"encoder": size, "batch": batch, "length": length, **st,

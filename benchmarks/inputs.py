@@ -16,10 +16,9 @@ import numpy as np
 
 from experiments import cli
 from hw3_jax import timing
-from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import clean_text, iter_archive
 from hw3_jax.data.synthetic import generate_reviews
-from hw3_jax.train.workdir import Workdir, WorkdirError
+from hw3_jax.train.workdir import Workdir
 
 # The options of every benchmark whose values are the same with --quick and without.
 COMMON = {"warmup": 1}
@@ -63,8 +62,8 @@ class BenchmarkParser(cli.ArgumentParser):
 
     def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
         """The options in `argv` (None: the command line), the sizes in use in place of
-        those left out; a count below its minimum or an --out-dir that cannot be written
-        is a `cli.UserError`, before anything is measured."""
+        those left out; a count below its minimum (a `cli.UserError`) or an --out-dir that
+        cannot be written (a `WorkdirError`) is one line, before anything is measured."""
         args = self.parse_args(argv)
         for key, value in (self.quick if args.quick else self.full).items():
             given = getattr(args, key, None)
@@ -75,7 +74,7 @@ class BenchmarkParser(cli.ArgumentParser):
                 if low < self.minimum[key]:
                     raise cli.UserError(f"--{key.replace('_', '-')} must be "
                                         f"{self.minimum[key]} or more, got {low}")
-        check_out_dir(args.out_dir)
+        Workdir(timing.RESULTS if args.out_dir is None else args.out_dir).check(flag="--out-dir")
         return args
 
 
@@ -84,23 +83,15 @@ def _words(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-def check_out_dir(out_dir: str | None) -> None:
-    """Create --out-dir (None: `timing.RESULTS`) and probe that a file can be written there;
-    a `WorkdirError` if not."""
-    path = timing.RESULTS if out_dir is None else out_dir
-    Workdir(path).check(flag="--out-dir")
-
-
 def run(main: Callable[[], Any]) -> int:
-    """`main()` of a benchmark run as a command (`cli.run_main`): a `cli.UserError`,
-    `DataError` or `WorkdirError` is one line and exit status 2, Ctrl-C exit status 130;
-    else status 0."""
+    """`main()` of a benchmark run as a command (`cli.run_main`: a user's mistake is one line
+    and exit status 2, Ctrl-C exit status 130); else status 0."""
 
     def call() -> int:
         main()
         return 0
 
-    return cli.run_main(call, user_errors=(DataError, WorkdirError))
+    return cli.run_main(call)
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -141,8 +132,8 @@ def write_small_archive(path: Path, per_folder: int = 100) -> Path:
     """A tar.gz in the official layout (aclImdb/{train,test}/{pos,neg}/ID_RATING.txt) of
     synthetic reviews, `per_folder` in each of the four folders."""
     texts, labels = generate_reviews(8 * per_folder, 0)
-    by_label = {1: [t for t, y in zip(texts, labels, strict=True) if y == 1],
-                0: [t for t, y in zip(texts, labels, strict=True) if y == 0]}
+    by_label = {y: [t for t, label in zip(texts, labels, strict=True) if label == y]
+                for y in (0, 1)}
     with tarfile.open(path, "w:gz") as tar:
         for si, split in enumerate(("train", "test")):
             for label, folder in ((1, "pos"), (0, "neg")):

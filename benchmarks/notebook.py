@@ -1,18 +1,22 @@
-"""The notebook's model at the benchmarks' sizes, in this project and in PyTorch.
+"""The notebook's model (frozen BERT encoder, 2x256 BiGRU head) at the benchmarks' sizes.
 
-The notebook's model: a frozen BERT encoder, a 2-layer bidirectional GRU (hidden 256,
-dropout 0.25), dropout, a linear layer to one logit. This project's is built by
-`hw3_jax.factory.sentiment_model` from `configs/sentiment.py:notebook`'s model section
-(float32, as PyTorch computes, or bfloat16); the PyTorch one (`benchmarks.torch_peer`) is
-the notebook's class with the same weights.
+This project's is built by `hw3_jax.factory.sentiment_model` from
+`configs/sentiment.py:notebook`'s model section (float32, as PyTorch computes, or bfloat16);
+the PyTorch one (`benchmarks.torch_peer`) is the notebook's class with the same weights.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
+import numpy as np
+
+from benchmarks.inputs import make_batch
 from configs.sentiment import get_config
 from hw3_jax.bert import BertConfig
 from hw3_jax.factory import sentiment_model
-from hw3_jax.models import BertGRUSentiment
+from hw3_jax.models import BertGRUSentiment, init_params
 
 SIZES = {
     # sentence-transformers/all-MiniLM-L6-v2's shape
@@ -33,3 +37,21 @@ def notebook_model(bert: BertConfig, dtype: str = "float32") -> BertGRUSentiment
     model_cfg.dtype = dtype
     return sentiment_model(model_cfg, bert)
 
+
+def random_case(size: str, batch: int, length: int
+                ) -> tuple[BertConfig, BertGRUSentiment, Any, dict[str, np.ndarray]]:
+    """(encoder `size`'s config, its notebook model in float32, random parameters (key 0:
+    they cost the same as trained ones), `make_batch(batch, length, ...)`)."""
+    cfg = BertConfig(**SIZES[size])
+    model = notebook_model(cfg)
+    params = init_params(model, jax.random.key(0))
+    return cfg, model, params, make_batch(batch, length, cfg.vocab_size)
+
+
+def component_inputs(cfg: BertConfig, batch: dict) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Both frameworks' inputs of the parts timed alone: the GRU's [B, L, hidden] float32
+    input (any activations cost the same) and the encoder's feed-forward GEMM shape
+    (B * L, hidden, intermediate)."""
+    b, length = batch["input_ids"].shape
+    x = np.random.default_rng(3).standard_normal((b, length, cfg.hidden_size))
+    return x.astype(np.float32), (b * length, cfg.hidden_size, cfg.intermediate_size)

@@ -38,19 +38,17 @@ from hw3_jax.models import init_params
 from hw3_jax.predict import BATCH_SIZE, SentimentPredictor
 
 SHORT_TEXT = "This film is terrific!"
-# The encoder size, the reviews of the throughput call and the repetitions, without --quick
-# and with it.
 FULL = dict(encoder="small", texts=64, repeats=5)
 QUICK = dict(encoder="tiny", texts=16, repeats=3)
 
 
-def _texts(args: Any, n_texts: int) -> tuple[list[str], str]:
-    """(the reviews to score, where they come from)."""
+def _texts(args: Any) -> tuple[list[str], str]:
+    """(the --texts reviews to score, where they come from)."""
     if args.quick:
-        texts, _ = generate_reviews(n_texts, 0)
+        texts, _ = generate_reviews(args.texts, 0)
         return texts, "synthetic reviews"
     archive = existing_file(args.archive, "IMDB archive", "--archive PATH")
-    texts = sample_reviews(archive, n_texts)
+    texts = sample_reviews(archive, args.texts)
     return texts, f"first {len(texts)} test reviews of {archive.name}"
 
 
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_sized("--texts", "reviews in the throughput call")
     args = p.parse(argv)
     vocab = existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt")
-    texts, source = _texts(args, args.texts)
+    texts, source = _texts(args)
     predictors, tok, cfg = _predictors(args.encoder, vocab)
     lengths = [len(tok.encode(t).ids) for t in texts]
     typical_idx = int(np.argsort(lengths)[len(lengths) // 2])

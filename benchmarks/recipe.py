@@ -38,6 +38,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from safetensors.numpy import save_file
 
 from benchmarks.inputs import BenchmarkParser, given_or_shared, make_batch, run, write_small_archive
 from benchmarks.notebook import SIZES
@@ -48,6 +49,7 @@ from experiments.cli import UserError
 from experiments.sentiment_train import resolve, train_and_evaluate
 from hw3_jax import factory, timing
 from hw3_jax.bert import BertConfig, init_bert_params
+from hw3_jax.bert_weights import bert_params_to_torch
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.models import init_params
 from hw3_jax.train.workdir import TrainingError, Workdir
@@ -118,25 +120,13 @@ def recipe_config(name: str, archive: str | None, vocab: str | None, quick: bool
 # ----------------------------------------------------------------------------- the encoder
 
 
-def write_random_encoder(directory: Path, bert: BertConfig) -> Path:
-    """A checkpoint directory (config.json + model.safetensors, the hub's file layout) of an
-    encoder shaped `bert` with BERT's random initialisation, for `load_pretrained_bert`."""
-    from safetensors.numpy import save_file
-
-    from hw3_jax.bert_weights import bert_params_to_torch
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(bert.to_hf_dict(), indent=1))
-    params = init_bert_params(bert, jax.random.key(0))
-    save_file(bert_params_to_torch(params), str(directory / "model.safetensors"))
-    return directory
-
-
 def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
                    ) -> tuple[str, str]:
     """Point `config.model.encoder` at the hub's encoder it names (bert-base-uncased) where
     it loads, else at a random checkpoint of its shape written under `root` (tiny with
-    `quick`, which never asks the hub). Returns ("hub" | "random", why)."""
+    `quick`, which never asks the hub): BERT's random initialisation in the hub's file
+    layout (config.json + model.safetensors), loaded as the hub's would be. Returns
+    ("hub" | "random", why)."""
     hub = config.model.encoder
     why = "--quick"
     if not quick:
@@ -149,7 +139,12 @@ def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
     vocab_size = load_pretrained_tokenizer(vocab, config.data.max_length).get_vocab_size()
     sizes = SIZES["tiny"] if quick else {}  # BertConfig's defaults are bert-base-uncased's
     bert = BertConfig(**{**sizes, "vocab_size": vocab_size})
-    config.model.encoder = str(write_random_encoder(root / "random-encoder", bert))
+    directory = root / "random-encoder"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(bert.to_hf_dict(), indent=1))
+    params = init_bert_params(bert, jax.random.key(0))
+    save_file(bert_params_to_torch(params), str(directory / "model.safetensors"))
+    config.model.encoder = str(directory)
     shape = "a tiny encoder" if quick else f"the shape of {hub}"
     return "random", f"{why}: random weights of {shape}, frozen (the time is the same)"
 
@@ -209,14 +204,11 @@ def train_run(config: ml_collections.ConfigDict, workdir: Path, command: str) ->
     and test metrics as its metrics.json records them."""
     train_and_evaluate(config, str(workdir), extra={"command": command})
     metrics = Workdir(workdir).read_json(Workdir(workdir).metrics.name)
-    history = metrics["history"]
     cache = metrics.get("encoder_cache") or {}
     return {
         "workdir": str(workdir),
-        "epoch_time_s": [e["epoch_time_s"] for e in history],
-        "train_time_s": [e["train_time_s"] for e in history],
-        "val_time_s": [e["val_time_s"] for e in history],
-        "examples_per_s": [e["examples_per_s"] for e in history],
+        **{k: [e[k] for e in metrics["history"]]
+           for k in ("epoch_time_s", "train_time_s", "val_time_s", "examples_per_s")},
         "val_accuracy": metrics["val_accuracy"], "test_loss": metrics["test_loss"],
         "test_accuracy": metrics["test_accuracy"], "test_examples": metrics["test_examples"],
         "sizes": metrics.get("data", {}).get("sizes"), "params": metrics["params"],
@@ -291,23 +283,6 @@ def minilm_table(row: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def _parser() -> BenchmarkParser:
-    p = BenchmarkParser("recipe", __doc__.splitlines()[0], FULL, QUICK)
-    p.add_argument("--workdir", default=None,
-                   help="where the runs, token caches and the minilm run's encoder cache "
-                        "(several GB at full size) go, kept (default a temporary directory, "
-                        "removed at the end)")
-    p.add_argument("--imdb-archive", default=None,
-                   help=f"an aclImdb_v1.tar.gz (default {timing.SHARED_ARCHIVE} where it exists, "
-                        "else the official archive downloaded once; --quick: a small archive "
-                        "of synthetic reviews)")
-    p.add_argument("--vocab", default=None,
-                   help=f"bert-base-uncased's vocab.txt (default {timing.SHARED_VOCAB} where it "
-                        "exists, else the hub's)")
-    p.add_argument("--skip-minilm", action="store_true", help="leave out the minilm run")
-    return p
-
-
 def _inputs(args, root: Path) -> tuple[str | None, str | None]:
     """(IMDB archive or None for the download, vocabulary or None for the hub's), checked:
     a named file that is missing is a `UserError`."""
@@ -358,7 +333,20 @@ def run_recipe(args, root: Path, command: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = _parser().parse(argv)
+    p = BenchmarkParser("recipe", __doc__.splitlines()[0], FULL, QUICK)
+    p.add_argument("--workdir", default=None,
+                   help="where the runs, token caches and the minilm run's encoder cache "
+                        "(several GB at full size) go, kept (default a temporary directory, "
+                        "removed at the end)")
+    p.add_argument("--imdb-archive", default=None,
+                   help=f"an aclImdb_v1.tar.gz (default {timing.SHARED_ARCHIVE} where it exists, "
+                        "else the official archive downloaded once; --quick: a small archive "
+                        "of synthetic reviews)")
+    p.add_argument("--vocab", default=None,
+                   help=f"bert-base-uncased's vocab.txt (default {timing.SHARED_VOCAB} where it "
+                        "exists, else the hub's)")
+    p.add_argument("--skip-minilm", action="store_true", help="leave out the minilm run")
+    args = p.parse(argv)
     command = timing.benchmark_command("recipe", args.quick)
     if args.workdir is not None:
         root = Path(args.workdir)

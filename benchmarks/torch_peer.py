@@ -7,11 +7,8 @@ process of its own.
 prints one JSON line: the eval-mode logit difference against this project's model (same
 weights), the training step's timings in float32 and under `torch.autocast("cpu",
 torch.bfloat16)`, and with "components": true the encoder forward, the GRU forward +
-backward and the feed-forward GEMM (float32 and bfloat16) alone.
-
-A process of its own because OpenMP reads `OMP_WAIT_POLICY` once, when torch loads, and
-because its spinning threads would steal the cores from JAX's steps in a shared process:
-`benchmarks.train_step` starts one per threading setting with the environment it wants.
+backward and the feed-forward GEMM (float32 and bfloat16) alone. Why a process of its own:
+docs/architecture.md; `benchmarks.train_step` starts one per OMP_WAIT_POLICY.
 """
 
 from __future__ import annotations
@@ -27,12 +24,11 @@ import torch
 import transformers
 
 from benchmarks.gemm import gemm
-from benchmarks.inputs import make_batch
-from benchmarks.notebook import SIZES, notebook_model
+from benchmarks.notebook import component_inputs, random_case
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.bert_weights import bert_params_to_torch
-from hw3_jax.models import BertGRUSentiment, init_params
+from hw3_jax.models import BertGRUSentiment
 from hw3_jax.train.config import TrainConfig
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # None: no autocast
@@ -113,9 +109,8 @@ def _components(model: NotebookModel, cfg: BertConfig, batch: dict) -> dict[str,
     """The encoder forward (train mode, no gradients), the GRU forward + backward and the
     feed-forward GEMM, float32."""
     ids, mask, _ = _tensors(batch)
-    b, length = ids.shape
-    x = torch.from_numpy(np.random.default_rng(3).standard_normal(
-        (b, length, cfg.hidden_size)).astype(np.float32))
+    x, shape = component_inputs(cfg, batch)
+    x = torch.from_numpy(x)
 
     def encoder() -> None:
         model.train()
@@ -127,7 +122,6 @@ def _components(model: NotebookModel, cfg: BertConfig, batch: dict) -> dict[str,
         model.rnn.zero_grad(set_to_none=True)
         model.rnn(x)[1].sum().backward()
 
-    shape = (b * length, cfg.hidden_size, cfg.intermediate_size)
     return {"torch_encoder_forward": encoder, "torch_gru_forward_backward": gru,
             **{f"torch_gemm_{d}": gemm(*shape, "torch", d) for d in DTYPES}}
 
@@ -146,10 +140,7 @@ def logits_diff(model: Any, params: Any, tmodel: NotebookModel, batch: dict) -> 
 def measure(spec: dict) -> dict:
     """Time the steps (and the components) that `spec` asks for; see the module docstring."""
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = BertConfig(**SIZES[spec["size"]])
-    model = notebook_model(cfg)
-    params = init_params(model, jax.random.key(0))
-    batch = make_batch(spec["batch"], spec["length"], cfg.vocab_size)
+    cfg, model, params, batch = random_case(spec["size"], spec["batch"], spec["length"])
     tmodel = torch_model(model, params)
     out: dict[str, Any] = {
         "eval_max_abs_logit_diff": logits_diff(model, params, tmodel, batch),

@@ -45,12 +45,11 @@ import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
 
 from benchmarks.gemm import gemm
-from benchmarks.inputs import BenchmarkParser, make_batch, run
-from benchmarks.notebook import SIZES, notebook_model
+from benchmarks.inputs import BenchmarkParser, run
+from benchmarks.notebook import SIZES, component_inputs, notebook_model, random_case
 from benchmarks.steps import (
     JaxStep,
     cached_head_step,
@@ -63,16 +62,14 @@ from configs.sentiment import get_config
 from experiments.cli import UserError
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
-from hw3_jax.models import BertGRUSentiment, init_params
+from hw3_jax.models import BertGRUSentiment
 
 TARGET_RATIO = 2.0  # this project's float32 examples/s over the fastest PyTorch's
 DTYPES = ("float32", "bfloat16")
 TORCH_SETTINGS = {"default": None, "passive": "PASSIVE"}  # name -> OMP_WAIT_POLICY
-# The encoder sizes, lengths, batch size and repetitions (at most 3 at bert-base size),
-# without --quick and with it.
 FULL = dict(sizes=["small", "bert-base"], lengths=[128, 256], batch=8, repeats=5)
 QUICK = dict(sizes=["tiny"], lengths=[32], batch=4, repeats=2)
-BERT_BASE_MAX_REPEATS = 3
+BERT_BASE_MAX_REPEATS = 3  # --repeats is capped at this at bert-base size
 
 # --------------------------------------------------------------------------- one case
 
@@ -82,11 +79,8 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
     """Both frameworks' steps (and the cached-encoder head step) on encoder `size`, batches
     of `batch_size` x `length` tokens; with `profile`, the components and a trace too. The
     cached-encoder recipe is costed over the notebook recipe's epochs."""
-    cfg = BertConfig(**SIZES[size])
-    models = {d: notebook_model(cfg, d) for d in DTYPES}
-    model = models["float32"]
-    params = init_params(model, jax.random.key(0))
-    batch = make_batch(batch_size, length, cfg.vocab_size)
+    cfg, model, params, batch = random_case(size, batch_size, length)
+    models = {"float32": model, "bfloat16": notebook_model(cfg, "bfloat16")}
     jsteps = {d: notebook_step(models[d], params, batch) for d in DTYPES}
     info = {d: s.compile() for d, s in jsteps.items()}
     head = cached_head_step(model, params, batch)
@@ -156,12 +150,8 @@ def _component_fns(model: BertGRUSentiment, params: Any, batch: dict) -> dict[st
     """This project's encoder forward, GRU forward + backward and feed-forward GEMMs of
     `model`."""
     cfg = model.bert
-    batch_size, length = batch["input_ids"].shape
-    # The GRU's input: any [B, L, hidden] activations cost the same.
-    x = np.random.default_rng(3).standard_normal(
-        (batch_size, length, cfg.hidden_size)).astype(np.float32)
-    lengths = np.full(batch_size, length, np.int32)
-    shape = (batch_size * length, cfg.hidden_size, cfg.intermediate_size)
+    x, shape = component_inputs(cfg, batch)
+    lengths = np.full(x.shape[0], x.shape[1], np.int32)  # [B]: every token real
     return {
         "jax_encoder_forward": jax_encoder_forward(cfg, params["bert"], batch),
         "jax_gru_forward_backward": jax_gru_forward_backward(model, params["gru"], x, lengths),
@@ -238,8 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _notes(result: dict) -> list[str]:
-    """The legend of the tables' names, what the last table is, and the CPU's bfloat16
-    flags (without them, bfloat16 only converts)."""
+    """The tables' legend and the CPU's bfloat16 flags."""
     cached = result["rows"][0]["jax_cached_encoder"]
     lines = ["torch default: OpenMP's own waiting; passive: OMP_WAIT_POLICY=PASSIVE; "
              "cached-enc: the --cache-encoder recipe, head step + one deterministic encoder "
@@ -251,8 +240,7 @@ def _notes(result: dict) -> list[str]:
 
 
 def _step_table(rows: list[dict]) -> str:
-    """Examples/s of every contender and the ratios over the fastest PyTorch ("cached-enc":
-    the --cache-encoder recipe, head step + one deterministic encoder pass per review)."""
+    """Examples/s of every contender and the ratios over the fastest PyTorch."""
     torch_keys = [f"{s} {d}" for s in TORCH_SETTINGS for d in DTYPES]
     headers = ["encoder", "L", "B", "jax fp32 ex/s", "jax bf16 ex/s",
                *(f"torch {k.replace('float32', 'fp32').replace('bfloat16', 'bf16')} ex/s"

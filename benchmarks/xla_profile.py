@@ -91,12 +91,11 @@ def profile_step(step: Any) -> dict:
 
 
 def _self_times(pd: Any) -> tuple[collections.Counter, collections.Counter]:
-    """(self time in ns, calls) per XLA op name in a `jax.profiler.ProfileData`: over the
-    accelerators' XLA op lines, or on a CPU over the host's XLA worker threads."""
+    """(self time in ns, calls) per XLA op name in a `jax.profiler.ProfileData`: over each
+    device plane's "XLA Ops" line (GPU, TPU), or on a CPU over the host plane's XLA worker
+    threads."""
     totals: collections.Counter = collections.Counter()
     counts: collections.Counter = collections.Counter()
-    # On a GPU or TPU each device plane's "XLA Ops" line holds the ops as they ran there;
-    # on the CPU they run on XLA's worker threads of the host plane.
     device = [p for p in pd.planes if p.name.startswith("/device:")]
     for plane in device or [p for p in pd.planes if p.name == "/host:CPU"]:
         for line in plane.lines:

@@ -1,6 +1,2 @@
-"""Experiment configurations: one module per experiment, each with `get_config(arg=None)`.
-
-A module's docstring opens with the command that runs each variant and the result it gave;
-`arg` names a variant (`configs/sentiment.py:imdb_scratch`). `experiments.cli` loads a
-config from `--config FILE[:ARG]` and applies `--config.a.b=VALUE` overrides.
-"""
+"""Experiment configurations: one module per experiment, each with `get_config(arg=None)`
+whose `arg` names a variant; docs/architecture.md says how a command line loads one."""

@@ -42,12 +42,6 @@
         a tiny encoder on 300 synthetic reviews, 2 epochs: seconds once compiled, for the
         tests and the notebook's CPU run; accuracy near chance is expected
 
-The command line (experiments/sentiment.py) sets any field (`--config.data.limit=500`,
-`--config.model.readout=concat`), the most used also with a shortcut flag (`--limit 500`;
-`python -m experiments.sentiment train --help` lists them), and without `--config` picks
-the variant the flags imply: notebook with a pretrained `--encoder`, else imdb_scratch where
-the data is IMDB (`data.source`'s rule), else synthetic.
-
 Each field's comment says what it does and, for a text field, the values it takes (the
 train section's: TrainConfig in hw3_jax/train/config.py). A field whose default is None
 (`placeholder`) says at its definition what None means.
@@ -67,6 +61,11 @@ from hw3_jax.train.config import TrainConfig
 
 SHARED_ARCHIVE = "../shared/data/aclImdb_v1.tar.gz"
 SHARED_MINILM = "../shared/data/all-MiniLM-L6-v2"
+# The MiniLM variants' data: 256 tokens, as 59% of IMDB reviews fit whole
+# (experiments/token_lengths.py); the rest keep head and tail. Finer buckets than powers of
+# two: less padding through the GRU.
+MINILM_DATA = dict(imdb_archive=SHARED_ARCHIVE, max_length=256, truncation="head+tail",
+                   buckets="64,96,128,160,192,224,256")
 
 
 def _data() -> ml_collections.ConfigDict:
@@ -185,10 +184,7 @@ def _notebook(config: ml_collections.ConfigDict) -> None:
 
 def _minilm(config: ml_collections.ConfigDict) -> None:
     _notebook(config)
-    # 256 tokens: 59% of IMDB reviews fit whole (experiments/token_lengths.py); the rest
-    # keep head and tail. Finer buckets than powers of two: less padding through the GRU.
-    config.data.update(imdb_archive=SHARED_ARCHIVE, max_length=256, truncation="head+tail",
-                       buckets="64,96,128,160,192,224,256")
+    config.data.update(MINILM_DATA)
     config.model.encoder = SHARED_MINILM
     config.encoder_cache.enabled = True
     # Batch 32, not the notebook's 128: on a CPU the head costs the same per review at 32
@@ -200,8 +196,7 @@ def _minilm(config: ml_collections.ConfigDict) -> None:
 def _minilm_finetune(config: ml_collections.ConfigDict) -> None:
     # Mean pooling: all-MiniLM-L6-v2 was trained (as a sentence encoder) on the mean of its
     # outputs, not on its [CLS] vector.
-    config.data.update(imdb_archive=SHARED_ARCHIVE, max_length=256, truncation="head+tail",
-                       batch_size=16, buckets="64,96,128,160,192,224,256")
+    config.data.update(MINILM_DATA, batch_size=16)
     config.model.update(encoder=SHARED_MINILM, freeze_encoder=False, head="linear",
                         readout="mean", dropout=0.1)
     # 17,500 / 16 = 1,094 steps an epoch: the warmup is about the first 10% of them.

@@ -13,14 +13,14 @@ exact attention for 16..1024 features, orthogonal vs i.i.d., and computes the cr
 lengths and the targets (`experiments/attention_scaling_analysis.py`) as ratios measured in
 this one run.
 
-Every setting and its default is in `configs/attention_scaling.py`; `--quick` is its "quick"
-variant and each other flag sets one field (`--config.FIELD=VALUE` any field). Writes
-`<out>/attention_scaling.json` and `<out>/attention_scaling_{time,memory,error}.png`
-(`experiments/attention_scaling_plots.py`), and prints the crossovers and targets.
+Settings: `configs/attention_scaling.py`. Writes `<out>/attention_scaling.json` and
+`<out>/attention_scaling_{time,memory,error}.png` (`experiments/attention_scaling_plots.py`),
+and prints the crossovers and targets.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import sys
@@ -39,6 +39,7 @@ from experiments.attention_scaling_analysis import (
     BATCH,
     HEAD_DIM,
     HEADS,
+    LINEAR,
     METHODS,
     MODES,
     crossover,
@@ -59,7 +60,6 @@ from hw3_jax.train.workdir import Workdir
 
 PROG = "python -m experiments.attention_scaling"
 DEFAULT_CONFIG = "configs.attention_scaling"
-# The command-line shortcuts, each onto one config field.
 SHORTCUTS = {
     "--out": cli.Shortcut("out", "output folder"),
     "--min-t": cli.Shortcut("min_t", "smallest length", type=int),
@@ -82,15 +82,7 @@ SHORTCUTS = {
 }
 
 
-# --------------------------------------------------------------- Machine facts and calibration.
-
-
-def machine_facts() -> dict:
-    """`hw3_jax.timing.machine_info()` and, under the names the Q3 report reads, the backend,
-    devices and cores."""
-    info = machine_info()
-    return {**info, "backend": info["jax_backend"], "devices": info["jax_devices"],
-            "cpu_count": info["cores"]}
+# -------------------------------------------------------------------------------- Calibration.
 
 
 def _blocking(compiled, args):
@@ -149,21 +141,6 @@ def compile_attention(method: str, mode: str, window: int, inputs: tuple) -> tup
 # ---------------------------------------------------------------- Experiment 1: scaling with T.
 
 
-def _compiled_point(method: str, mode: str, t: int, inputs: tuple,
-                    config: ml_collections.ConfigDict):
-    """(the compiled call, its record so far: compile time, memory analysis, FLOPs)."""
-    compiled, info = compile_attention(method, mode, config.window, inputs)
-    ma = compiled.memory_analysis()
-    return compiled, {
-        "method": method, "mode": mode, "T": t, **info,
-        "temp_bytes": int(ma.temp_size_in_bytes),
-        "argument_bytes": int(ma.argument_size_in_bytes),
-        "output_bytes": int(ma.output_size_in_bytes),
-        "flops": forward_flops(method, t, config.features, config.window) * (
-            1 if mode == "fwd" else 3),
-    }
-
-
 def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
                  max_call_s: float) -> str | None:
     """Why a compiled point is not run (it would not fit, or one call would take too
@@ -186,27 +163,35 @@ def scaling(config: ml_collections.ConfigDict, lengths: list[int], budget_bytes:
     for t in lengths:
         q, k, v, ct = random_inputs(rng, t, 4)
         inputs = (q, k, v, proj, ct)
-        for method in METHODS:
-            for mode in MODES:
-                bar.set_postfix_str(f"{method} {mode} T={t}")
-                compiled, rec = _compiled_point(method, mode, t, inputs, config)
-                # Predicted time of one call: quadratic growth for softmax, linear otherwise.
-                predicted = None
-                if (method, mode) in last:
-                    t_prev, s_prev = last[(method, mode)]
-                    predicted = s_prev * (t / t_prev) ** (2 if method == "softmax" else 1)
-                reason = _skip_reason(rec, predicted, budget_bytes, config.max_call_s)
-                if reason is not None:
-                    rec.update(status="skipped", reason=reason)
-                else:
-                    rec.update(time_budgeted(_blocking(compiled, inputs), repeats=config.reps,
-                                             budget_s=config.point_budget_s))
-                    rec["status"] = "ok"
-                    last[(method, mode)] = (t, rec["median_s"])
-                    rec["achieved_gflops"] = rec["flops"] / rec["median_s"] / 1e9
-                del compiled
-                records.append(rec)
-                bar.update(1)
+        for method, mode in itertools.product(METHODS, MODES):
+            bar.set_postfix_str(f"{method} {mode} T={t}")
+            compiled, info = compile_attention(method, mode, config.window, inputs)
+            ma = compiled.memory_analysis()
+            rec = {
+                "method": method, "mode": mode, "T": t, **info,
+                "temp_bytes": int(ma.temp_size_in_bytes),
+                "argument_bytes": int(ma.argument_size_in_bytes),
+                "output_bytes": int(ma.output_size_in_bytes),
+                "flops": forward_flops(method, t, config.features, config.window) * (
+                    1 if mode == "fwd" else 3),
+            }
+            # Predicted time of one call: quadratic growth for softmax, linear otherwise.
+            predicted = None
+            if (method, mode) in last:
+                t_prev, s_prev = last[(method, mode)]
+                predicted = s_prev * (t / t_prev) ** (2 if method == "softmax" else 1)
+            reason = _skip_reason(rec, predicted, budget_bytes, config.max_call_s)
+            if reason is not None:
+                rec.update(status="skipped", reason=reason)
+            else:
+                rec.update(time_budgeted(_blocking(compiled, inputs), repeats=config.reps,
+                                         budget_s=config.point_budget_s))
+                rec["status"] = "ok"
+                last[(method, mode)] = (t, rec["median_s"])
+                rec["achieved_gflops"] = rec["flops"] / rec["median_s"] / 1e9
+            del compiled
+            records.append(rec)
+            bar.update(1)
     return records
 
 
@@ -229,12 +214,8 @@ def favor_unchunked(q, k, v, w):
 
 def interleaved(calls: dict, rounds: int, bar) -> dict:
     """{name: [seconds per round]} of compiled calls {name: (compiled, args)}, timed once per
-    round, the calls of one round back to back.
-
-    On a shared CPU the load drifts over minutes; ratios between calls of the same round see
-    nearly the same load, so the median over rounds of a per-round ratio is far steadier than
-    a ratio of two medians measured minutes apart.
-    """
+    round (`hw3_jax.timing.time_interleaved`): the median over rounds of a per-round ratio is
+    far steadier on a shared CPU than a ratio of two medians measured minutes apart."""
     timed = time_interleaved({name: _blocking(c, a) for name, (c, a) in calls.items()},
                              warmup=1, repeats=rounds)
     bar.update(rounds * len(calls))
@@ -251,21 +232,19 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
     for t in big:
         q, k, v, ct = random_inputs(rng, t, 4)
         inputs = (q, k, v, proj, ct)
-        for method in ("performer", "local"):
-            for mode in MODES:
-                bar.set_postfix_str(f"growth: compile {method} {mode} T={t}")
-                compiled, _ = compile_attention(method, mode, config.window, inputs)
-                calls[(method, mode, t)] = (compiled, inputs)
+        for method, mode in itertools.product(LINEAR, MODES):
+            bar.set_postfix_str(f"growth: compile {method} {mode} T={t}")
+            compiled, _ = compile_attention(method, mode, config.window, inputs)
+            calls[(method, mode, t)] = (compiled, inputs)
     bar.set_postfix_str("growth: interleaved rounds")
     times = interleaved(calls, config.growth_rounds, bar)
     steps = {}
-    for method in ("performer", "local"):
-        for mode in MODES:
-            per = {}
-            for t in big[:-1]:
-                a, b = times[(method, mode, t)], times[(method, mode, 2 * t)]
-                per[f"{t}->{2 * t}"] = statistics.median(y / x for x, y in zip(a, b, strict=True))
-            steps[f"{method}_{mode}"] = per
+    for method, mode in itertools.product(LINEAR, MODES):
+        per = {}
+        for t in big[:-1]:
+            a, b = times[(method, mode, t)], times[(method, mode, 2 * t)]
+            per[f"{t}->{2 * t}"] = statistics.median(y / x for x, y in zip(a, b, strict=True))
+        steps[f"{method}_{mode}"] = per
     return {"growth_per_step": steps,
             "times_s": {f"{m}_{mode}_{t}": v for (m, mode, t), v in times.items()}}
 
@@ -290,23 +269,7 @@ def _baseline(config: ml_collections.ConfigDict, t_base: int, proj, rng, bar) ->
     }
 
 
-def growth_and_baseline(config: ml_collections.ConfigDict, lengths: list[int], proj: jax.Array,
-                        bar) -> dict:
-    """Interleaved measurements behind two targets: growth per doubling and the baseline."""
-    rng = np.random.default_rng(config.seed + 2)
-    big = [t for t in lengths if t >= 4096]
-    out = {"rounds": config.growth_rounds, **_growth_per_step(config, big, proj, rng, bar)}
-    t_base = max([t for t in lengths if t <= 8192], default=lengths[0])
-    out["baseline"] = _baseline(config, t_base, proj, rng, bar)
-    return out
-
-
 # ------------------------------------------------------- The run: flags, measurements, outputs.
-
-
-def doubling_lengths(min_t: int, max_t: int) -> list[int]:
-    """min_t, 2 min_t, 4 min_t, ... up to max_t."""
-    return [min_t * 2**i for i in range((max_t // min_t).bit_length())]
 
 
 def memory_budget(config: ml_collections.ConfigDict) -> int | None:
@@ -324,41 +287,23 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
     the timing runs share one orthogonal projection of `config.features` rows."""
     proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
                                           HEAD_DIM)
-    n_big = len([t for t in lengths if t >= 4096])
+    big = [t for t in lengths if t >= 4096]
     cfg = config.error
     total = (
         len(lengths) * len(METHODS) * len(MODES)
         + 2 * len(cfg.features) * len(cfg.sigmas)
-        + (config.growth_rounds * 4 * n_big if n_big >= 2 else 0)
+        + (config.growth_rounds * 4 * len(big) if len(big) >= 2 else 0)
         + 2 * (2 * config.growth_rounds + 1)
     )
     with tqdm(total=total, desc="attention_scaling", unit="pt") as bar:
         records = scaling(config, lengths, budget, proj, bar)
-        extra = growth_and_baseline(config, lengths, proj, bar)
+        # Interleaved measurements behind two targets: growth per doubling and the baseline.
+        rng = np.random.default_rng(config.seed + 2)
+        extra = {"rounds": config.growth_rounds, **_growth_per_step(config, big, proj, rng, bar)}
+        t_base = max([t for t in lengths if t <= 8192], default=lengths[0])
+        extra["baseline"] = _baseline(config, t_base, proj, rng, bar)
         err = error_vs_features(config, bar)
     return records, extra, err
-
-
-def _run_config(config: ml_collections.ConfigDict, lengths: list[int],
-                budget: int | None) -> dict:
-    """The "config" section of attention_scaling.json."""
-    return {
-        "batch": BATCH,
-        "heads": HEADS,
-        "head_dim": HEAD_DIM,
-        "dtype": "float32",
-        "lengths": lengths,
-        "performer_features": config.features,
-        "performer_sampler": "orthogonal",
-        "local_window": config.window,
-        "reps": config.reps,
-        "point_budget_s": config.point_budget_s,
-        "memory_budget_bytes": budget,
-        "seed": config.seed,
-        "max_call_s": config.max_call_s,
-        "timing": "compiled executable, 1 warm-up, then the median of up to `reps` timed "
-        "calls (fewer, down to 1, when one call is slow: they must fit in point_budget_s)",
-    }
 
 
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
@@ -367,21 +312,38 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     out = Path(config.out)
     folder = Workdir(out)
     folder.check(flag="--out")  # a WorkdirError before any measurement if it cannot be written
-    lengths = doubling_lengths(config.min_t, config.max_t)
+    lengths = [config.min_t * 2**i for i in range((config.max_t // config.min_t).bit_length())]
     budget = memory_budget(config)
     t_start = time.perf_counter()
-    info = machine_facts()
+    info = machine_info()
+    # The backend, devices and cores also under the names the Q3 report reads.
+    info = {**info, "backend": info["jax_backend"], "devices": info["jax_devices"],
+            "cpu_count": info["cores"]}
     print(f"attention_scaling: T={lengths}, backend={info['backend']}, "
           f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB", flush=True)
     calib = calibrate(config.seed)
     records, extra, err = measure(config, lengths, budget)
-    crossovers = {
-        f"{m}_{mode}": crossover(records, m, mode) for m in ("performer", "local") for mode in MODES
-    }
+    crossovers = {f"{m}_{mode}": crossover(records, m, mode) for m in LINEAR for mode in MODES}
     tgt = targets(records, calib, extra)
     result = {
         "command": command,
-        "config": _run_config(config, lengths, budget),
+        "config": {
+            "batch": BATCH,
+            "heads": HEADS,
+            "head_dim": HEAD_DIM,
+            "dtype": "float32",
+            "lengths": lengths,
+            "performer_features": config.features,
+            "performer_sampler": "orthogonal",
+            "local_window": config.window,
+            "reps": config.reps,
+            "point_budget_s": config.point_budget_s,
+            "memory_budget_bytes": budget,
+            "seed": config.seed,
+            "max_call_s": config.max_call_s,
+            "timing": "compiled executable, 1 warm-up, then the median of up to `reps` timed "
+            "calls (fewer, down to 1, when one call is slow: they must fit in point_budget_s)",
+        },
         "machine": info,
         "calibration": calib,
         "records": records,
@@ -404,24 +366,20 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     return result
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-    """A value no run can use is a UserError naming its flag."""
+def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict, str]:
+    """Command line -> (the config, the command that regenerates the run); a value no run can
+    use is a UserError naming its flag."""
+    config, command = cli.parse_flags(
+        PROG, "Time, memory and error of softmax vs Performer vs local attention.", argv,
+        default_config=DEFAULT_CONFIG, shortcuts=SHORTCUTS,
+        quick_help="the config's quick variant: T = 256..1024, few features, few repetitions",
+        skip=("out",))
     if config.min_t < 16 or config.max_t < config.min_t:
         raise cli.UserError(f"need 16 <= --min-t <= --max-t, got --min-t {config.min_t} "
                             f"--max-t {config.max_t}")
     if config.features < 1 or config.window < 0 or config.reps < 1 or config.growth_rounds < 1:
         raise cli.UserError("--features, --reps and --growth-rounds must be >= 1 and "
                             "--window >= 0")
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict, str]:
-    """Command line -> (the config, the command that regenerates the run)."""
-    config, command = cli.parse_flags(
-        PROG, "Time, memory and error of softmax vs Performer vs local attention.", argv,
-        default_config=DEFAULT_CONFIG, shortcuts=SHORTCUTS,
-        quick_help="the config's quick variant: T = 256..1024, few features, few repetitions",
-        skip=("out",))
-    check(config)
     return config, command
 
 

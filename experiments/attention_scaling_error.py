@@ -40,18 +40,16 @@ def _tv_local(q, k, window):
 
 
 def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:
-    """The Performer's relative output error and attention-row TV distance against exact
-    attention, per sampler and number of features, at two logit scales (config.error)."""
+    """The measurements of this module's docstring, with the settings of `config.error`."""
     cfg = config.error
-    feature_counts, t_err, scales, draws = cfg.features, cfg.length, cfg.sigmas, cfg.draws
     rng = np.random.default_rng(config.seed + 1)
     samplers = {"orthogonal": att.orthogonal_random_features, "iid": att.iid_random_features}
     out = {
-        "T": t_err,
+        "T": cfg.length,
         "heads": HEADS,
         "head_dim": HEAD_DIM,
-        "draws": draws,
-        "features": list(feature_counts),
+        "draws": cfg.draws,
+        "features": list(cfg.features),
         "regimes": [],
     }
 
@@ -60,8 +58,8 @@ def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:
         y = att.performer_attention(q, k, v, w)
         return jnp.linalg.norm(y - exact) / jnp.linalg.norm(exact), _tv_performer(q[0], k[0], w)
 
-    for sigma in scales:
-        shape = (1, t_err, HEADS, HEAD_DIM)
+    for sigma in cfg.sigmas:
+        shape = (1, cfg.length, HEADS, HEAD_DIM)
         q, k = (sigma * jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(2))
         v = jnp.asarray(rng.standard_normal(shape, np.float32))
         exact = att.softmax_attention(q, k, v)
@@ -75,10 +73,10 @@ def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:
             "rows": [],
         }
         for name, sampler in samplers.items():
-            for m in feature_counts:
+            for m in cfg.features:
                 bar.set_postfix_str(f"error sigma={sigma} {name} m={m}")
                 errs, tvs = [], []
-                for i in range(draws):
+                for i in range(cfg.draws):
                     key = jax.random.PRNGKey(10_000 * (i + 1) + m)
                     e, tv = perf_err(q, k, v, sampler(key, m, HEAD_DIM), exact)
                     errs.append(float(e))

@@ -30,9 +30,6 @@ from hw3_jax.train import sharding
 from hw3_jax.train.workdir import WorkdirError
 
 OVERRIDE_PREFIX = "--config."
-# Errors every experiment reports as one line: missing or bad data, an output folder that
-# cannot be written.
-USER_ERRORS: tuple[type[BaseException], ...] = (DataError, WorkdirError)
 # The flags of a multi-process launch: `jax.distributed.initialize` argument -> (flag,
 # metavar, help); each not given is read from its environment variable (`sharding.LAUNCH_ENV`).
 LAUNCH_FLAGS = {
@@ -156,17 +153,17 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 
 def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Run `main`; a UserError, one of `USER_ERRORS` or one of `user_errors` becomes one line
-    and exit status 2, Ctrl-C exit status 130. A process of a multi-process run that fails
-    (any error: a traceback then exit status 1) ends at once (`sharding.leave_failed_run`),
-    so that the others stop too."""
+    """Run `main`; a UserError, DataError (missing or bad data), WorkdirError (an output folder
+    that cannot be written) or one of `user_errors` becomes one line and exit status 2, Ctrl-C
+    exit status 130. A process of a multi-process run that fails (any error: a traceback then
+    exit status 1) ends at once (`sharding.leave_failed_run`), so that the others stop too."""
     try:
         code = main()
     except KeyboardInterrupt:
         print("interrupted; continue with --resume where the experiment has it",
               file=sys.stderr)
         code = 130
-    except (UserError, *USER_ERRORS, *user_errors) as e:
+    except (UserError, DataError, WorkdirError, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
     except Exception:

@@ -16,12 +16,11 @@ Then, with no retraining and no augmentation, it measures:
   canvas, a vertical stretch, a 2x upsampling; for the RNN also a padded batch with per-image
   heights): it runs and gives an accuracy, or it refuses, and why.
 
-Every setting and its default is in `configs/cnn_vs_rnn.py`; each flag above sets one of its
-fields. The models' sizes are their own defaults (`hw3_jax.vision`); the only constant of the
-measurement here is a fact, the four shift directions. Writes `OUT/cnn_vs_rnn.json`,
-`OUT/cnn_vs_rnn.md` and three PNG plots (`experiments/cnn_vs_rnn_plots.py`). The default data,
-scikit-learn's bundled 8x8 digits (1,797 images), needs no download; `--data mnist` loads
-MNIST (28x28) through tensorflow-datasets, which needs internet once.
+The settings are `configs/cnn_vs_rnn.py`'s, the models' sizes `hw3_jax.vision`'s defaults.
+Writes `OUT/cnn_vs_rnn.json`, `OUT/cnn_vs_rnn.md` and three PNG plots
+(`experiments/cnn_vs_rnn_plots.py`). The default data, scikit-learn's bundled 8x8 digits
+(1,797 images), needs no download; `--data mnist` loads MNIST (28x28) through
+tensorflow-datasets, which needs internet once.
 """
 
 from __future__ import annotations
@@ -186,18 +185,6 @@ def size_variants(h: int, w: int) -> list[SizeVariant]:
     ]
 
 
-def _with_lengths(model: Any, params: Any, x: np.ndarray, real_rows: int, images: np.ndarray,
-                  labels: np.ndarray) -> dict[str, Any]:
-    """The RNN on bottom-padded images told their height: accuracy and the largest change of
-    its logits against the unpadded images (0: the padding had exactly no effect)."""
-    lengths = jnp.full((len(x),), real_rows, jnp.int32)
-    logits = jax.jit(lambda p, x, n: model.apply({"params": p}, x, n))(params, x, lengths)
-    ref = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, images)
-    pred = np.asarray(jnp.argmax(logits, -1))
-    return {"runs": True, "accuracy": float((pred == labels).mean()),
-            "max_abs_logit_change": float(jnp.max(jnp.abs(logits - ref)))}
-
-
 def variable_size(model: Any, params: Any, images: np.ndarray, labels: np.ndarray,
                   batch_size: int) -> dict[str, Any]:
     """Run a trained model, unchanged, on images of other sizes: accuracy (`batch_size` as in
@@ -217,8 +204,13 @@ def variable_size(model: Any, params: Any, images: np.ndarray, labels: np.ndarra
         if v.real_rows is not None and not isinstance(model, vision.RowGRUClassifier):
             entry.update(runs=None, accuracy=None,
                          note="no per-image length input: same as without lengths")
-        elif v.real_rows is not None:
-            entry.update(_with_lengths(model, params, x, v.real_rows, images, labels))
+        elif v.real_rows is not None:  # the RNN told each image's height, all in one batch
+            lengths = jnp.full((len(x),), v.real_rows, jnp.int32)
+            logits = jax.jit(lambda p, x, n: model.apply({"params": p}, x, n))(params, x, lengths)
+            ref = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, images)
+            pred = np.asarray(jnp.argmax(logits, -1))
+            entry.update(runs=True, accuracy=float((pred == labels).mean()),
+                         max_abs_logit_change=float(jnp.max(jnp.abs(logits - ref))))
         else:
             try:
                 entry.update(runs=True,
@@ -238,8 +230,7 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
     side, so each side gets a freshly initialised RNN of that width (timing does not depend on
     the weights' values); its hidden size stays the same. Side inputs are random images; at
     the test images' own side the row is the 1-test-image measurement (the same computation).
-    The repetitions are interleaved in a rotating order, so a burst of load on a shared
-    machine hits all cases alike instead of one.
+    The repetitions are interleaved in a rotating order (`time_interleaved`).
     """
     x1, xb = jnp.asarray(test_x[:1]), jnp.asarray(test_x[:batch])
     cases: dict[Any, tuple[Callable, tuple]] = {}
@@ -366,17 +357,6 @@ def run(config: ml_collections.ConfigDict, command: str, folder: Workdir) -> dic
     return results
 
 
-def write_outputs(results: dict[str, Any], folder: Workdir,
-                  out: pathlib.Path) -> list[pathlib.Path]:
-    """The JSON, the report and the plots into `folder`; the paths as `out` (the folder as
-    given on the command line) names them."""
-    paths = [out / "cnn_vs_rnn.json", out / "cnn_vs_rnn.md"]
-    folder.write_json(paths[0].name, results)
-    paths[1].write_text(markdown_report(results))
-    paths += [out / name for name in plot(results, out)]
-    return paths
-
-
 # ----------------------------------------------------------------------------------------- flags
 
 
@@ -414,8 +394,11 @@ def _main(argv: list[str] | None) -> int:
     config, command = parse_args(argv)
     folder = Workdir(config.out)
     results = run(config, command, folder)
-    paths = write_outputs(results, folder, pathlib.Path(config.out))
-    print(f"wrote {', '.join(str(p) for p in paths)} in {results['wall_time_s']:.0f} s")
+    out = pathlib.Path(config.out)  # as given, not absolute as `folder` holds it: for the print
+    folder.write_json("cnn_vs_rnn.json", results)
+    (out / "cnn_vs_rnn.md").write_text(markdown_report(results))
+    names = ["cnn_vs_rnn.json", "cnn_vs_rnn.md", *plot(results, out)]
+    print(f"wrote {', '.join(str(out / n) for n in names)} in {results['wall_time_s']:.0f} s")
     return 0
 
 

@@ -48,30 +48,13 @@ def plot_accuracy(r: dict[str, Any], out: pathlib.Path) -> str:
     return _save(fig, out, "cnn_vs_rnn_accuracy.png")
 
 
-def _latency_bars(ax: Any, r: dict[str, Any]) -> None:
-    """1-image and batch latency of each model, side by side."""
-    m, x = r["models"], np.arange(2)
-    batch = r["config"]["latency_batch"]
-    for off, field, lab in ((-0.2, "latency_ms_1", "1 image"),
-                            (0.2, "latency_ms_batch", f"{batch} images")):
-        ax.bar_label(ax.bar(x + off, [m[k][field] for k in KEYS], 0.4, label=lab), fmt="%.2f",
-                     fontsize=8)
-    ax.set_xticks(x, LABELS)
-    ax.set_ylabel("ms (warm median)")
-    ax.margins(y=0.3)
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
-    ax.set_title("inference latency")
-
-
 def _against_side(ax_latency: Any, ax_steps: Any, rows: list[dict[str, Any]]) -> None:
     """Latency (log-log) and sequential steps of each model against the image side."""
     sides = [row["side"] for row in rows]
-    for k, col in zip(KEYS, COLORS, strict=True):
-        ax_latency.plot(sides, [row[f"{k}_latency_ms"] for row in rows], "o-", color=col,
-                        label=MODEL_NAMES[k])
-        ax_steps.plot(sides, [row[f"{k}_sequential_steps"] for row in rows], "o-", color=col,
-                      label=MODEL_NAMES[k])
-    for a in (ax_latency, ax_steps):
+    for a, field in ((ax_latency, "latency_ms"), (ax_steps, "sequential_steps")):
+        for k, col in zip(KEYS, COLORS, strict=True):
+            a.plot(sides, [row[f"{k}_{field}"] for row in rows], "o-", color=col,
+                   label=MODEL_NAMES[k])
         a.set_xscale("log", base=2)
         a.set_xticks(sides, [str(s) for s in sides])
         a.set_xlabel("image side (pixels)")
@@ -94,7 +77,17 @@ def plot_speed(r: dict[str, Any], out: pathlib.Path) -> str:
     ax[0].set_ylabel("s (median over epochs 2..)")
     ax[0].margins(y=0.15)
     ax[0].set_title("training time per epoch")
-    _latency_bars(ax[1], r)
+    # 1-image and batch latency of each model, side by side
+    x = np.arange(2)
+    for off, field, lab in ((-0.2, "latency_ms_1", "1 image"),
+                            (0.2, "latency_ms_batch", f"{r['config']['latency_batch']} images")):
+        ax[1].bar_label(ax[1].bar(x + off, [r["models"][k][field] for k in KEYS], 0.4, label=lab),
+                        fmt="%.2f", fontsize=8)
+    ax[1].set_xticks(x, LABELS)
+    ax[1].set_ylabel("ms (warm median)")
+    ax[1].margins(y=0.3)
+    ax[1].legend(fontsize=8, loc="upper center", ncol=2)
+    ax[1].set_title("inference latency")
     _against_side(ax[2], ax[3], r["latency_vs_side"])
     fig.suptitle(f"speed on {r['environment']['device']}")
     return _save(fig, out, "cnn_vs_rnn_speed.png")

@@ -13,10 +13,8 @@
     (vmapped) to label sequences by "the even positions outweigh the odd ones", and reports
     the recovered weights and held-out accuracy, also at lengths never seen in training.
 
-Every setting and its default is in `configs/recurrence.py`; `--quick` is its "quick" variant
-and each other flag sets one field. The only constant of the measurement here, CHUNK_STEPS,
-splits training into jitted calls (speed, not what is measured). Writes OUT/recurrence.json
-and OUT/recurrence.png (loss and weights over training).
+Settings: `configs/recurrence.py`. Writes OUT/recurrence.json and OUT/recurrence.png (loss
+and weights over training).
 """
 
 from __future__ import annotations
@@ -49,12 +47,11 @@ from hw3_jax.train.workdir import Workdir
 
 PROG = "python -m experiments.recurrence"
 DEFAULT_CONFIG = "configs.recurrence"
-# The command-line shortcuts, each onto one config field.
 SHORTCUTS = {"--out": cli.Shortcut("out", "output folder"),
              "--seed": cli.Shortcut("seed", type=int),
              "--steps": cli.Shortcut("train.steps", "training steps (the quick variant: 200)",
                                      type=int)}
-CHUNK_STEPS = 50  # training steps per jitted call (fewer host round trips)
+CHUNK_STEPS = 50  # training steps per jitted call: fewer host round trips (speed only)
 
 
 def _max_abs(a, b) -> float:
@@ -136,17 +133,6 @@ def _float32_limit(run: Callable, cf: Callable) -> dict:
     return limit
 
 
-def _rescaled(x: np.ndarray, y: np.ndarray) -> dict:
-    """Only w_in * w_out reaches the output: scaling h by c and w_out by 1/c changes nothing.
-    {"w_in=..,w_out=..": max |y - y of the figure's weights|} on the sequences x."""
-    rescaled_run = jax.jit(lambda w_in, w_out, x: ScalarRNN(w_in=w_in, w_out=w_out).apply({}, x))
-    rescaled = {}
-    for w_in, w_out in ((4.0, 250.0), (-1.0, -1000.0), (0.5, 2000.0)):
-        _, y_r = rescaled_run(w_in, w_out, x)
-        rescaled[f"w_in={w_in:g},w_out={w_out:g}"] = _max_abs(y_r, y)
-    return rescaled
-
-
 def check_scan(rng: np.random.Generator, cfg: ml_collections.ConfigDict) -> dict:
     """Part (a): the scan against exact references, even lengths up to `cfg.max_length` and
     odd ones below it (`cfg.n_sequences` of each; cfg: the config's `check` section)."""
@@ -156,12 +142,17 @@ def check_scan(rng: np.random.Generator, cfg: ml_collections.ConfigDict) -> dict
     even = _check_even(run, cf, rng, cfg.n_sequences, cfg.max_length)
     x, _ = random_length_ints(rng, cfg.n_sequences, cfg.max_length - 1)
     h, y = jax.device_get(run(x))
+    # Only w_in * w_out reaches the output: scaling h by c and w_out by 1/c changes nothing.
+    rescaled_run = jax.jit(lambda w_in, w_out, x: ScalarRNN(w_in=w_in, w_out=w_out).apply({}, x))
     return {
         "inputs": f"integers uniform in [{LOW}, {HIGH}]",
         "even": even,
         "odd": _check_odd(cf, x, h, y),
         "float32_limit": _float32_limit(run, cf),
-        "rescaled_w_in_w_out_max_abs_diff_y_all_steps": _rescaled(x, y),
+        "rescaled_w_in_w_out_max_abs_diff_y_all_steps": {
+            f"w_in={w_in:g},w_out={w_out:g}": _max_abs(rescaled_run(w_in, w_out, x)[1], y)
+            for w_in, w_out in ((4.0, 250.0), (-1.0, -1000.0), (0.5, 2000.0))
+        },
     }
 
 
@@ -188,10 +179,10 @@ def training_set(seed: int, lengths: tuple[int, ...],
 
 def fit(model: ScalarRNN, params: dict, train_x: jax.Array, train_y: jax.Array, seed: int,
         steps: int, batch_size: int, learning_rate: float) -> tuple[dict, dict]:
-    """Adam with cosine decay to 0 from `learning_rate`, all inits at once: (final params,
-    history {"loss": [steps][inits], name: [steps][inits] for each weight})."""
-    # Cosine decay to 0: Adam's steps stay near lr in size however small the gradient, so a
-    # constant rate leaves w_rec jittering around its optimum.
+    """Adam from every init at once: (final params, history {"loss": [steps][inits], name:
+    [steps][inits] for each weight})."""
+    # Cosine decay from `learning_rate` to 0: Adam's steps stay near lr in size however small
+    # the gradient, so a constant rate leaves w_rec jittering around its optimum.
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
     @jax.jit
@@ -230,11 +221,10 @@ def held_out_accuracy(model: ScalarRNN, final: dict, seed: int,
     """{group: {length: accuracy on decisive sequences per init and of the figure's weights}}
     on `cfg.n_per_length` new draws per length at the training lengths, the unseen even
     lengths and the odd lengths (cfg: the config's `eval` section)."""
-    # The figure's weights ride along as one more row of weights; even lengths share one
-    # padded shape (the longest unseen length), odd ones another: two compilations in all.
-    figure = (ScalarRNN.w_in, ScalarRNN.w_rec, ScalarRNN.w_out)
-    rows = {k: np.append(np.asarray(final[k]), w)
-            for k, w in zip(WEIGHT_NAMES, figure, strict=True)}
+    # The figure's weights (ScalarRNN's defaults) ride along as one more row of weights; even
+    # lengths share one padded shape (the longest unseen length), odd ones another: two
+    # compilations in all.
+    rows = {k: np.append(np.asarray(final[k]), getattr(ScalarRNN, k)) for k in WEIGHT_NAMES}
     final_outputs = jax.jit(jax.vmap(lambda p, x: model.apply({"params": p}, x)[1][:, -1],
                                      in_axes=(0, None)))
     eval_rng = np.random.default_rng(seed + 3)
@@ -295,7 +285,24 @@ def train(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     even_accuracies = [a for g in ("seen_lengths", "unseen_lengths")
                        for v in accuracy[g].values() for a in v["learned_per_init"]]
     result = {
-        "setup": _setup(cfg, int(train_x.shape[0]), n_train_ties),
+        "setup": {
+            "task": "label 1 if the sum of x at even positions > the sum at odd positions "
+            "(positions from 1)",
+            "inputs": f"integers uniform in [{LOW}, {HIGH}]",
+            "ties": "dropped from training and from the accuracies (with no bias the exact "
+            "network outputs exactly 0.5 on them)",
+            "train_lengths": list(cfg.lengths),
+            "n_train": int(train_x.shape[0]),
+            "n_train_ties_dropped": n_train_ties,
+            "padding": f"left, zeros, to length {max(cfg.lengths)} (exact: h stays 0 on "
+            "leading zeros)",
+            "loss": "sigmoid BCE on the final logit w_out * h_T",
+            "optimizer": f"adam, cosine decay from lr={cfg.learning_rate} to 0",
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "n_inits": cfg.n_inits,
+            "init": "w_in, w_rec, w_out ~ U[-1, 1)",
+        },
         "initial_weights": {k: np.asarray(init_params[k]).tolist() for k in WEIGHT_NAMES},
         "final_weights": {
             "w_in": w_in.tolist(),
@@ -314,28 +321,6 @@ def train(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
         },
     }
     return result, history
-
-
-def _setup(cfg: ml_collections.ConfigDict, n_train: int, n_train_ties: int) -> dict:
-    """What part (b) trained on and how, in words and numbers."""
-    return {
-        "task": "label 1 if the sum of x at even positions > the sum at odd positions "
-        "(positions from 1)",
-        "inputs": f"integers uniform in [{LOW}, {HIGH}]",
-        "ties": "dropped from training and from the accuracies (with no bias the exact "
-        "network outputs exactly 0.5 on them)",
-        "train_lengths": list(cfg.lengths),
-        "n_train": n_train,
-        "n_train_ties_dropped": n_train_ties,
-        "padding": f"left, zeros, to length {max(cfg.lengths)} (exact: h stays 0 on leading "
-        "zeros)",
-        "loss": "sigmoid BCE on the final logit w_out * h_T",
-        "optimizer": f"adam, cosine decay from lr={cfg.learning_rate} to 0",
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "n_inits": cfg.n_inits,
-        "init": "w_in, w_rec, w_out ~ U[-1, 1)",
-    }
 
 
 # ---------------------------------------------------------------------------------------- run

@@ -20,8 +20,7 @@ def plot(history: dict, path: pathlib.Path) -> None:
     loss = np.asarray(history["loss"])
     w = {k: np.asarray(history[k]) for k in ("w_in", "w_rec", "w_out")}
     steps = np.arange(1, loss.shape[0] + 1)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    (ax_loss, ax_rec), (ax_err, ax_scale) = axes
+    fig, ((ax_loss, ax_rec), (ax_err, ax_scale)) = plt.subplots(2, 2, figsize=(12, 8))
     ax_loss.plot(steps, loss, lw=0.8)
     ax_loss.set(
         yscale="log",

@@ -13,12 +13,9 @@ The configuration is configs/sentiment.py: its docstring lists the variants and 
 gave, its comments what each field does. `--config.SECTION.FIELD=VALUE` sets any field
 (`--config.model.readout=concat`), a shortcut flag (`SHORTCUTS`) one of the fields set most
 often; without `--config` the flags pick the variant (`implied_variant`). Training is
-`experiments.sentiment_train.train_and_evaluate(config, workdir)`.
-
-Several processes (`--coordinator`, `--num-processes`, `--process-id`, or JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES, JAX_PROCESS_ID) train one model data-parallel over all their devices: the
-same command on each, with its own id and one shared --workdir; the global batch is
---batch-size, each process building its share.
+`experiments.sentiment_train.train_and_evaluate(config, workdir)`; several processes (the
+launch flags, `train --help`) train one model data-parallel, --batch-size being the global
+batch.
 """
 
 from __future__ import annotations
@@ -51,7 +48,7 @@ __all__ = ["NOTEBOOK_SENTENCES", "SHORTCUTS", "build_config", "command_line", "m
 CONFIG_FILE = "configs/sentiment.py"
 CONFIG_MODULE = "configs.sentiment"  # the same file, found from any directory
 DEFAULT_WORKDIR = "runs/sentiment"
-USER_ERRORS = (TrainingError, OSError)  # beside cli.USER_ERRORS
+USER_ERRORS = (TrainingError, OSError)  # beside those cli.run_main reports itself
 
 
 def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
@@ -61,7 +58,6 @@ def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
 
 # The flags README commands, the notebook and scripts use, and how-to-run switches; every
 # other field is `--config.SECTION.FIELD=VALUE` (configs/sentiment.py says what each does).
-# Each flag's default is None, "not given": the variant's value stays.
 SHORTCUTS = {
     "--data": _flag("data.source", "imdb (downloaded once, or --imdb-archive) or the "
                     "embedded synthetic set; default: picked from --encoder, --imdb-archive "
@@ -120,12 +116,10 @@ def given_fields(args: argparse.Namespace,
     `VARIANT_FIELDS`, from its shortcut flag and then any `--config.a.b=VALUE` (the later
     wins, as `cli.apply_flags` applies them), each parsed as that sets it: a shortcut and its
     override give the same run."""
+    last = dict(overrides)
     given = {}
     for dotted in VARIANT_FIELDS:
-        value = getattr(args, dotted)
-        for name, text in overrides:
-            if name == dotted:
-                value = text
+        value = last.get(dotted, getattr(args, dotted))
         # Every one is a text field, parsed as `cli.set_field` parses one.
         given[dotted] = None if value is None else cli.parse_value(value, str)
     return given
@@ -213,17 +207,13 @@ def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str,
 # ----------------------------------------------------------------------------- predict
 
 
-def _one_line(text: str) -> str:
-    """`text` for a plain-output line: as is, or escaped when it holds line breaks, control
-    or other non-printable characters (which would break or garble the line)."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
 def _predict_command(args: argparse.Namespace) -> int:
     from hw3_jax.predict import SentimentPredictor
 
-    # No texts and a terminal on stdin: do not wait for typing that never comes.
-    texts = args.texts or ([] if sys.stdin.isatty() else _stdin_lines())
+    # No texts and a terminal on stdin: do not wait for typing that never comes. Stdin as
+    # bytes, so that a line that is not UTF-8 gets its own error instead of ending the call.
+    texts = args.texts or ([] if sys.stdin.isatty() else [
+        line.rstrip(b"\r\n").decode("utf-8", "surrogateescape") for line in sys.stdin.buffer])
     if not texts:
         raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
     if not Path(args.workdir).is_dir():
@@ -237,30 +227,19 @@ def _predict_command(args: argparse.Namespace) -> int:
         failed += r.error is not None
         if args.json:
             line = json.dumps(r.as_dict(), ensure_ascii=False)
-        elif r.error is None:
-            line = f"{r.p_positive:.4f}\t{_one_line(r.text)}"
+        elif r.error is None:  # a text with line breaks or control characters escaped
+            text = r.text if r.text.isprintable() else repr(r.text)[1:-1]
+            line = f"{r.p_positive:.4f}\t{text}"
         else:
             line = f"error\t{r.text!r}: {r.error}"
-        if not _encodable(line):  # undecodable input bytes, or a terminal that cannot show it
+        try:
+            line.encode(sys.stdout.encoding or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # undecodable input bytes, or a terminal
             line = json.dumps(r.as_dict()) if args.json else ascii(line)[1:-1]
         print(line)
     print(f"{len(results) - failed} scored, {failed} rejected in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _stdin_lines() -> list[str]:
-    # Bytes, so that a line that is not UTF-8 gets its own error instead of ending the call.
-    return [line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
-            for line in sys.stdin.buffer]
-
-
-def _encodable(line: str) -> bool:
-    try:
-        line.encode(sys.stdout.encoding or "utf-8")
-        return True
-    except (UnicodeEncodeError, LookupError):
-        return False
 
 
 # ----------------------------------------------------------------------------- main

@@ -25,9 +25,17 @@ import sys
 import time
 from typing import Any
 
+import ml_collections
+
+from configs.sentiment import VARIANTS, get_config
 from experiments import cli
-from experiments.sentiment_train import NOTEBOOK_SENTENCES
-from hw3_jax import timing
+from experiments.sentiment import NOT_RECIPE
+from experiments.sentiment_train import NOTEBOOK_SENTENCES, resolve
+from hw3_jax import factory, models, timing
+from hw3_jax.bert import BertConfig
+from hw3_jax.data import imdb
+from hw3_jax.data.tokenizer import load_pretrained_tokenizer
+from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.workdir import Workdir
 
 FACTS_FILE = "sentiment_facts.json"
@@ -49,8 +57,6 @@ def tokenizer_facts(vocab: str | pathlib.Path) -> dict[str, Any]:
     """Vocabulary size, the notebook's example and special-token ids, and the 512-token cut,
     measured with `hw3_jax.data.tokenizer.load_pretrained_tokenizer` (the experiment's own
     tokenizer) on `vocab` (a vocab.txt, tokenizer.json, encoder folder or hub name)."""
-    from hw3_jax.data.tokenizer import load_pretrained_tokenizer
-
     tok = load_pretrained_tokenizer(vocab, max_length=512)
     plain = tok.encode(EXAMPLE_TEXT, add_special_tokens=False)
     full = tok.encode(EXAMPLE_TEXT)
@@ -78,9 +84,6 @@ def _display_path(path: str | pathlib.Path) -> str:
 
 def split_facts(archive: str | pathlib.Path) -> dict[str, Any]:
     """Review counts of the IMDB archive and the experiment's train/validation split of it."""
-    from configs.sentiment import get_config
-    from hw3_jax.data import imdb
-
     raw = imdb.read_imdb_archive(archive)
     tr, va = imdb.split_indices(len(raw.train), seed=get_config().seed)
     return {
@@ -99,10 +102,6 @@ def split_facts(archive: str | pathlib.Path) -> dict[str, Any]:
 def param_facts() -> dict[str, Any]:
     """Parameter counts of the notebook's model (bert-base-uncased + GRU(256, 2 layers,
     bidirectional) + Linear(512, 1)), from `jax.eval_shape`: nothing is allocated."""
-    from configs.sentiment import get_config
-    from hw3_jax import factory, models
-    from hw3_jax.bert import BertConfig
-
     model = factory.sentiment_model(get_config("notebook").model, BertConfig())
     shapes = models.param_shapes(model)
     mask = models.trainable_mask(shapes, freeze_encoder=True)
@@ -119,17 +118,6 @@ def param_facts() -> dict[str, Any]:
     }
 
 
-def collect_facts(vocab: str | pathlib.Path | None, archive: str | pathlib.Path | None
-                  ) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    facts: dict[str, Any] = {"command": "python -m experiments.sentiment_answers facts"}
-    facts["tokenizer"] = tokenizer_facts(vocab) if vocab else None
-    facts["splits"] = split_facts(archive) if archive else None
-    facts["params"] = param_facts()
-    facts["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    return facts
-
-
 # ---------------------------------------------------------------------------------- collect
 
 
@@ -140,10 +128,6 @@ RECIPE_SECTIONS = ("seed", "data", "model", "encoder_cache", "train")
 def _recipe(sections: dict[str, Any]) -> dict[str, Any]:
     """{"section.field": value} of a config's recipe sections, as JSON holds them (tuples as
     lists), without the fields that say how a run ran (`experiments.sentiment.NOT_RECIPE`)."""
-    import ml_collections
-
-    from experiments.sentiment import NOT_RECIPE
-
     plain = json.loads(json.dumps({k: sections[k] for k in RECIPE_SECTIONS}))
     leaves = cli.flatten(ml_collections.ConfigDict(plain))
     return {k: v for k, v in leaves.items() if k not in NOT_RECIPE}
@@ -167,9 +151,6 @@ def _nearest_variant(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     its config.json) and {field: the run's value} where the run differs from it. Fields the
     run's settings leave unused are not compared, nor the dtype where the variant leaves it
     to the machine."""
-    from configs.sentiment import VARIANTS, get_config
-    from experiments.sentiment_train import resolve
-
     # A field the run's config.json lacks takes the default config's value.
     run = _recipe(resolve(get_config()).to_dict()) | _recipe(m["run_config"])
     nearest = None
@@ -207,8 +188,6 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
     metrics["run_config"] = json.loads(wd.config.read_text())
     metrics["command"] = run_command(metrics)
     if predict:
-        from hw3_jax.predict import SentimentPredictor
-
         predictor = SentimentPredictor.load(workdir)
         scored = predictor.score(list(NOTEBOOK_SENTENCES + EXTRA_SENTENCES))
         metrics["predictions"] = {r.text: r.p_positive for r in scored}
@@ -222,15 +201,11 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
 def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
     """results/sentiment_NAME.json files (completed runs' metrics and "run_config"),
     pretrained ones first, then those on IMDB."""
-    from hw3_jax import factory
-
     results_dir = pathlib.Path(results_dir)
     runs = {}
     for path in sorted(results_dir.glob("sentiment_*.json")):
-        if path.name == FACTS_FILE:
-            continue
         m = json.loads(path.read_text())
-        if "history" not in m:  # not a metrics.json
+        if "history" not in m:  # not a metrics.json (the facts, say)
             continue
         name = path.stem.removeprefix("sentiment_")
         m["_curves"] = (results_dir / f"sentiment_{name}_curves.png").is_file()
@@ -252,7 +227,7 @@ def _shared_help(path: pathlib.Path) -> str:
 
 def _main(argv: list[str] | None) -> int:
     p = cli.ArgumentParser(prog="python -m experiments.sentiment_answers",
-                                description=__doc__.split("\n\n")[0])
+                           description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
                        "results/sentiment_facts.json")
@@ -270,7 +245,12 @@ def _main(argv: list[str] | None) -> int:
                    help="keep the run's own predictions (do not load the model)")
     args = p.parse_args(argv)
     if args.command == "facts":
-        facts = collect_facts(args.vocab, args.imdb_archive)
+        t0 = time.perf_counter()
+        facts = {"command": "python -m experiments.sentiment_answers facts",
+                 "tokenizer": tokenizer_facts(args.vocab) if args.vocab else None,
+                 "splits": split_facts(args.imdb_archive) if args.imdb_archive else None,
+                 "params": param_facts()}
+        facts["wall_time_s"] = round(time.perf_counter() - t0, 1)
         path = Workdir(args.out).write_json(FACTS_FILE, facts)
         print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
     else:

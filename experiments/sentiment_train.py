@@ -3,12 +3,9 @@
     config = configs.sentiment.get_config("smoke")
     result = train_and_evaluate(config, "runs/smoke")
 
-Reads the data (`hw3_jax.data.pipeline.get_datasets`), builds the model through
-`hw3_jax.factory` (a scratch encoder sized to the tokenizer, or a pretrained one with its
-weights), starts a scratch encoder's word embeddings from PPMI+SVD vectors or a frozen
-encoder's outputs from the encoder cache when configured, and trains with the project's one
-loop (`hw3_jax.train.loop.train`), which writes the workdir's config.json, metrics and
-checkpoints. The best model then scores the notebook's two sentences.
+docs/architecture.md follows it stage by stage: data, the factory's model (with PPMI+SVD word
+vectors or the encoder cache when configured), the project's one loop, the notebook's two
+sentences scored by the best model.
 """
 
 from __future__ import annotations
@@ -99,8 +96,16 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def _check_ranges(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Every check that needs no data, on a resolved config: one-line UserErrors."""
     data, model, values = config.data, config.model, flatten(config)
+    pretrained = factory.is_pretrained(model)
+    for flag, value in (("--imdb-archive", data.imdb_archive), ("--imdb-url", data.imdb_url)):
+        if value is not None and data.source != "imdb":
+            raise UserError(f"{flag} goes with --data imdb (or leave --data out)")
+    if pretrained and model.init_embeddings == "ppmi-svd":
+        raise UserError("--config.model.init_embeddings=ppmi-svd is for --encoder scratch: "
+                        "a pretrained encoder brings its own word embeddings")
     for dotted, options in CHOICES.items():
         if values[dotted] not in options:
             raise UserError(f"{dotted} must be one of {', '.join(options)}, got "
@@ -119,20 +124,6 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
     if model.readout not in HEAD_READOUTS[model.head]:
         raise UserError(f"--config.model.readout={model.readout} is not one of the "
                         f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Every check that needs no data, on a resolved config: one-line UserErrors."""
-    data, model = config.data, config.model
-    pretrained = factory.is_pretrained(model)
-    if data.imdb_archive is not None and data.source != "imdb":
-        raise UserError("--imdb-archive goes with --data imdb (or leave --data out)")
-    if data.imdb_url is not None and data.source != "imdb":
-        raise UserError("--imdb-url goes with --data imdb (or leave --data out)")
-    if pretrained and model.init_embeddings == "ppmi-svd":
-        raise UserError("--config.model.init_embeddings=ppmi-svd is for --encoder scratch: "
-                        "a pretrained encoder brings its own word embeddings")
-    _check_ranges(config)
     try:
         TrainConfig(**config.train.to_dict())  # the train section's checks
     except ValueError as e:  # TrainConfig's messages start with the field's name
@@ -155,18 +146,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError("--cache-encoder cannot go with --config.model.notebook_parity=True: "
                         "without the attention mask each output depends on its batch's "
                         "padding")
-    _check_processes(config)
-
-
-def _check_processes(config: ml_collections.ConfigDict) -> None:
-    """What a multi-process run needs of the config (one process: nothing)."""
     processes = jax.process_count()
-    if processes == 1:
-        return
-    if config.data.batch_size % processes:
-        raise UserError(f"--batch-size {config.data.batch_size} must be a multiple of the "
+    if data.batch_size % processes:
+        raise UserError(f"--batch-size {data.batch_size} must be a multiple of the "
                         f"{processes} processes: each builds an equal share of every batch")
-    if config.encoder_cache.enabled:
+    if config.encoder_cache.enabled and processes > 1:
         raise UserError("--cache-encoder runs in a single process: leave it out to train "
                         f"the full model over the {processes} processes")
 
@@ -299,17 +283,6 @@ def _cached_outputs(config, model, bert_params, data, wd: Workdir, metadata: dic
     return cached
 
 
-def _report(model, params, tokenizer, truncation: str, facts: dict) -> dict[str, Any]:
-    """What metrics.json gets besides the loop's numbers: `facts` about the data and the
-    initialisation, and the best model's P(positive) of the notebook's sentences."""
-    scored = SentimentPredictor(model, params, tokenizer,
-                                truncation=truncation).score(NOTEBOOK_SENTENCES)
-    predictions = {r.text: r.p_positive for r in scored}
-    for text, p in predictions.items():
-        _say(f"P(positive) = {p:.4f}  {text}")
-    return {**facts, "predictions": predictions}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        extra: Mapping[str, Any] | None = None) -> TrainResult:
     """Train the model `config` describes into `workdir`, evaluate the best checkpoint on
@@ -345,10 +318,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     train_cfg = TrainConfig(**config.train.to_dict())
     encoder = None  # with the encoder cache: the frozen encoder's params, apart
 
-    def report(best):  # of the whole model: a cached run's best head joins the encoder
+    def report(best) -> dict[str, Any]:
+        """What metrics.json gets besides the loop's numbers: `facts`, and the best model's
+        P(positive) of the notebook's sentences (a cached run's best head joins the encoder)."""
         if encoder is not None:
             best = ec.join_params(best, encoder)
-        return _report(model, best, data.tokenizer, config.data.truncation, facts)
+        scored = SentimentPredictor(model, best, data.tokenizer,
+                                    truncation=config.data.truncation).score(NOTEBOOK_SENTENCES)
+        predictions = {r.text: r.p_positive for r in scored}
+        for text, p in predictions.items():
+            _say(f"P(positive) = {p:.4f}  {text}")
+        return {**facts, "predictions": predictions}
 
     if config.encoder_cache.enabled:  # the same loop, on the head and the stored outputs
         encoder, head_params = ec.split_params(params)

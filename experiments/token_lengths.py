@@ -36,17 +36,6 @@ def length_stats(lengths: np.ndarray) -> dict:
     }
 
 
-def _out_folder(out: str) -> Workdir:
-    """The folder `--out` writes into, created and probed for writing up front: a bad path
-    fails before minutes of tokenizing."""
-    if Path(out).is_dir():
-        raise cli.UserError(f"--out {out} is a folder: pass a file name such as "
-                            f"{Path(out) / 'token_lengths.json'}")
-    folder = Workdir(Path(out).parent)
-    folder.check(flag="--out")
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = cli.ArgumentParser(prog="python -m experiments.token_lengths",
                             description=__doc__.splitlines()[0])
@@ -54,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
     ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
     args = ap.parse_args(argv)
-    folder = _out_folder(args.out) if args.out else None
+    folder = None
+    if args.out:  # checked up front: a bad path fails before minutes of tokenizing
+        if Path(args.out).is_dir():
+            raise cli.UserError(f"--out {args.out} is a folder: pass a file name such as "
+                                f"{Path(args.out) / 'token_lengths.json'}")
+        folder = Workdir(Path(args.out).parent)
+        folder.check(flag="--out")
     raw = read_imdb_archive(args.archive)
     tok = load_pretrained_tokenizer(args.vocab, max_length=100_000)
     lengths = np.concatenate([encode_texts(tok, s.texts, progress=True).lengths

@@ -76,12 +76,8 @@ class Scored:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text}
-        if self.error is None:
-            out["p_positive"] = self.p_positive
-        else:
-            out["error"] = self.error
-        return out
+        field = "p_positive" if self.error is None else "error"
+        return {"text": self.text, field: getattr(self, field)}
 
 
 class SentimentPredictor:
@@ -118,12 +114,8 @@ class SentimentPredictor:
         truncated; any Unicode is accepted. Texts with nothing to score (empty, whitespace,
         control or format characters only) and strings that are not valid Unicode (unpaired
         surrogates, as Python makes of undecodable bytes) get an error."""
-        results = [Scored(t) for t in texts]
-        valid = []
-        for i, r in enumerate(results):
-            r.error = self._problem(r.text)
-            if r.error is None:
-                valid.append(i)
+        results = [Scored(t, error=self._problem(t)) for t in texts]
+        valid = [i for i, r in enumerate(results) if r.error is None]
         if valid:
             probs = self._probabilities([results[i].text for i in valid])
             for i, p in zip(valid, probs, strict=True):

@@ -1,5 +1,5 @@
 """Shared pieces of the benchmarks: timing (warm-up, repetitions, median), ahead-of-time
-compilation and its memory, a measurement in a fresh process, machine facts, the JSON report
+compilation, a measurement in a fresh process, machine facts, the JSON report
 and Markdown tables (their command line: `benchmarks.inputs`).
 
 Every benchmark times a callable that returns only when its work is done (callers wrap
@@ -98,19 +98,11 @@ def compile_timed(fn: Any, *args: Any) -> tuple[Any, dict]:
     return compiled, info
 
 
-def compiled_memory_bytes(compiled: Any) -> int | None:
-    """The memory a compiled program needs, by XLA's own analysis before it runs: its
-    temporaries, arguments and outputs, in bytes; None where the backend has no analysis."""
-    mem = compiled.memory_analysis()
-    if mem is None:
-        return None
-    return int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-
-
-def _cpuinfo(field: str) -> str | None:
-    """The first value of `field` in /proc/cpuinfo; None where there is none (or no file)."""
+def _proc_field(file: str, field: str) -> str | None:
+    """The first value of `field` in /proc/`file` (cpuinfo, meminfo); None where there is
+    none (or no file)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc", file).read_text().splitlines():
             if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -120,7 +112,7 @@ def _cpuinfo(field: str) -> str | None:
 
 def cpu_bf16_flags() -> list[str]:
     """Which of BF16_CPU_FLAGS the CPU has (/proc/cpuinfo)."""
-    flags = (_cpuinfo("flags") or "").split()
+    flags = (_proc_field("cpuinfo", "flags") or "").split()
     return [f for f in BF16_CPU_FLAGS if f in flags]
 
 
@@ -129,7 +121,7 @@ def machine_info() -> dict:
     import jax
 
     info: dict[str, Any] = {
-        "cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
+        "cpu": _proc_field("cpuinfo", "model name") or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -160,13 +152,8 @@ def benchmark_header(name: str, quick: bool, **machine_extra: Any) -> dict:
 
 def mem_available_bytes() -> int | None:
     """MemAvailable of /proc/meminfo in bytes; None where there is no such file."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    kb = _proc_field("meminfo", "MemAvailable:")  # "123456 kB"
+    return None if kb is None else int(kb.split()[0]) * 1024
 
 
 def device_name() -> str:

@@ -21,7 +21,6 @@ checked the same way.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import pathlib
 import re
@@ -32,7 +31,7 @@ import jinja2
 
 from experiments import cli
 from experiments.report.cnn_tables import markdown_report
-from experiments.report.q1 import q1_from_results
+from experiments.report.q1 import GPU_DIR, q1_from_results
 from experiments.report.q2 import q2_from_results
 from experiments.report.q3 import q3_from_results
 from experiments.report.q4 import q4_from_results
@@ -40,12 +39,6 @@ from experiments.report.text import read_json
 from hw3_jax.timing import RESULTS, ROOT
 
 ANSWERS = ROOT / "docs" / "answers.md"
-
-
-class ReportError(cli.UserError):
-    """A problem with docs/answers.md or results/: printed as one line, exit status 2."""
-
-
 SECTIONS: dict[str, Callable[[pathlib.Path], str]] = {
     "q1": q1_from_results, "q2": q2_from_results, "q3": q3_from_results, "q4": q4_from_results,
 }
@@ -57,12 +50,12 @@ def render_answers(text: str, results_dir: pathlib.Path, only: list[str] | None 
     found = [m.group(2) for m in _BLOCK.finditer(text)]
     unknown = sorted(set(found) - set(SECTIONS))
     if unknown:
-        raise ReportError(f"answers.md has markers for unknown sections {unknown}; "
-                          f"known: {sorted(SECTIONS)}")
+        raise cli.UserError(f"answers.md has markers for unknown sections {unknown}; "
+                            f"known: {sorted(SECTIONS)}")
     missing = [s for s in (only or SECTIONS) if s not in found]
     if missing:
-        raise ReportError(f"answers.md has no <!-- BEGIN {missing[0]} --> ... <!-- END "
-                          f"{missing[0]} --> markers; add them around that section's body")
+        raise cli.UserError(f"answers.md has no <!-- BEGIN {missing[0]} --> ... <!-- END "
+                            f"{missing[0]} --> markers; add them around that section's body")
 
     def body(m: re.Match) -> str:
         name = m.group(2)
@@ -75,19 +68,19 @@ def render_answers(text: str, results_dir: pathlib.Path, only: list[str] | None 
 
 
 def tables(results_dir: pathlib.Path) -> dict[pathlib.Path, str]:
-    """{path: text} of results_dir/cnn_vs_rnn.md and cnn_vs_rnn_h100/cnn_vs_rnn.md, for each
-    whose JSON exists."""
+    """{path: text} of results_dir/cnn_vs_rnn.md and GPU_DIR/cnn_vs_rnn.md, for
+    each whose JSON exists."""
     out = {}
-    for folder in (results_dir, results_dir / "cnn_vs_rnn_h100"):
+    for folder in (results_dir, results_dir / GPU_DIR):
         r = read_json(folder / "cnn_vs_rnn.json")
         if r is not None:
             out[folder / "cnn_vs_rnn.md"] = markdown_report(r)
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def _main(argv: list[str] | None) -> int:
     p = cli.ArgumentParser(prog="python -m experiments.report",
-                                description=__doc__.split("\n\n")[0].replace("\n", " "))
+                           description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 (with a diff) if a file is not up to date")
     p.add_argument("--answers", type=pathlib.Path, default=ANSWERS,
@@ -98,7 +91,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="regenerate only these sections (and not results/cnn_vs_rnn.md)")
     p.add_argument("--print", dest="print_section", choices=sorted(SECTIONS),
                    help="print one section's Markdown to stdout and change nothing")
-    return p
+    args = p.parse_args(argv)
+    if not args.results.is_dir():
+        raise cli.UserError(f"results folder {args.results} does not exist; pass --results")
+    if args.print_section:
+        sys.stdout.write(SECTIONS[args.print_section](args.results))
+        return 0
+    if not args.answers.is_file():
+        raise cli.UserError(f"{args.answers} does not exist; pass --answers")
+    old = args.answers.read_text()
+    files = {args.answers: (old, render_answers(old, args.results, args.only))}
+    if not args.only:
+        for path, new in tables(args.results).items():
+            files[path] = (path.read_text() if path.is_file() else "", new)
+    if args.check:
+        return _check(files)
+    for path, (old, new) in files.items():
+        if new != old:
+            path.write_text(new)
+            print(f"updated {path}")
+        else:
+            print(f"{path} already up to date")
+    return 0
 
 
 def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
@@ -116,27 +130,3 @@ def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     return cli.run_main(lambda: _main(argv), (OSError, KeyError, ValueError, jinja2.TemplateError))
 
-
-def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
-    if not args.results.is_dir():
-        raise ReportError(f"results folder {args.results} does not exist; pass --results")
-    if args.print_section:
-        sys.stdout.write(SECTIONS[args.print_section](args.results))
-        return 0
-    if not args.answers.is_file():
-        raise ReportError(f"{args.answers} does not exist; pass --answers")
-    old = args.answers.read_text()
-    files = {args.answers: (old, render_answers(old, args.results, args.only))}
-    if not args.only:
-        for path, new in tables(args.results).items():
-            files[path] = (path.read_text() if path.is_file() else "", new)
-    if args.check:
-        return _check(files)
-    for path, (old, new) in files.items():
-        if new != old:
-            path.write_text(new)
-            print(f"updated {path}")
-        else:
-            print(f"{path} already up to date")
-    return 0

@@ -11,35 +11,19 @@ from typing import Any
 
 from experiments.report.text import read_json, render
 
-GPU_OUT = "results/cnn_vs_rnn_h100"
+GPU_DIR = "cnn_vs_rnn_h100"  # the GPU run's folder in results/
 
 
-def _gpu_values(gpu: dict[str, Any]) -> dict[str, Any]:
-    """The GPU run's latency against image side, from its first (`g0`) to last (`g1`) side."""
-    g0, g1 = gpu["latency_vs_side"][0], gpu["latency_vs_side"][-1]
-    return {
-        "g0": g0, "g1": g1, "gdev": gpu["environment"]["device"].split(" (")[0],
-        "g_cnn_growth": g1["cnn_latency_ms"] / g0["cnn_latency_ms"],
-        "g_cnn_work": g1["cnn_multiply_adds"] / g0["cnn_multiply_adds"],
-        "g_rnn_growth": g1["rnn_latency_ms"] / g0["rnn_latency_ms"],
-        "g_us_per_row": 1e3 * (g1["rnn_latency_ms"] - g0["rnn_latency_ms"])
-        / (g1["rnn_sequential_steps"] - g0["rnn_sequential_steps"]),
-        "g_slowdown": g1["rnn_latency_ms"] / g1["cnn_latency_ms"],
-        "g_less_work": g1["cnn_multiply_adds"] / g1["rnn_multiply_adds"],
-    }
-
-
-def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None,
-              gpu_out: str = GPU_OUT) -> dict[str, Any]:
+def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     """The values of docs/templates/q1.md.
 
     r: the default (CPU) run's results; gpu: optionally the same experiment's results on a GPU
-    (written with `--out gpu_out`), for the latency-against-size evidence."""
+    (written with `--out results/GPU_DIR`), for the latency-against-size evidence."""
     c, n = r["models"]["cnn"], r["models"]["rnn"]
     h, w = r["config"]["image_shape"]
     last = r["latency_vs_side"][-1]
     dev = r["environment"]["device"]
-    return {
+    values = {
         **r, "cnn": c, "rnn": n, "first": r["latency_vs_side"][0], "last": last,
         "h": h, "w": w, "h4": h + 4, "w4": w + 4,
         "device_short": dev.split(" (")[0] if dev.startswith("CPU") else dev,
@@ -48,20 +32,32 @@ def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None,
         "acc_gap": round(abs(c["test_accuracy"] - n["test_accuracy"])
                          * r["config"]["split_sizes"]["test"]),
         "len_change": n["variable_size"]["taller_bottom_lengths"]["max_abs_logit_change"],
-        "gpu": gpu, "gpu_out": gpu_out, **(_gpu_values(gpu) if gpu else {}),
+        "gpu": gpu, "gpu_out": f"results/{GPU_DIR}",
     }
+    if gpu:  # the GPU run's latency against image side, from its first (`g0`) to last (`g1`)
+        g0, g1 = gpu["latency_vs_side"][0], gpu["latency_vs_side"][-1]
+        values.update({
+            "g0": g0, "g1": g1, "gdev": gpu["environment"]["device"].split(" (")[0],
+            "g_cnn_growth": g1["cnn_latency_ms"] / g0["cnn_latency_ms"],
+            "g_cnn_work": g1["cnn_multiply_adds"] / g0["cnn_multiply_adds"],
+            "g_rnn_growth": g1["rnn_latency_ms"] / g0["rnn_latency_ms"],
+            "g_us_per_row": 1e3 * (g1["rnn_latency_ms"] - g0["rnn_latency_ms"])
+            / (g1["rnn_sequential_steps"] - g0["rnn_sequential_steps"]),
+            "g_slowdown": g1["rnn_latency_ms"] / g1["cnn_latency_ms"],
+            "g_less_work": g1["cnn_multiply_adds"] / g1["rnn_multiply_adds"],
+        })
+    return values
 
 
-def q1_markdown(r: dict[str, Any] | None, gpu: dict[str, Any] | None = None,
-                gpu_out: str = GPU_OUT) -> str:
+def q1_markdown(r: dict[str, Any] | None, gpu: dict[str, Any] | None = None) -> str:
     """The body of docs/answers.md's Q1 section, every number from the JSON results; with no
     results (`r` None), the command that measures them."""
-    return render("q1.md", None if r is None else q1_values(r, gpu, gpu_out), width=100)
+    return render("q1.md", None if r is None else q1_values(r, gpu), width=100)
 
 
 def q1_from_results(results_dir: str | pathlib.Path) -> str:
-    """`q1_markdown` of `results_dir/cnn_vs_rnn.json` (+ `cnn_vs_rnn_h100/` when present), or
-    the command that measures it."""
+    """`q1_markdown` of `results_dir/cnn_vs_rnn.json` (+ `GPU_DIR/` when present), or the
+    command that measures it."""
     results_dir = pathlib.Path(results_dir)
     return q1_markdown(read_json(results_dir / "cnn_vs_rnn.json"),
-                       read_json(results_dir / "cnn_vs_rnn_h100" / "cnn_vs_rnn.json"))
+                       read_json(results_dir / GPU_DIR / "cnn_vs_rnn.json"))

@@ -9,10 +9,13 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from configs.sentiment import get_config
 from experiments.report.text import fill, pct, read_json, reflow, row
 from experiments.sentiment_answers import EXTRA_SENTENCES, FACTS_FILE, load_runs, run_command
 from experiments.sentiment_train import NOTEBOOK_SENTENCES
 from hw3_jax import factory
+from hw3_jax.bert import BertConfig, bert_param_shapes
+from hw3_jax.models import count_params
 
 SOURCES = {"imdb": "IMDB", "synthetic": "embedded synthetic reviews"}
 
@@ -32,15 +35,6 @@ def _facts_values(facts: dict[str, Any]) -> dict[str, Any]:
         "example_tokens": tok and ", ".join(repr(t) for t in tok["example_tokens"]),
         "gru_layers": [{"i": i, "n": n} for i, n in per_layer],
     }
-
-
-def encoder_params(bert: dict[str, Any]) -> int:
-    """Parameters of the BERT encoder described by a run's saved config (nothing
-    allocated)."""
-    from hw3_jax.bert import BertConfig, bert_param_shapes
-    from hw3_jax.models import count_params
-
-    return count_params(bert_param_shapes(BertConfig.from_dict(bert)))
 
 
 def _epoch_row(h: dict[str, Any], best: int | None) -> str:
@@ -63,8 +57,9 @@ def run_section(name: str, m: dict[str, Any], folder: str = "results") -> str:
     limited = bool(used) and all(used.values()) and used != sizes
     total = m["params"]["total"]
     if rc["encoder_cache"]["enabled"]:
-        # A cached encoder trains the head alone: add the frozen encoder it ran on.
-        total += encoder_params(rc["bert"])
+        # A cached encoder trains the head alone: add the frozen encoder it ran on (its
+        # shapes from the run's saved config, nothing allocated).
+        total += count_params(bert_param_shapes(BertConfig.from_dict(rc["bert"])))
     later = sorted({f"{h['epoch_time_s']:.1f}" for h in hist[1:]}, key=float)  # epoch 2 on
     predictions = m.get("predictions") or {}
     values = {
@@ -93,8 +88,6 @@ def q4_from_results(results_dir: str | pathlib.Path) -> str:
     """The body of docs/answers.md's Q4 section from `results_dir/sentiment_facts.json` and
     `results_dir/sentiment_*.json`; parts whose files do not exist say which command produces
     them."""
-    from configs.sentiment import get_config
-
     results_dir = pathlib.Path(results_dir)
     facts = read_json(results_dir / FACTS_FILE)
     runs = load_runs(results_dir)

@@ -21,12 +21,12 @@ from hw3_jax.data.token_cache import TokenizedSplit, encode_texts
 from hw3_jax.data.tokenizer import pad_id
 
 
-def default_buckets(max_length: int, min_length: int = 32) -> tuple[int, ...]:
-    """Powers of two from `min_length` up to `max_length` (always included): 512 ->
+def default_buckets(max_length: int) -> tuple[int, ...]:
+    """Powers of two from 32 up to `max_length` (always included): 512 ->
     (32, 64, 128, 256, 512); 200 -> (32, 64, 128, 200)."""
     if max_length < 1:
         raise DataError(f"max_length must be positive, got {max_length}")
-    out, b = [], max(1, min_length)
+    out, b = [], 32
     while b < max_length:
         out.append(b)
         b *= 2
@@ -90,7 +90,7 @@ class BucketedBatches:
             raise DataError("cannot batch an empty split")
         self.split = split
         self.batch_size = batch_size
-        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.buckets = tuple(buckets)  # sorted, as `normalise_buckets` gives them
         if int(split.lengths.max()) > self.buckets[-1]:
             raise DataError(f"an example of {int(split.lengths.max())} tokens exceeds the "
                             f"largest bucket {self.buckets[-1]}")
@@ -98,8 +98,8 @@ class BucketedBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.process_index, self.process_count = process_index, process_count
-        self._bucket_of = np.searchsorted(np.asarray(self.buckets), split.lengths)
-        self._members = [np.flatnonzero(self._bucket_of == b) for b in range(len(self.buckets))]
+        bucket_of = np.searchsorted(np.asarray(self.buckets), split.lengths)
+        self._members = [np.flatnonzero(bucket_of == b) for b in range(len(self.buckets))]
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)

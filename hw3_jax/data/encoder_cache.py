@@ -159,17 +159,14 @@ def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
     total = int(split.lengths.sum())
     if out is None:
         out = np.empty((total, config.hidden_size), np_dtype)
-    if out.shape != (total, config.hidden_size):
-        raise ValueError(f"out has shape {out.shape}, expected {(total, config.hidden_size)}")
     fs = _features_of(split, out)
     dp = data_parallel()
     params = replicate(params, dp)
     fn = _encoder_fn(config, attention_mask, dtype)
     bb = BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
-    plan = bb.plan(0)
 
     def host_batches() -> Iterator[tuple[np.ndarray, int, dict]]:
-        for length, idx in plan:
+        for length, idx in bb.plan(0):
             b = bb.batch(length, idx)
             yield idx, length, pad_batch({"input_ids": b["input_ids"],
                                           "attention_mask": b["attention_mask"]},
@@ -295,28 +292,19 @@ class CachedEncoderData:
     def __init__(self, data: SentimentData, features: Mapping[str, FeatureSplit], info: dict):
         self.data, self.features = data, dict(features)
         self.info = dict(data.info, encoder_cache=info)
-        self.batch_size, self.eval_batch_size = data.batch_size, data.eval_batch_size
-        self.buckets, self.prefetch_batches = data.buckets, data.prefetch_batches
-
-    @property
-    def tokenizer(self):
-        return self.data.tokenizer
 
     @property
     def steps_per_epoch(self) -> int:
         return self.data.steps_per_epoch
 
-    def num_examples(self, split: str) -> int:
-        return self.data.num_examples(split)
-
     def eval_steps(self, split: str) -> int:
         return self.data.eval_steps(split)
 
-    def _batches(self, name: str, batch_size: int,
+    def _batches(self, name: str,
                  plan: list[tuple[int, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
         fs = self.features[name]
         for length, idx in plan:
-            rows, weight = full_rows(idx, batch_size)
+            rows, weight = full_rows(idx, self.data.batch_size)
             features, mask = fs.padded(rows, length)
             yield {"features": features, "attention_mask": mask,
                    "label": fs.labels[rows].astype(np.float32), "weight": weight}
@@ -324,13 +312,13 @@ class CachedEncoderData:
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled training batches of `epoch`, as `SentimentData.train_batches`."""
         plan = self.data.train_plan(epoch)[start_step:]
-        return prefetch(self._batches("train", self.batch_size, plan), self.prefetch_batches)
+        return prefetch(self._batches("train", plan), self.data.prefetch_batches)
 
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, in fixed order (padding rows weight 0)."""
         name = split_name(split)
-        return prefetch(self._batches(name, self.eval_batch_size, self.data.eval_plan(name)),
-                        self.prefetch_batches)
+        return prefetch(self._batches(name, self.data.eval_plan(name)),
+                        self.data.prefetch_batches)
 
 
 def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: Any, *,
@@ -351,8 +339,8 @@ def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: A
     for name in SPLITS:
         fs, got = load_or_encode_features(
             config, params, getattr(data, name), name, cache_dir=cache_dir,
-            encoder_digest=digest, buckets=tuple(data.buckets),
-            batch_size=data.eval_batch_size, pad_id=data.pad_id, dtype=dtype,
+            encoder_digest=digest, buckets=data.buckets,
+            batch_size=data.batch_size, pad_id=data.pad_id, dtype=dtype,
             attention_mask=attention_mask, progress=progress)
         features[name] = fs
         info["splits"][name] = got

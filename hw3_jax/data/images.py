@@ -1,9 +1,5 @@
-"""Q1's images: the digits and MNIST splits, and batches of them for the training loop.
-
-`load_digits_splits` reads scikit-learn's bundled 8x8 digits (no download); `load_mnist_splits`
-reads MNIST (28x28) through tensorflow-datasets, which needs internet once. `ImageData` serves
-in-memory splits as the data object of `hw3_jax.train` (see the data protocol there).
-"""
+"""Q1's images: the digits and MNIST splits, and batches of them for the training loop
+(`ImageData`, the data object of `hw3_jax.train`: see the data protocol there)."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hw3_jax.data.batching import full_rows
 from hw3_jax.data.errors import DataError, first_line
 from hw3_jax.data.net import can_reach
 
@@ -40,9 +37,9 @@ class ImageSplits:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 
 
-def load_digits_splits(seed: int, val_fraction: float = 0.1,
-                       test_fraction: float = 0.2) -> ImageSplits:
-    """scikit-learn's bundled 8x8 digits, split (stratified) by `seed`: 1,257/180/360 images."""
+def load_digits_splits(seed: int) -> ImageSplits:
+    """scikit-learn's bundled 8x8 digits, split 70/10/20 (stratified) by `seed`: 1,257/180/360
+    images."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -50,10 +47,9 @@ def load_digits_splits(seed: int, val_fraction: float = 0.1,
     x = (digits.images / 16.0).astype(np.float32)  # pixel values are 0..16
     y = digits.target.astype(np.int32)
     x_rest, test_x, y_rest, test_y = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    train_x, val_x, train_y, val_y = train_test_split(
-        x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-        stratify=y_rest)
+        x, y, test_size=0.2, random_state=seed, stratify=y)
+    train_x, val_x, train_y, val_y = train_test_split(  # 10% of all images: 0.1 of 0.8
+        x_rest, y_rest, test_size=0.1 / (1 - 0.2), random_state=seed, stratify=y_rest)
     return ImageSplits("digits", train_x, train_y, val_x, val_y, test_x, test_y)
 
 
@@ -75,28 +71,26 @@ def load_mnist_splits(seed: int, data_dir: str | None = None,
                         "(bundled) or --tfds-data-dir DIR with MNIST prepared in it")
     try:
         builder.download_and_prepare()
-        train, test = (_tfds_arrays(tfds, builder, split) for split in ("train", "test"))
+        (x, y), test = (_tfds_arrays(tfds, builder, split) for split in ("train", "test"))
     except Exception as e:  # noqa: BLE001 - any download/prepare failure is one line to the user
         raise DataError(f"--data mnist: tensorflow-datasets could not load MNIST "
                         f"({first_line(e)}); "
                         "use --data digits (bundled)") from None
-    x = (train[0][..., 0] / 255.0).astype(np.float32)
-    y = train[1].astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(y))
     n_val = int(round(len(y) * val_fraction))
     val, tr = order[:n_val], order[n_val:]
-    return ImageSplits("mnist", x[tr], y[tr], x[val], y[val],
-                       (test[0][..., 0] / 255.0).astype(np.float32), test[1].astype(np.int32))
+    return ImageSplits("mnist", x[tr], y[tr], x[val], y[val], *test)
 
 
 def _tfds_arrays(tfds: Any, builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N, 28, 28, 1], labels [N]) of one split, read in batches."""
+    """(images float32 [N, 28, 28] in 0..1, labels int32 [N]) of one split, read in batches."""
     xs, ys = [], []
     for x, y in tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True,
                                                  batch_size=8192)):
         xs.append(x)
         ys.append(y)
-    return np.concatenate(xs), np.concatenate(ys)
+    x = (np.concatenate(xs)[..., 0] / 255.0).astype(np.float32)
+    return x, np.concatenate(ys).astype(np.int32)
 
 
 class ImageData:
@@ -116,20 +110,14 @@ class ImageData:
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         s = self.splits
         try:
-            return {"train": (s.train_x, s.train_y), "val": (s.val_x, s.val_y),
-                    "validation": (s.val_x, s.val_y), "test": (s.test_x, s.test_y)}[split]
+            return {"train": (s.train_x, s.train_y), "validation": (s.val_x, s.val_y),
+                    "test": (s.test_x, s.test_y)}[split]
         except KeyError:
-            raise ValueError(f"unknown split {split!r} (train, val, test)") from None
+            raise ValueError(f"unknown split {split!r} (train, validation, test)") from None
 
     def _batches(self, x: np.ndarray, y: np.ndarray, order: np.ndarray) -> Iterator[dict]:
-        b = self.batch_size
-        for start in range(0, len(order), b):
-            idx = order[start:start + b]
-            n = len(idx)
-            weight = np.zeros(b, np.float32)
-            weight[:n] = 1.0
-            pad = np.zeros(b - n, dtype=idx.dtype)  # repeat example 0, weight 0
-            idx = np.concatenate([idx, pad])
+        for start in range(0, len(order), self.batch_size):
+            idx, weight = full_rows(order[start:start + self.batch_size], self.batch_size)
             yield {"image": x[idx], "label": y[idx], "weight": weight}
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
@@ -142,8 +130,5 @@ class ImageData:
         x, y = self._arrays(split)
         return self._batches(x, y, np.arange(len(y)))
 
-    def num_examples(self, split: str) -> int:
-        return len(self._arrays(split)[1])
-
     def eval_steps(self, split: str) -> int:
-        return math.ceil(self.num_examples(split) / self.batch_size)
+        return math.ceil(len(self._arrays(split)[1]) / self.batch_size)

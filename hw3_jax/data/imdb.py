@@ -88,13 +88,6 @@ def clean_text(text: str) -> str:
     return _BR.sub(" ", text)
 
 
-def _decode(raw: bytes) -> tuple[str, bool]:
-    try:
-        return raw.decode("utf-8"), True
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", errors="replace"), False
-
-
 _MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/([^/]+\.txt)$")
 _FOLDER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/?$")
 _LAYOUT = "the official aclImdb_v1.tar.gz layout: aclImdb/{train,test}/{pos,neg}/*.txt"
@@ -158,8 +151,7 @@ def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes |
                         skipped.add(folder)
                         yield folder, "", None
                     continue
-                f = tar.extractfile(m)
-                yield folder, mm[3], f.read() if f is not None else b""
+                yield folder, mm[3], tar.extractfile(m).read()
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise DataError(f"IMDB archive {path} does not exist") from None
@@ -203,8 +195,10 @@ def _read_folders(p: Path, want: tuple[str, ...]
     for folder in want:
         texts[folder] = []
         for name, raw in sorted(files[folder], key=lambda t: _name_key(t[0])):
-            text, ok = _decode(raw)
-            if not ok:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="replace")
                 bad.append(f"{folder}/{name}")
             texts[folder].append(clean_text(text))
     if bad:
@@ -214,14 +208,12 @@ def _read_folders(p: Path, want: tuple[str, ...]
 
 
 def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
-    """Read the labelled reviews of an archive in the official aclImdb_v1.tar.gz layout.
+    """The labelled reviews of an archive in the official aclImdb_v1.tar.gz layout.
 
-    One streaming pass over the compressed file (no extraction); `train/unsup` is skipped
-    (`read_imdb_unsup` reads it). Files are sorted by name within each folder, so the result does
-    not depend on the archive's member order. `<br />` line breaks are removed. Files that are
-    not valid UTF-8 are decoded with U+FFFD replacement characters, counted in
-    `invalid_utf8` and logged. Raises DataError for a missing, non-gzip, truncated or
-    corrupt archive, a missing folder (e.g. test/neg) or an empty split.
+    `train/unsup` is skipped (`read_imdb_unsup` reads it). Files are sorted by id within each
+    folder, so the result does not depend on the archive's member order. Raises DataError for
+    a missing, non-gzip, truncated or corrupt archive, a missing folder (e.g. test/neg) or an
+    empty split.
     """
     p = _check_path(path)
     texts, seen, bad = _read_folders(p, ("train/neg", "train/pos", "test/neg", "test/pos"))
@@ -290,16 +282,13 @@ def _sha256_of(path: Path) -> str:
 
 def download_imdb_archive(url: str | None = None, sha256: str | None = None,
                           data_dir: str | os.PathLike | None = None) -> Path:
-    """The local path of the IMDB archive, downloaded once with tfds's `DownloadManager`.
+    """The local path of the IMDB archive, downloaded once (module docstring).
 
-    `url`, `sha256`: see `download_target` (None: the official archive). `data_dir`:
-    tensorflow-datasets' data folder (None: its default, $TFDS_DATA_DIR or
-    ~/tensorflow_datasets); the archive goes to DATA_DIR/downloads/imdb_reviews/. A
-    downloaded archive is reused without any network request. Nothing here imports
-    TensorFlow. When the size is known (the official sha256) the `DownloadManager` checks
-    size and sha256 itself; for another sha256 the file is hashed here, on every call. Raises
-    DataError, with nothing left behind that a later call would trust, when the host cannot
-    be reached, the download fails or is cut off, or the file has another sha256.
+    `url`, `sha256`: see `download_target`. `data_dir`: tensorflow-datasets' data folder
+    (None: its default, $TFDS_DATA_DIR or ~/tensorflow_datasets). A downloaded archive is
+    reused without any network request. Raises DataError, with nothing left behind that a
+    later call would trust, when the host cannot be reached, the download fails or is cut
+    off, or the file has another sha256.
     """
     url, want = download_target(url, sha256)
     try:  # here, not at the top: only this path needs tensorflow-datasets
@@ -316,7 +305,7 @@ def download_imdb_archive(url: str | None = None, sha256: str | None = None,
     root = Path(data_dir if data_dir is not None else constants.get_default_data_dir())
     download_dir = root.expanduser() / "downloads"
     # The official sha256 fixes the size too; a mirror's own sha256 does not, and tfds
-    # compares (size, sha256) together, so that file is checked here instead.
+    # compares (size, sha256) together, so that file is hashed here instead, on every call.
     url_infos = ({url: checksums.UrlInfo(size=IMDB_SIZE, checksum=want, filename=IMDB_FILENAME)}
                  if want == IMDB_SHA256 else None)
     # Where DownloadManager keeps a finished download (by dataset, or directly in downloads/).
@@ -324,8 +313,7 @@ def download_imdb_archive(url: str | None = None, sha256: str | None = None,
     cached = any(resource.is_locally_cached(d / fname)
                  for d in (download_dir / TFDS_NAME, download_dir))
     if not cached:
-        parts = urllib.parse.urlsplit(url)
-        host = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        host = net.url_host(url)
         if not net.can_reach(host):
             raise DataError(f"IMDB is not downloaded yet (into {download_dir}) and {host[0]} "
                             f"cannot be reached (no internet?): {_SUPPLY}")

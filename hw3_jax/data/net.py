@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,14 +31,10 @@ def can_reach(host: tuple[str, int], timeout: float = 5.0) -> bool:
         return False
 
 
-def hub_host() -> tuple[str, int]:
-    """(name, port) of the Hugging Face hub's endpoint (HF_ENDPOINT, default huggingface.co)."""
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+def url_host(url: str) -> tuple[str | None, int]:
+    """(name, port) of the host of `url`, the port defaulting to its scheme's."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class HubUnavailable(OSError):
@@ -63,7 +60,8 @@ def hub_files(repo: str, choices: Sequence[Sequence[str]]) -> list[Path]:
             pass
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         raise HubUnavailable("not in the local hub cache, and HF_HUB_OFFLINE is set")
-    host = hub_host()
+    name, port = url_host(huggingface_hub.constants.ENDPOINT)  # HF_ENDPOINT
+    host = (name or "huggingface.co", port)
     if not can_reach(host):
         raise HubUnavailable(f"cannot reach {host[0]} (no internet?)")
     for files in choices:

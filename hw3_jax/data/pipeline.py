@@ -10,12 +10,8 @@ vocab, limit), `config.model.encoder` and `config.seed`:
      process 0: every process derives the same one);
   3. token ids of the training and test parts (`token_cache`), the training part split 70/30
      into train and validation by seed, each split cut to `config.data.limit` examples;
-  4. `SentimentData`: bucketed batches (`batching`) split over JAX's processes.
-
-The data protocol the training loop depends on: `train_batches(epoch, start_step)`,
-`eval_batches(split)`, `steps_per_epoch`, `eval_steps(split)`, `num_examples(split)`; a batch
-is {"input_ids": int32 [B, L], "attention_mask": int32 [B, L], "label": float32 [B],
-"weight": float32 [B]}.
+  4. `SentimentData`: bucketed batches (`batching`) split over JAX's processes, with the
+     interface the training loop needs (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -69,9 +65,8 @@ def split_name(split: str) -> str:
 class SentimentData:
     """Tokenized train/validation/test splits and their batches (see the module docstring).
 
-    `buckets`: anything `batching.normalise_buckets` takes (None: powers of two from 32 up
-    to `max_length`); held normalised. `process_count` > 1: each process gets its block of
-    rows of every global batch."""
+    `buckets`: anything `batching.normalise_buckets` takes; held normalised.
+    `process_count` > 1: each process gets its block of rows of every global batch."""
 
     train: TokenizedSplit
     validation: TokenizedSplit
@@ -80,7 +75,6 @@ class SentimentData:
     batch_size: int
     max_length: int
     seed: int
-    eval_batch_size: int | None = None
     buckets: Any = None
     prefetch_batches: int = 2  # built ahead in a background thread (0: none)
     process_index: int = 0
@@ -89,8 +83,6 @@ class SentimentData:
 
     def __post_init__(self):
         self.buckets = normalise_buckets(self.buckets, self.max_length)
-        if self.eval_batch_size is None:
-            self.eval_batch_size = self.batch_size
         self.pad_id = pad_id(self.tokenizer)
         self.vocab_size = self.tokenizer.get_vocab_size()
         common = dict(buckets=self.buckets, pad_id=self.pad_id,
@@ -98,7 +90,7 @@ class SentimentData:
         self._train = BucketedBatches(self.train, batch_size=self.batch_size, shuffle=True,
                                       seed=self.seed, **common)
         self._eval = {name: BucketedBatches(getattr(self, name),
-                                            batch_size=self.eval_batch_size, **common)
+                                            batch_size=self.batch_size, **common)
                       for name in SPLITS}
 
     @property
@@ -235,11 +227,10 @@ def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
                  progress: bool = True) -> SentimentData:
     """Everything the training loop needs, from the source to batches (module docstring).
 
-    `config`: the experiment's ConfigDict (reads `config.data`, `config.model.encoder`,
-    `config.seed`). `workdir`: where the tokenizer is saved and reused (None: nowhere); the
-    token cache is $HW3_JAX_CACHE, else WORKDIR/cache. `data.info` holds timings, cache hits,
-    the sizes of the splits before `limit`, and the count of reviews not valid UTF-8.
-    Raises DataError for every problem with the data or its options."""
+    `workdir`: where the tokenizer is saved and reused (None: nowhere); the token cache is
+    $HW3_JAX_CACHE, else WORKDIR/cache. `data.info` holds timings, cache hits, the sizes of
+    the splits before `limit`, and the count of reviews not valid UTF-8. Raises DataError
+    for every problem with the data or its options."""
     t_start = time.perf_counter()
     data, seed = config.data, config.seed
     encoder = SCRATCH if config.model.encoder == SCRATCH else str(

@@ -2,10 +2,9 @@
 
   "synthetic": the embedded order-dependent review set (`hw3_jax.data.synthetic`),
     `config.data.synthetic_size` reviews for the training part and a fifth of that for test.
-  "imdb": the official archive at `config.data.imdb_archive`; else that archive downloaded
-    once with tensorflow-datasets' DownloadManager (no TensorFlow) from its official URL, or
-    from the mirror `config.data.imdb_url` checked against `config.data.imdb_sha256`, into
-    `config.data.data_dir`/downloads (None: tfds's data folder).
+  "imdb": the official archive at `config.data.imdb_archive`, else its download
+    (`imdb.download_imdb_archive`) from the official URL or the mirror `config.data.imdb_url`
+    checked against `config.data.imdb_sha256`, into `config.data.data_dir`/downloads.
 """
 
 from __future__ import annotations

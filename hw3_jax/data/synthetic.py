@@ -27,7 +27,6 @@ reviews to more epochs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -163,11 +162,15 @@ def _pick(rng: np.random.Generator, seq):
     return seq[int(rng.integers(len(seq)))]
 
 
+def _capitalize(s: str) -> str:
+    return s[0].upper() + s[1:] if s else s
+
+
 def _neutral_sentence(rng: np.random.Generator) -> str:
     template = _pick(rng, _NEUTRAL)
     whom = _pick(rng, _WHOM)
     return template.format(
-        when=_pick(rng, _WHEN), whom=whom, whom_cap=whom[0].upper() + whom[1:],
+        when=_pick(rng, _WHEN), whom=whom, whom_cap=_capitalize(whom),
         minutes=int(rng.integers(8, 17)) * 10, source=_pick(rng, _SOURCE),
         year=int(rng.integers(1970, 2024)), who=_pick(rng, _WHO), does=_pick(rng, _DOES),
         place=_pick(rng, _PLACE), ordinal=_pick(rng, _ORDINALS),
@@ -193,15 +196,13 @@ def _be(rng: np.random.Generator, plural: bool, negated: bool) -> str:
                        f"{base} never", f"{base} far from"))
 
 
-def _clause(rng: np.random.Generator, positive: bool, negated: bool,
-            whole_film: bool | None = None) -> str:
+def _clause(rng: np.random.Generator, positive: bool, negated: bool) -> str:
     """One opinion clause with exactly one sentiment word of the given lexical polarity.
 
     Its polarity is `positive` flipped when `negated`. A double-adjective form ("dull and
     lifeless", "neither funny nor clever") adds a second word of the same polarity.
     """
-    if whole_film is None:
-        whole_film = rng.random() < 0.45
+    whole_film = rng.random() < 0.45
     subject = _pick(rng, WHOLE_FILM) if whole_film else _pick(rng, ASPECTS)
     plural = subject in PLURAL
     adjectives = POSITIVE_ADJECTIVES if positive else NEGATIVE_ADJECTIVES
@@ -220,13 +221,12 @@ def _clause(rng: np.random.Generator, positive: bool, negated: bool,
     if form < 0.78:  # verb
         verbs = POSITIVE_VERBS if positive else NEGATIVE_VERBS
         past, base = _pick(rng, verbs)
-        obj = "it" if subject == "it" else subject
         if negated:
             verb = _pick(rng, (f"did not {base}", f"didn't {base}", f"never {past}"))
         else:
             verb = _pick(rng, (past, past, f"really {past}", f"absolutely {past}"))
         who = _pick(rng, ("I", "I", "we", "my whole family"))
-        return f"{who} {verb} {obj}"
+        return f"{who} {verb} {subject}"
     if form < 0.90 and whole_film:  # noun phrase about the whole film
         phrases = POSITIVE_NOUN_PHRASES if positive else NEGATIVE_NOUN_PHRASES
         be = _be(rng, False, negated)
@@ -245,10 +245,6 @@ def _clause(rng: np.random.Generator, positive: bool, negated: bool,
     if negated:
         return f"{subject} {be} neither {a} nor {b}"
     return f"{subject} {be} {a} and {b}"
-
-
-def _capitalize(s: str) -> str:
-    return s[0].upper() + s[1:] if s else s
 
 
 def _opinion_slots(rng: np.random.Generator, single_prob: float) -> tuple[str, int]:
@@ -331,32 +327,29 @@ def generate_review(rng: np.random.Generator, *, negation_prob: float = 0.3,
     return " ".join(sentences), label
 
 
-def generate_reviews(n: int, seed: int | Sequence[int],
-                     **kwargs) -> tuple[list[str], np.ndarray]:
+def generate_reviews(n: int, seed: int | Sequence[int]) -> tuple[list[str], np.ndarray]:
     """`n` reviews and labels (int8 [n], 1 = positive), deterministic in `seed` (an int or a
     sequence of ints, as `np.random.default_rng` takes)."""
     rng = np.random.default_rng(seed)
     texts, labels = [], np.zeros(n, dtype=np.int8)
     for i in range(n):
-        text, labels[i] = generate_review(rng, **kwargs)
+        text, labels[i] = generate_review(rng)
         texts.append(text)
     return texts, labels
 
 
-def synthetic_source_id(seed: int, num_train: int, num_test: int, **generator_kwargs) -> str:
-    """The token cache's name for a generated set: the generator version, seed and sizes."""
-    kw = json.dumps(generator_kwargs, sort_keys=True)
-    return f"synthetic:v{VERSION}:seed={seed}:n={num_train},{num_test}:{kw}"
+def synthetic_source_id(seed: int, num_train: int, num_test: int) -> str:
+    """The token cache's name for a generated set: the generator version, seed and sizes
+    (the final "{}", once the generator's options, keeps existing caches' keys)."""
+    return f"synthetic:v{VERSION}:seed={seed}:n={num_train},{num_test}:{{}}"
 
 
-def make_synthetic(seed: int, num_train: int, num_test: int,
-                   **generator_kwargs) -> RawDataset:
+def make_synthetic(seed: int, num_train: int, num_test: int) -> RawDataset:
     """`num_train` reviews for the training part (split 70/30 into train/validation like
     IMDB) and `num_test` for the test part, deterministic in `seed`."""
     if num_train < 2 or num_test < 1:
         raise DataError(f"synthetic set too small: num_train={num_train}, num_test={num_test}")
-    tr = generate_reviews(num_train, [seed, 0], **generator_kwargs)
-    te = generate_reviews(num_test, [seed, 1], **generator_kwargs)
-    return RawDataset("synthetic", synthetic_source_id(seed, num_train, num_test,
-                                                       **generator_kwargs),
+    tr = generate_reviews(num_train, [seed, 0])
+    te = generate_reviews(num_test, [seed, 1])
+    return RawDataset("synthetic", synthetic_source_id(seed, num_train, num_test),
                       TextSplit(*tr), TextSplit(*te))

@@ -35,9 +35,8 @@ def _bert_pipeline(tok, cls_id: int, sep_id: int) -> None:
 
 
 def _configure(tok, max_length: int):
-    """No padding (batches pad to their bucket), truncation to `max_length` including the
-    [CLS] and [SEP] that the template adds (512 -> 510 text tokens); the BERT pipeline
-    where the tokenizer has none (a bare vocabulary)."""
+    """`tok` set up as the module docstring says; the BERT pipeline where it has none (a bare
+    vocabulary)."""
     if max_length < 3:
         raise DataError(f"max_length must be at least 3 ([CLS] token [SEP]), got {max_length}")
     missing = [t for t in SPECIAL_TOKENS[:4] if tok.token_to_id(t) is None]
@@ -49,17 +48,6 @@ def _configure(tok, max_length: int):
     tok.no_padding()
     tok.enable_truncation(max_length)
     return tok
-
-
-def _from_vocab(vocab_file: Path, max_length: int):
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordPiece
-
-    try:
-        model = WordPiece.from_file(str(vocab_file), unk_token="[UNK]")
-    except Exception as e:  # noqa: BLE001 - a bad file: one line
-        raise DataError(f"cannot read WordPiece vocabulary {vocab_file}: {e}") from None
-    return _configure(Tokenizer(model), max_length)
 
 
 def load_tokenizer_file(path: str | os.PathLike, max_length: int = 512):
@@ -79,9 +67,11 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
 
     `name_or_path`: a local encoder folder (its `tokenizer.json`, else `vocab.txt`), a
     `tokenizer.json` file, a `vocab.txt` file, or a Hugging Face hub name such as
-    "bert-base-uncased" (downloads `tokenizer.json`, else `vocab.txt`). Lower-cased BERT
-    normalizer and pre-tokenizer, `[CLS] $A [SEP]`, truncation to `max_length`.
+    "bert-base-uncased" (`tokenizer.json`, else `vocab.txt`, through `net.hub_files`).
     """
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():
         found = [p / f for f in ("tokenizer.json", "vocab.txt") if (p / f).is_file()]
@@ -92,25 +82,22 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
         name = str(name_or_path)
         if name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise DataError(f"tokenizer path {name} does not exist")
-        p = _hub_file(name)
+        try:
+            (p,) = net.hub_files(name, [("tokenizer.json",), ("vocab.txt",)])
+        except ImportError:
+            raise DataError("huggingface_hub is not installed; pass a local encoder folder or "
+                            "vocab.txt") from None
+        except net.HubUnavailable as e:
+            raise DataError(f"the tokenizer of {name!r}: {e}: pass a local encoder folder, "
+                            "tokenizer.json or vocab.txt instead (e.g. "
+                            "../shared/data/bert-base-uncased/vocab.txt)") from None
     if p.suffix == ".json":
         return load_tokenizer_file(p, max_length)
-    return _from_vocab(p, max_length)
-
-
-def _hub_file(name: str) -> Path:
-    """tokenizer.json (else vocab.txt) of hub repo `name` (`net.hub_files`: the local hub
-    cache first, then the network after a quick reachability probe)."""
-    advice = ("pass a local encoder folder, tokenizer.json or vocab.txt instead "
-              "(e.g. ../shared/data/bert-base-uncased/vocab.txt)")
     try:
-        (local,) = net.hub_files(name, [("tokenizer.json",), ("vocab.txt",)])
-    except ImportError:
-        raise DataError("huggingface_hub is not installed; pass a local encoder folder or "
-                        "vocab.txt") from None
-    except net.HubUnavailable as e:
-        raise DataError(f"the tokenizer of {name!r}: {e}: {advice}") from None
-    return local
+        model = WordPiece.from_file(str(p), unk_token="[UNK]")
+    except Exception as e:  # noqa: BLE001 - a bad file: one line
+        raise DataError(f"cannot read WordPiece vocabulary {p}: {e}") from None
+    return _configure(Tokenizer(model), max_length)
 
 
 # Training. The `tokenizers` WordPiece trainer numbers each "##c" piece when it first meets c
@@ -164,8 +151,7 @@ def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int,
         initial_alphabet=alphabet, limit_alphabet=len(alphabet),
         continuing_subword_prefix="##")
     trained = Tokenizer(WordPiece(unk_token="[UNK]"))
-    _bert_pipeline(trained, 2, 3)
-    trained.post_processor = None  # set once the ids exist
+    _bert_pipeline(trained, 2, 3)  # only its normalizer and pre-tokenizer act in training
     trained.train_from_iterator(texts, trainer=trainer, length=len(texts))
     # A fresh tokenizer from the vocabulary: only the five tokens above are special in it.
     tok = Tokenizer(WordPiece(trained.get_vocab(), unk_token="[UNK]",

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from hw3_jax.data.token_cache import token_index
+from hw3_jax.models import ENCODER_KEY
 
 
 def token_stream(splits: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +97,14 @@ def ppmi_svd_embeddings(splits: Sequence[Any], vocab_size: int, dim: int, *,
     return vec.astype(np.float32)
 
 
-def with_word_embeddings(params: Mapping, vectors: np.ndarray, key: str = "bert") -> dict:
-    """`params` (BertGRUSentiment's, or a BertEncoder's when `key` is None) with the word
-    embedding table replaced by `vectors` [vocab, hidden] (shapes checked)."""
-    enc = params[key] if key is not None else params
+def with_word_embeddings(params: Mapping, vectors: np.ndarray) -> dict:
+    """BertGRUSentiment's `params` with the word embedding table replaced by `vectors`
+    [vocab, hidden] (shapes checked)."""
+    enc = params[ENCODER_KEY]
     table = enc["embeddings"]["word_embeddings"]["embedding"]
     if tuple(table.shape) != tuple(vectors.shape):
         raise ValueError(f"word vectors {vectors.shape} do not fit the embedding table "
                          f"{tuple(table.shape)}")
     new_enc = {**enc, "embeddings": {**enc["embeddings"], "word_embeddings": {
         **enc["embeddings"]["word_embeddings"], "embedding": np.asarray(vectors, table.dtype)}}}
-    return new_enc if key is None else {**params, key: new_enc}
+    return {**params, ENCODER_KEY: new_enc}

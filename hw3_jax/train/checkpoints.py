@@ -13,12 +13,8 @@ Layout under `WORKDIR/checkpoints/`:
 only when it is complete (orbax writes to a temporary name and renames), so a process
 killed mid-save leaves the previous checkpoints intact.
 
-With several processes every one of them opens the same managers and calls every save,
-restore and delete in the same order, as orbax requires: process 0 (orbax's primary host)
-writes the replicated arrays and the JSON, and orbax's barriers keep the others in step.
-The workdir must be on a filesystem every process sees.
-
-`load_best(workdir)` reads the best checkpoint for inference, without a model.
+With several processes each one opens the same managers and calls every save, restore and
+delete in the same order, as orbax's barriers require; process 0 (its primary host) writes.
 
 Every failure to read a checkpoint becomes one `CheckpointError` naming the step
 directory; nothing on disk is deleted because of it.
@@ -86,12 +82,6 @@ def signature_diff(saved: Mapping[str, str], current: Mapping[str, str], limit: 
     return diffs
 
 
-def _abstract(tree: Any, sharding: Any) -> Any:
-    """ShapeDtypeStructs (with the target sharding) to restore into."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        tree)
-
-
 @contextlib.contextmanager
 def _quiet_absl():
     """orbax warns (absl) about read-only managers, which is what inference wants."""
@@ -147,8 +137,8 @@ class CheckpointStore:
     def __init__(self, workdir: str | os.PathLike, keep_latest: int | None = None,
                  read_only: bool = False):
         wd = Workdir(workdir)
-        self.best_dir = wd.checkpoint_dir("best")
-        self.latest_dir = wd.checkpoint_dir("latest")
+        self.best_dir = wd.checkpoints / "best"
+        self.latest_dir = wd.checkpoints / "latest"
         self.read_only = read_only
         self.keep_latest = keep_latest
 
@@ -210,13 +200,12 @@ class CheckpointStore:
         meta = self._read_meta(self.latest, step)
         self._check_signature(self.latest, step, template, ("params", "opt_state",
                                                               "model_state"))
-        names = ("params", "opt_state", "loop", "model_state")
-        trees = self._restore(self.latest, step, {n: template[n] for n in names}, sharding)
-        return trees, meta
+        return self._restore(self.latest, step, template, sharding), meta
 
     def restore_best(self, template: Mapping[str, Any] | None = None, sharding: Any = None
                      ) -> tuple[Any, Any, dict]:
-        """(params, model_state, meta) of the best checkpoint.
+        """(params, model_state, meta) of the best checkpoint, restored into `template`'s
+        {"params", "model_state"} with `sharding`.
 
         Without a template the arrays come back in the saved structure on this process's
         first device (for inference, where no model has been initialised yet: a checkpoint
@@ -233,7 +222,7 @@ class CheckpointStore:
             sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         else:
             self._check_signature(self.best, step, template, names)
-        trees = self._restore(self.best, step, {n: template[n] for n in names}, sharding)
+        trees = self._restore(self.best, step, template, sharding)
         return trees["params"], trees["model_state"], meta
 
     def _read_meta(self, mgr: ocp.CheckpointManager, step: int) -> dict:
@@ -245,11 +234,15 @@ class CheckpointStore:
         except Exception as e:  # noqa: BLE001
             raise self._error(mgr, step, e) from e
 
-    def _restore(self, mgr: ocp.CheckpointManager, step: int, templates: dict, sharding: Any
-                 ) -> dict:
+    def _restore(self, mgr: ocp.CheckpointManager, step: int, templates: Mapping[str, Any],
+                 sharding: Any) -> dict:
         """The items `templates` names, restored into their structure with `sharding`; an
         empty template is an item not saved (an empty model_state), returned as {}."""
-        args = {n: ocp.args.StandardRestore(_abstract(t, sharding))
+
+        def abstract(x):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+        args = {n: ocp.args.StandardRestore(jax.tree.map(abstract, t))
                 for n, t in templates.items() if jax.tree.leaves(t)}
         try:
             out = mgr.restore(step, args=ocp.args.Composite(**args))

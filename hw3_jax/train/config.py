@@ -15,8 +15,7 @@ from hw3_jax.train.workdir import json_safe
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything the loop needs besides the model, its parameters, the data and the workdir.
-    The loop's defaults live here and nowhere else."""
+    """Everything the loop needs besides the model, its parameters, the data and the workdir."""
 
     epochs: int = 1
     learning_rate: float = 1e-3  # PyTorch's Adam default, as the notebook
@@ -65,8 +64,6 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         # Checks the schedule name (a cosine schedule's length is known only with the data).
         learning_rate_schedule(self.learning_rate, self.lr_schedule, self.warmup_steps, 1)
-        keys = (self.input_keys,) if isinstance(self.input_keys, str) else self.input_keys
-        object.__setattr__(self, "input_keys", tuple(keys))
 
     def to_dict(self) -> dict:
         return json_safe(dataclasses.asdict(self))

@@ -1,14 +1,12 @@
 """The one training loop every experiment uses.
 
 `train(model, params, data, config, workdir)` trains a Flax linen model with Adam or AdamW
-(`steps.make_optimizer`; the encoder may have a learning rate of its own) on a binary or
-multiclass loss, data-parallel over every device.
-It counts global steps: `for step in range(start_step, num_steps)`, where
-num_steps = epochs * steps_per_epoch (or max_steps, if smaller), epoch = step //
-steps_per_epoch and the position in the epoch is step % steps_per_epoch. At each epoch end
-it evaluates on the validation split and keeps the best checkpoint by validation loss;
-the latest checkpoint (for `resume`) is saved every `checkpoint_every_steps`, at epoch
-ends and at the last step. At the end the best parameters are evaluated on the test split.
+(`steps.make_optimizer`) on a binary or multiclass loss, data-parallel over every device.
+It counts global steps, `range(start_step, total_steps(config, steps_per_epoch))`: epoch =
+step // steps_per_epoch and the position in the epoch is step % steps_per_epoch. At each
+epoch end it evaluates on the validation split and keeps the best checkpoint by validation
+loss ('latest' ones as `checkpoints.py` says). At the end the best parameters are evaluated
+on the test split.
 
 The data object gives
   train_batches(epoch, start_step=0) -> iterator of batch dicts, deterministic in
@@ -26,9 +24,8 @@ epoch's training metrics, the history and the best so far; steps whose loss is n
 change nothing. So a run killed at any point and resumed ends bit-identical (on CPU) to an
 uninterrupted one.
 
-The loop alone writes WORKDIR/metrics.json (atomically, at each evaluation and at the end),
-appends one JSON line per evaluation to WORKDIR/metrics.jsonl, writes `metadata` as
-WORKDIR/config.json at the start, and WORKDIR/curves.png at the end.
+Of the workdir's files (`workdir.py`) the loop alone writes config.json, metrics.json,
+metrics.jsonl and curves.png.
 """
 
 from __future__ import annotations
@@ -90,6 +87,12 @@ class _Progress:
     history: list
     best: dict
 
+    def trees(self) -> dict:
+        """The arrays of a 'latest' checkpoint (history and best go in its meta)."""
+        return {"params": self.state.params, "opt_state": self.state.opt_state,
+                "model_state": self.state.model_state,
+                "loop": {"step": self.state.step, "acc": self.acc}}
+
 
 @dataclasses.dataclass(frozen=True)
 class _Run:
@@ -125,14 +128,15 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
     training), CheckpointError (resume from a corrupted or foreign checkpoint).
     """
     t_start = time.perf_counter()
-    spe = int(data.steps_per_epoch)
-    num_steps = total_steps(config, spe)
+    num_steps = total_steps(config, int(data.steps_per_epoch))
     dp = data_parallel(num_devices=config.num_devices)
     mask = None if trainable_mask is None else jax.tree.map(bool, trainable_mask)
     tx = optimizer_of(config, num_steps, mask)
     state = create_train_state(params, tx, dp, model_state)
     wd = Workdir(workdir)
-    wd.check(_required_bytes(config, state))
+    # The checkpoints need keep_latest + 2 states of free disk, and some slack.
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    wd.check((config.keep_latest + 2) * state_bytes + (64 << 20))
     store = open_store(wd, keep_latest=config.keep_latest, resume=config.resume,
                        overwrite=config.overwrite)
     try:
@@ -153,12 +157,6 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
         return _finish(run, progress, report, t_start)
     finally:
         store.close()
-
-
-def _required_bytes(config: TrainConfig, state: TrainState) -> int:
-    """Free disk the run's checkpoints need: keep_latest + 2 states and some slack."""
-    nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
-    return (config.keep_latest + 2) * nbytes + (64 << 20)
 
 
 def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> None:
@@ -202,7 +200,7 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
             _end_epoch(run, p, epoch, clock)
         if save:
             t0 = time.perf_counter()
-            _save_latest(run, p)
+            run.store.save_latest(done, meta=_meta(run, p, "latest"), **p.trees())
             clock["ckpt_s"] += time.perf_counter() - t0  # not training time
         if last and not epoch_end:
             bar.close()
@@ -276,13 +274,6 @@ def _meta(run: _Run, p: _Progress, kind: str) -> dict:
     }
 
 
-def _save_latest(run: _Run, p: _Progress) -> None:
-    run.store.save_latest(
-        int(jax.device_get(p.state.step)), params=p.state.params,
-        opt_state=p.state.opt_state, model_state=p.state.model_state,
-        loop={"step": p.state.step, "acc": p.acc}, meta=_meta(run, p, "latest"))
-
-
 def _restore(run: _Run, p: _Progress) -> _Progress:
     """`p` itself for a fresh run; with resume, the latest checkpoint's progress."""
     cfg, store = run.config, run.store
@@ -291,10 +282,7 @@ def _restore(run: _Run, p: _Progress) -> _Progress:
             _log(cfg, f"resume: no checkpoint in {store.latest_dir}; starting afresh")
         store.drop_best_after(-1)  # orphans of an attempt killed before any 'latest'
         return p
-    template = {"params": p.state.params, "opt_state": p.state.opt_state,
-                "model_state": p.state.model_state, "loop": {"step": p.state.step,
-                                                             "acc": p.acc}}
-    trees, meta = store.restore_latest(template, run.dp.replicated)
+    trees, meta = store.restore_latest(p.trees(), run.dp.replicated)
     state = TrainState(step=trees["loop"]["step"], params=trees["params"],
                        opt_state=trees["opt_state"], model_state=trees["model_state"])
     p = _Progress(state, trees["loop"]["acc"], list(meta["history"]), dict(meta["best"]))
@@ -327,8 +315,6 @@ def _best_note(run: _Run, p: _Progress) -> str:
 
 def _fail(run: _Run, p: _Progress, msg: str):
     _write_metrics(run, p, status="failed", error=msg)
-    if run.config.plot and p.history and jax.process_index() == 0:
-        plot_curves(p.history, run.workdir.curves)
     raise TrainingError(msg)
 
 
@@ -336,7 +322,8 @@ def _write_metrics(run: _Run, p: _Progress, status: str, error: str | None = Non
                    test: dict | None = None, timings: dict | None = None,
                    extra: Mapping[str, Any] | None = None) -> dict:
     """metrics.json: status, config, history, best, test metrics, counts, devices, timings
-    and `extra` (the caller's report) on top."""
+    and `extra` (the caller's report) on top; once the run has ended (status "failed" or
+    "completed"), curves.png too."""
     test = test or {}
     metrics = {
         "status": status, "error": error, "config": run.config.to_dict(),
@@ -353,6 +340,8 @@ def _write_metrics(run: _Run, p: _Progress, status: str, error: str | None = Non
     }
     if jax.process_index() == 0:
         run.workdir.write_json(run.workdir.metrics.name, metrics)
+        if status != "running" and run.config.plot and p.history:
+            plot_curves(p.history, run.workdir.curves)
     return metrics
 
 
@@ -380,8 +369,6 @@ def _finish(run: _Run, p: _Progress, report: Callable | None, t_start: float) ->
     }
     extra = report(params) if report is not None else None
     metrics = _write_metrics(run, p, "completed", test=test_m, timings=timings, extra=extra)
-    if cfg.plot and h and jax.process_index() == 0:
-        plot_curves(h, run.workdir.curves)
     return TrainResult(
         params=params, model_state=model_state, history=h, best=p.best,
         val_loss=p.best.get("val_loss"), val_accuracy=p.best.get("val_accuracy"),

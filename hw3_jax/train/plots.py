@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 
-def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
+def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> None:
     """Write the curves of `history` (the loop's per-epoch entries: epoch, train_loss,
     train_accuracy, val_loss, val_accuracy) to `path` as a PNG."""
     import matplotlib
@@ -31,7 +30,5 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path

@@ -6,13 +6,8 @@ axis over that axis (`P("data")`) and parameters / optimizer state are replicate
 written as if for one device. The training loop and the benchmarks use the same helpers,
 so what is measured is what is trained.
 
-Several processes (JAX's multi-controller runtime): every process runs the same program
-after `initialize_distributed`; the mesh spans the devices of all of them, each process
-builds only its rows of every global batch (`shard_batch`), and `sync_processes` /
-`check_same_across_processes` keep their side effects in step. A collective that fails
-because another process is gone becomes a `DistributedError` (`peer_failures_reported`),
-and a failed process leaves at once (`leave_failed_run`) instead of waiting at JAX's
-shutdown barrier for processes that are themselves waiting for it.
+Several processes (JAX's multi-controller runtime, docs/architecture.md) run the same
+program after `initialize_distributed`; the mesh spans the devices of all of them.
 """
 
 from __future__ import annotations
@@ -42,9 +37,6 @@ LAUNCH_ENV = {
     "num_processes": "JAX_NUM_PROCESSES",
     "process_id": "JAX_PROCESS_ID",
 }
-
-# Environment variables whose presence means "launched as one process of several".
-_MULTIPROCESS_ENV = (LAUNCH_ENV["coordinator_address"], "COORDINATOR_ADDRESS")
 
 # What the message of a failed cross-process collective or barrier holds (gloo on CPU,
 # NCCL on GPU, the coordination service): JAX raises these as plain ValueError /
@@ -76,7 +68,7 @@ def _int_env(name: str) -> int:
 
 def launched_multiprocess() -> bool:
     """Whether the environment says this process is one of several (multi-host launch)."""
-    if any(os.environ.get(k) for k in _MULTIPROCESS_ENV):
+    if any(os.environ.get(k) for k in (LAUNCH_ENV["coordinator_address"], "COORDINATOR_ADDRESS")):
         return True
     if any(_int_env(k) > 1 for k in ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")):
         return True
@@ -114,10 +106,8 @@ def launch_from(coordinator_address: str | None = None, num_processes: str | int
     Raises ValueError naming the setting by `labels[argument]` (default: its environment
     variable) for a malformed value, an id outside 0..count-1, or a partial launch."""
     names = {**LAUNCH_ENV, **(labels or {})}
-    given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
-             "process_id": process_id}
     values = {}
-    for k, v in given.items():
+    for k, v in zip(LAUNCH_ENV, (coordinator_address, num_processes, process_id), strict=True):
         if v is None or str(v).strip() == "":  # not given: the environment's, if set
             v = os.environ.get(LAUNCH_ENV[k])
         values[k] = None if v is None or str(v).strip() == "" else v
@@ -313,11 +303,9 @@ def pad_batch(batch: Mapping[str, np.ndarray], multiple: int) -> dict[str, np.nd
     pad = (-size) % multiple
     if pad == 0:
         return batch
-    out = {}
-    for k, v in batch.items():
-        fill = np.zeros_like(v[-1:]) if k == "weight" else v[-1:]
-        out[k] = np.concatenate([v, np.repeat(fill, pad, axis=0)], axis=0)
-    return out
+    return {k: np.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1),
+                      mode="constant" if k == "weight" else "edge")
+            for k, v in batch.items()}
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], dp: DataParallel) -> dict[str, jax.Array]:
@@ -346,12 +334,10 @@ def device_batches(batches: Iterable[Mapping[str, np.ndarray]], dp: DataParallel
                    input_keys: Sequence[str]) -> Iterator[dict[str, jax.Array]]:
     """`prepare_batch` over `batches`, one batch ahead: the next transfer starts before the
     current step runs."""
-    it = iter(batches)
-    try:
-        nxt = prepare_batch(next(it), dp, input_keys)
-    except StopIteration:
-        return
-    for b in it:
-        cur, nxt = nxt, prepare_batch(b, dp, input_keys)
-        yield cur
-    yield nxt
+    prepared = (prepare_batch(b, dp, input_keys) for b in batches)
+    current = next(prepared, None)
+    for following in prepared:  # prepared before `current` is handed out
+        yield current
+        current = following
+    if current is not None:
+        yield current

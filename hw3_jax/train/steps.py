@@ -1,9 +1,8 @@
 """The optimizer (Adam or AdamW, a learning rate per parameter group, freezing), the train
 state and the two step functions of the training loop.
 
-`train_step` and `eval_step` are plain module-level functions; `jit_train_step` /
-`jit_eval_step` jit them over a data-parallel mesh with the model and the loss settings as
-static arguments (the loop, the benchmarks and the tests call these).
+`jit_train_step` / `jit_eval_step` jit the module-level `train_step` / `eval_step` over a
+data-parallel mesh, with the model and the loss settings as static arguments.
 
 Losses: "binary" (logits [B], sigmoid BCE on 0/1 labels, as the notebook) or "multiclass"
 (logits [B, C], softmax CE on integer labels). Every loss and metric is
@@ -62,23 +61,18 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
                    optimizer: str, weight_decay: float,
                    encoder_learning_rate: float | optax.Schedule | None = None
                    ) -> optax.GradientTransformation:
-    """Adam (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) or AdamW, frozen where the mask
-    is False.
+    """Adam (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) or AdamW (PyTorch's: decoupled
+    weight decay `weight_decay` times the learning rate, on the matrices only).
 
-    `learning_rate`: a float or an optax schedule (`learning_rate_schedule`).
-    `trainable_mask`: a pytree of bools shaped like the parameters (False = frozen), e.g.
-    `hw3_jax.models.trainable_mask(params)`, or None (all trained). Frozen leaves go to
-    `optax.set_to_zero()`: they get no update and Adam stores no moments for them (its state
-    holds `optax.MaskedNode()` there), so the notebook model's optimizer state covers only
-    its 2.76M trainable parameters. This is the one optimizer-side freezing mechanism.
-    `optimizer`: "adam" or "adamw" (decoupled weight decay `weight_decay` times the learning
-    rate, on the matrices only; PyTorch's AdamW with the same betas and eps).
-    `weight_decay`: adamw's (0.0: none; plain Adam ignores it). Both have no default here:
-    the run's come from TrainConfig (`config.optimizer_of`).
-    `encoder_learning_rate`: None trains every leaf at `learning_rate` (the groups
-    "trainable" and "frozen"; plain Adam's state without a mask). Otherwise the leaves under
-    `models.ENCODER_KEY` ("encoder") get this one and the rest ("head") `learning_rate`,
-    each group with its own moments and step count (`param_groups`)."""
+    The learning rates are floats or optax schedules (`learning_rate_schedule`). Leaves
+    where `trainable_mask` (e.g. `models.trainable_mask(params)`) is False go to
+    `optax.set_to_zero()`: no update and no Adam moments (`optax.MaskedNode()` there), so the
+    notebook model's optimizer state covers only its 2.76M trainable parameters; this is the
+    one optimizer-side freezing. With `encoder_learning_rate` the leaves under
+    `models.ENCODER_KEY` get that rate and the rest `learning_rate`, each group with its own
+    moments and step count (`param_groups`); with neither that nor a mask the state is plain
+    Adam's. `optimizer` and `weight_decay` have no default here: the run's come from
+    TrainConfig (`config.optimizer_of`)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 

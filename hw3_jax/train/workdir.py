@@ -25,8 +25,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_KINDS = ("best", "latest")
-
 
 class TrainingError(RuntimeError):
     """A training run cannot go on (non-finite loss, bad workdir, bad checkpoint)."""
@@ -114,12 +112,6 @@ class Workdir:
     checkpoints = _path("checkpoints")
     cache = _path("cache")
 
-    def checkpoint_dir(self, kind: str) -> Path:
-        """checkpoints/best or checkpoints/latest."""
-        if kind not in CHECKPOINT_KINDS:
-            raise ValueError(f"checkpoint kind must be one of {CHECKPOINT_KINDS}, got {kind!r}")
-        return self.checkpoints / kind
-
     def encoder_params(self, name: str) -> Path:
         """A frozen encoder's params file, by the name saved in the run's metadata."""
         return self.root / name
@@ -156,15 +148,16 @@ class Workdir:
         return self.root
 
     def has_checkpoint(self, kind: str | None = None) -> bool:
-        """Whether checkpoints/KIND (None: either kind) holds a finished orbax step.
+        """Whether checkpoints/KIND ("best", "latest"; None: either) holds a finished orbax
+        step.
 
         Read with orbax's step-folder probe, not a CheckpointManager: a writable manager
         starts a cleanup thread that close() does not wait for, and a process exiting on an
         error right after would print that thread's traceback."""
         from orbax.checkpoint import utils as ocp_utils
 
-        kinds = CHECKPOINT_KINDS if kind is None else (kind,)
-        return any(ocp_utils.checkpoint_steps(self.checkpoint_dir(k)) for k in kinds)
+        kinds = ("best", "latest") if kind is None else (kind,)
+        return any(ocp_utils.checkpoint_steps(self.checkpoints / k) for k in kinds)
 
     # ---- JSON files
     def read_json(self, name: str) -> Any:
@@ -179,18 +172,13 @@ class Workdir:
             tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
         return path
 
-    def write_jsonl(self, name: str, rows: Any) -> Path:
+    def write_jsonl(self, name: str, rows: Any) -> None:
         """Write WORKDIR/NAME as one JSON line per row, atomically (as `write_json`)."""
-        path = self.root / name
-        with atomic_path(path) as tmp:
+        with atomic_path(self.root / name) as tmp:
             tmp.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                                    for r in rows))
-        return path
 
-    def append_jsonl(self, name: str, obj: Any) -> Path:
+    def append_jsonl(self, name: str, obj: Any) -> None:
         """Append `obj` as one JSON line to WORKDIR/NAME."""
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
+        with open(self.root / name, "a") as f:
             f.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
-        return path
