@@ -25,6 +25,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,44 +155,54 @@ def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
     return None
 
 
+def compiled_points(config: ml_collections.ConfigDict, lengths: Sequence[int],
+                    methods: Sequence[str], proj: jax.Array, rng: np.random.Generator, bar,
+                    label: str = "") -> Iterator[tuple]:
+    """(T, method, mode, inputs, compiled call, its info) for each length and each (method,
+    mode), the inputs drawn once per length. Nothing here keeps a compiled call once it is
+    handed out, so a caller that drops it frees its buffers before the next compilation."""
+    for t in lengths:
+        q, k, v, ct = random_inputs(rng, t, 4)
+        inputs = (q, k, v, proj, ct)
+        for method, mode in itertools.product(methods, MODES):
+            bar.set_postfix_str(f"{label}{method} {mode} T={t}")
+            yield (t, method, mode, inputs, *compile_attention(method, mode, config.window, inputs))
+
+
 def scaling(config: ml_collections.ConfigDict, lengths: list[int], budget_bytes: int | None,
             proj: jax.Array, bar) -> list[dict]:
     """One record per (T, method, mode): memory always, time where the point fits."""
     rng = np.random.default_rng(config.seed)
     records = []
     last: dict[tuple[str, str], tuple[int, float]] = {}  # (method, mode) -> (T, one call s)
-    for t in lengths:
-        q, k, v, ct = random_inputs(rng, t, 4)
-        inputs = (q, k, v, proj, ct)
-        for method, mode in itertools.product(METHODS, MODES):
-            bar.set_postfix_str(f"{method} {mode} T={t}")
-            compiled, info = compile_attention(method, mode, config.window, inputs)
-            ma = compiled.memory_analysis()
-            rec = {
-                "method": method, "mode": mode, "T": t, **info,
-                "temp_bytes": int(ma.temp_size_in_bytes),
-                "argument_bytes": int(ma.argument_size_in_bytes),
-                "output_bytes": int(ma.output_size_in_bytes),
-                "flops": forward_flops(method, t, config.features, config.window) * (
-                    1 if mode == "fwd" else 3),
-            }
-            # Predicted time of one call: quadratic growth for softmax, linear otherwise.
-            predicted = None
-            if (method, mode) in last:
-                t_prev, s_prev = last[(method, mode)]
-                predicted = s_prev * (t / t_prev) ** (2 if method == "softmax" else 1)
-            reason = _skip_reason(rec, predicted, budget_bytes, config.max_call_s)
-            if reason is not None:
-                rec.update(status="skipped", reason=reason)
-            else:
-                rec.update(time_budgeted(_blocking(compiled, inputs), repeats=config.reps,
-                                         budget_s=config.point_budget_s))
-                rec["status"] = "ok"
-                last[(method, mode)] = (t, rec["median_s"])
-                rec["achieved_gflops"] = rec["flops"] / rec["median_s"] / 1e9
-            del compiled
-            records.append(rec)
-            bar.update(1)
+    for t, method, mode, inputs, compiled, info in compiled_points(config, lengths, METHODS,
+                                                                   proj, rng, bar):
+        ma = compiled.memory_analysis()
+        rec = {
+            "method": method, "mode": mode, "T": t, **info,
+            "temp_bytes": int(ma.temp_size_in_bytes),
+            "argument_bytes": int(ma.argument_size_in_bytes),
+            "output_bytes": int(ma.output_size_in_bytes),
+            "flops": forward_flops(method, t, config.features, config.window) * (
+                1 if mode == "fwd" else 3),
+        }
+        # Predicted time of one call: quadratic growth for softmax, linear otherwise.
+        predicted = None
+        if (method, mode) in last:
+            t_prev, s_prev = last[(method, mode)]
+            predicted = s_prev * (t / t_prev) ** (2 if method == "softmax" else 1)
+        reason = _skip_reason(rec, predicted, budget_bytes, config.max_call_s)
+        if reason is not None:
+            rec.update(status="skipped", reason=reason)
+        else:
+            rec.update(time_budgeted(_blocking(compiled, inputs), repeats=config.reps,
+                                     budget_s=config.point_budget_s))
+            rec["status"] = "ok"
+            last[(method, mode)] = (t, rec["median_s"])
+            rec["achieved_gflops"] = rec["flops"] / rec["median_s"] / 1e9
+        del compiled
+        records.append(rec)
+        bar.update(1)
     return records
 
 
@@ -228,14 +239,8 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
     "times_s"} of the O(T) methods at the lengths `big` (from 4096); {} for fewer than 2."""
     if len(big) < 2:
         return {}
-    calls = {}
-    for t in big:
-        q, k, v, ct = random_inputs(rng, t, 4)
-        inputs = (q, k, v, proj, ct)
-        for method, mode in itertools.product(LINEAR, MODES):
-            bar.set_postfix_str(f"growth: compile {method} {mode} T={t}")
-            compiled, _ = compile_attention(method, mode, config.window, inputs)
-            calls[(method, mode, t)] = (compiled, inputs)
+    calls = {(method, mode, t): (compiled, inputs) for t, method, mode, inputs, compiled, _
+             in compiled_points(config, big, LINEAR, proj, rng, bar, "growth: compile ")}
     bar.set_postfix_str("growth: interleaved rounds")
     times = interleaved(calls, config.growth_rounds, bar)
     steps = {}
