@@ -48,10 +48,14 @@ def random_case(size: str, batch: int, length: int
     return cfg, model, params, make_batch(batch, length, cfg.vocab_size)
 
 
+def gemm_shape(cfg: BertConfig, batch_size: int, length: int) -> tuple[int, int, int]:
+    """The encoder's feed-forward GEMM, (B * L, hidden, intermediate)."""
+    return batch_size * length, cfg.hidden_size, cfg.intermediate_size
+
+
 def component_inputs(cfg: BertConfig, batch: dict) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Both frameworks' inputs of the parts timed alone: the GRU's [B, L, hidden] float32
-    input (any activations cost the same) and the encoder's feed-forward GEMM shape
-    (B * L, hidden, intermediate)."""
+    input (any activations cost the same) and the `gemm_shape`."""
     b, length = batch["input_ids"].shape
     x = np.random.default_rng(3).standard_normal((b, length, cfg.hidden_size))
-    return x.astype(np.float32), (b * length, cfg.hidden_size, cfg.intermediate_size)
+    return x.astype(np.float32), gemm_shape(cfg, b, length)

@@ -49,7 +49,7 @@ import numpy as np
 
 from benchmarks.gemm import gemm
 from benchmarks.inputs import BenchmarkParser, run
-from benchmarks.notebook import SIZES, component_inputs, notebook_model, random_case
+from benchmarks.notebook import SIZES, component_inputs, gemm_shape, notebook_model, random_case
 from benchmarks.steps import (
     JaxStep,
     cached_head_step,
@@ -179,7 +179,7 @@ def _cached_encoder_row(head: dict, enc: float, row: dict, epochs: int) -> dict:
 def _profile_row(cfg: BertConfig, batch_size: int, length: int, comp_s: dict,
                  jstep: JaxStep) -> dict:
     """The component timings, both frameworks' GEMM rates and the profiled JAX step."""
-    rows_, inner, cols = batch_size * length, cfg.hidden_size, cfg.intermediate_size
+    rows_, inner, cols = gemm_shape(cfg, batch_size, length)
     flops = 2.0 * rows_ * inner * cols
     return {
         "components_median_s": comp_s,

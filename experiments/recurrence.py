@@ -384,7 +384,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         if not values or any(t < 1 or t % 2 != (parity == "odd") for t in values):
             raise cli.UserError(f"--config.{name} must be {parity} lengths >= 1")
     if max(config.train.lengths) > max(config.eval.unseen_lengths):
-        raise cli.UserError("--config.eval.unseen_lengths must reach past the longest of "
+        raise cli.UserError("--config.eval.unseen_lengths must reach the longest of "
                             "--config.train.lengths (the seen lengths are padded to it)")
 
 

@@ -204,8 +204,10 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
     results_dir = pathlib.Path(results_dir)
     runs = {}
     for path in sorted(results_dir.glob("sentiment_*.json")):
+        if path.name == FACTS_FILE:  # read by the report itself
+            continue
         m = json.loads(path.read_text())
-        if "history" not in m:  # not a metrics.json (the facts, say)
+        if "history" not in m:  # not a metrics.json
             continue
         name = path.stem.removeprefix("sentiment_")
         m["_curves"] = (results_dir / f"sentiment_{name}_curves.png").is_file()

@@ -226,7 +226,7 @@ def test_a_flag_naming_a_config_field_points_at_its_override(tmp_path, capsys):
 @pytest.mark.parametrize("override,needle", [
     ("--config.train.lengths=(2,3)", "--config.train.lengths must be even lengths"),
     ("--config.eval.odd_lengths=(4,)", "--config.eval.odd_lengths must be odd lengths"),
-    ("--config.train.lengths=(2,200)", "--config.eval.unseen_lengths must reach past"),
+    ("--config.train.lengths=(2,200)", "--config.eval.unseen_lengths must reach the longest"),
 ])
 def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, capsys):
     from experiments import recurrence

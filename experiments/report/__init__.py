@@ -129,4 +129,3 @@ def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return cli.run_main(lambda: _main(argv), (OSError, KeyError, ValueError, jinja2.TemplateError))
-

@@ -110,10 +110,10 @@ class ImageData:
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         s = self.splits
         try:
-            return {"train": (s.train_x, s.train_y), "validation": (s.val_x, s.val_y),
-                    "test": (s.test_x, s.test_y)}[split]
+            return {"train": (s.train_x, s.train_y), "val": (s.val_x, s.val_y),
+                    "validation": (s.val_x, s.val_y), "test": (s.test_x, s.test_y)}[split]
         except KeyError:
-            raise ValueError(f"unknown split {split!r} (train, validation, test)") from None
+            raise ValueError(f"unknown split {split!r} (train, val, validation, test)") from None
 
     def _batches(self, x: np.ndarray, y: np.ndarray, order: np.ndarray) -> Iterator[dict]:
         for start in range(0, len(order), self.batch_size):

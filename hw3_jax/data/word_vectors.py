@@ -26,7 +26,6 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from hw3_jax.data.token_cache import token_index
-from hw3_jax.models import ENCODER_KEY
 
 
 def token_stream(splits: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +99,8 @@ def ppmi_svd_embeddings(splits: Sequence[Any], vocab_size: int, dim: int, *,
 def with_word_embeddings(params: Mapping, vectors: np.ndarray) -> dict:
     """BertGRUSentiment's `params` with the word embedding table replaced by `vectors`
     [vocab, hidden] (shapes checked)."""
+    from hw3_jax.models import ENCODER_KEY  # here: this module needs no jax/flax
+
     enc = params[ENCODER_KEY]
     table = enc["embeddings"]["word_embeddings"]["embedding"]
     if tuple(table.shape) != tuple(vectors.shape):

@@ -74,7 +74,7 @@ def make_optimizer(learning_rate: float | optax.Schedule, trainable_mask: Any = 
     Adam's. `optimizer` and `weight_decay` have no default here: the run's come from
     TrainConfig (`config.optimizer_of`)."""
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
 
     def one(lr):
         if optimizer == "adamw":
@@ -104,7 +104,7 @@ def learning_rate_schedule(learning_rate: float, schedule: str, warmup_steps: in
     constant; for "cosine" a cosine decay and for "linear" (BERT's fine-tuning schedule) a
     straight line, both reaching 0 at `total_steps` (the run's training steps, required)."""
     if schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
     if schedule == "constant":
         if not warmup_steps:
             return learning_rate
