@@ -46,13 +46,13 @@ from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import SHARED_MINILM, get_config
 from experiments.cli import UserError
-from experiments.sentiment_train import resolve, train_and_evaluate
+from experiments.sentiment_train import RUN_ERRORS, resolve, train_and_evaluate
 from hw3_jax import factory, timing
 from hw3_jax.bert import BertConfig, init_bert_params
 from hw3_jax.bert_weights import bert_params_to_torch
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.models import init_params
-from hw3_jax.train.workdir import TrainingError, Workdir
+from hw3_jax.train.workdir import Workdir
 
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
@@ -67,9 +67,6 @@ QUICK_MINILM_LIMIT = 32  # reviews per split through MiniLM's encoder cache
 # The profiled step's repetitions without --quick and with it.
 FULL = dict(repeats=5)
 QUICK = dict(repeats=2)
-# What the runs raise that `benchmarks.inputs.run` would not make one line (it does a
-# UserError, DataError and WorkdirError).
-RUN_ERRORS = (TrainingError, OSError)
 
 # Dense (no sparsity) bfloat16 peak FLOP/s per JAX device, by `device_kind` (first full
 # match). NVIDIA's data sheets give the figures "with sparsity", halved here: A100 (SXM and

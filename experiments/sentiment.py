@@ -36,19 +36,18 @@ from experiments.cli import UserError
 from experiments.sentiment_train import (
     CHOICES,
     NOTEBOOK_SENTENCES,
+    RUN_ERRORS,
     data_source,
     train_and_evaluate,
 )
 from hw3_jax import factory
 from hw3_jax.train.sharding import initialize_distributed, peer_failures_reported
-from hw3_jax.train.workdir import TrainingError
 
 __all__ = ["NOTEBOOK_SENTENCES", "SHORTCUTS", "build_config", "command_line", "main"]
 
 CONFIG_FILE = "configs/sentiment.py"
 CONFIG_MODULE = "configs.sentiment"  # the same file, found from any directory
 DEFAULT_WORKDIR = "runs/sentiment"
-USER_ERRORS = (TrainingError, OSError)  # beside those cli.run_main reports itself
 
 
 def _flag(field: str, help: str, **options: Any) -> cli.Shortcut:
@@ -258,9 +257,9 @@ def _train_command(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["predict"], ["-h"], ["--help"]):
-        return cli.run_main(lambda: _predict_command(_parser().parse_args(argv)), USER_ERRORS)
+        return cli.run_main(lambda: _predict_command(_parser().parse_args(argv)), RUN_ERRORS)
     train_argv = argv[1:] if argv[:1] == ["train"] else argv
-    return cli.run_main(lambda: _train_command(train_argv), USER_ERRORS)
+    return cli.run_main(lambda: _train_command(train_argv), RUN_ERRORS)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ from hw3_jax.train.sharding import (
     initialize_distributed,
     sync_processes,
 )
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import TrainingError, Workdir
 
+# What a run raises that is the user's to fix, beside the UserError, DataError and
+# WorkdirError that `experiments.cli.run_main` reports itself: one line each.
+RUN_ERRORS = (TrainingError, OSError)
 NOTEBOOK_SENTENCES = (
     "Justice League is terrible. I hated it.",
     "Avengers was great!!",
