@@ -53,7 +53,7 @@ def gemm(rows: int, inner: int, cols: int, framework: str, dtype: str = "float32
 
         f = jax.jit(jnp.matmul)
         ja, jb = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
-        return lambda: jax.block_until_ready(f(ja, jb))
+        return timing.blocking(f, ja, jb)
     import torch
 
     ta, tb = (torch.from_numpy(x).to(getattr(torch, dtype)) for x in (a, b))

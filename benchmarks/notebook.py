@@ -7,6 +7,7 @@ the PyTorch one (`benchmarks.torch_peer`) is the notebook's class with the same 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -14,6 +15,7 @@ import numpy as np
 
 from benchmarks.inputs import make_batch
 from configs.sentiment import get_config
+from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.factory import sentiment_model
 from hw3_jax.models import BertGRUSentiment, init_params
@@ -51,6 +53,13 @@ def random_case(size: str, batch: int, length: int
 def gemm_shape(cfg: BertConfig, batch_size: int, length: int) -> tuple[int, int, int]:
     """The encoder's feed-forward GEMM, (B * L, hidden, intermediate)."""
     return batch_size * length, cfg.hidden_size, cfg.intermediate_size
+
+
+def component_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """{name: median seconds} of the parts timed alone, as both frameworks time them:
+    interleaved, one warm-up, two repetitions fewer than the steps' `repeats` (at least 2)."""
+    timed = timing.time_interleaved(fns, warmup=1, repeats=max(2, repeats - 2))
+    return {k: v["median_s"] for k, v in timed.items()}
 
 
 def component_inputs(cfg: BertConfig, batch: dict) -> tuple[np.ndarray, tuple[int, int, int]]:

@@ -52,7 +52,7 @@ from hw3_jax.bert import BertConfig, init_bert_params
 from hw3_jax.bert_weights import bert_params_to_torch
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.models import init_params
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import Workdir, json_safe
 
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
@@ -118,18 +118,18 @@ def recipe_config(name: str, archive: str | None, vocab: str | None, quick: bool
 
 
 def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
-                   ) -> tuple[str, str]:
+                   ) -> tuple[str, str, BertConfig]:
     """Point `config.model.encoder` at the hub's encoder it names (bert-base-uncased) where
     it loads, else at a random checkpoint of its shape written under `root` (tiny with
     `quick`, which never asks the hub): BERT's random initialisation in the hub's file
     layout (config.json + model.safetensors), loaded as the hub's would be. Returns
-    ("hub" | "random", why)."""
+    ("hub" | "random", why, the encoder's BertConfig as `config`'s run loads it)."""
     hub = config.model.encoder
     why = "--quick"
     if not quick:
         try:
-            factory.pretrained_encoder(config.model)  # downloads it into the hub cache
-            return "hub", f"{hub} from the Hugging Face hub"
+            bert_cfg, _ = factory.pretrained_encoder(config.model)  # downloads it
+            return "hub", f"{hub} from the Hugging Face hub", bert_cfg
         except (OSError, ValueError) as e:
             why = f"the hub's {hub} did not load ({e})"
     vocab = config.data.vocab or config.model.encoder
@@ -143,7 +143,9 @@ def choose_encoder(config: ml_collections.ConfigDict, root: Path, quick: bool
     save_file(bert_params_to_torch(params), str(directory / "model.safetensors"))
     config.model.encoder = str(directory)
     shape = "a tiny encoder" if quick else f"the shape of {hub}"
-    return "random", f"{why}: random weights of {shape}, frozen (the time is the same)"
+    bert_cfg, _ = factory.pretrained_encoder(config.model)
+    return ("random", f"{why}: random weights of {shape}, frozen (the time is the same)",
+            bert_cfg)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -159,12 +161,13 @@ def _shares(by_part: dict[str, float]) -> dict[str, float | None]:
     return {"encoder": encoder, "gru": gru, "other": max(0.0, 1.0 - encoder - gru)}
 
 
-def step_breakdown(config: ml_collections.ConfigDict, *, warmup: int, repeats: int) -> dict:
-    """One compiled training step of `config`'s model on a batch of batch_size x max_length
-    real tokens (the largest bucket): compile time, XLA's FLOPs, the median step time, the
-    FLOP/s achieved against the device's peak, and the profile's shares of model parts."""
+def step_breakdown(config: ml_collections.ConfigDict, bert_cfg: BertConfig, *, warmup: int,
+                   repeats: int) -> dict:
+    """One compiled training step of `config`'s model on encoder `bert_cfg` (from
+    `choose_encoder`), on a batch of batch_size x max_length real tokens (the largest
+    bucket): compile time, XLA's FLOPs, the median step time, the FLOP/s achieved against the
+    device's peak, and the profile's shares of model parts."""
     resolved = resolve(config)
-    bert_cfg, _ = factory.pretrained_encoder(resolved.model)
     model = factory.sentiment_model(resolved.model, bert_cfg)
     params = init_params(model, jax.random.key(0))  # random weights cost the same
     batch, length = resolved.data.batch_size, resolved.data.max_length
@@ -199,8 +202,8 @@ def step_breakdown(config: ml_collections.ConfigDict, *, warmup: int, repeats: i
 def train_run(config: ml_collections.ConfigDict, workdir: Path, command: str) -> dict:
     """Train `config` into `workdir` with the experiment's run; the epoch times, examples/s
     and test metrics as its metrics.json records them."""
-    train_and_evaluate(config, str(workdir), extra={"command": command})
-    metrics = Workdir(workdir).read_json(Workdir(workdir).metrics.name)
+    result = train_and_evaluate(config, str(workdir), extra={"command": command})
+    metrics = json_safe(result.metrics)  # as metrics.json holds it
     cache = metrics.get("encoder_cache") or {}
     return {
         "workdir": str(workdir),
@@ -300,10 +303,10 @@ def run_recipe(args, root: Path, command: str) -> dict:
     archive, vocab = _inputs(args, root)
     config = recipe_config("notebook", archive, vocab, args.quick)
     try:
-        weights, weights_note = choose_encoder(config, root, args.quick)
+        weights, weights_note, bert_cfg = choose_encoder(config, root, args.quick)
         print(f"[recipe] encoder: {weights_note}", flush=True)
         print("[recipe] one compiled step: FLOPs, time, profile ...", flush=True)
-        step = step_breakdown(config, warmup=args.warmup, repeats=args.repeats)
+        step = step_breakdown(config, bert_cfg, warmup=args.warmup, repeats=args.repeats)
         print("[recipe] the notebook recipe, trained ...", flush=True)
         notebook = train_run(config, root / "notebook", command)
         minilm = None
@@ -313,13 +316,14 @@ def run_recipe(args, root: Path, command: str) -> dict:
                                root / "minilm", command)
     except RUN_ERRORS as e:
         raise UserError(str(e)) from None
-    row = recipe_row(timing.device_name(), weights, notebook, step)
+    device = timing.device_name()
+    row = recipe_row(device, weights, notebook, step)
     tables = [recipe_table(row, step["peak_flop_per_s"] is not None)]
     minilm_result = None if minilm is None else minilm_row(minilm)
     if minilm_result is not None:
         tables.append(minilm_table(minilm_result))
     return {
-        **timing.benchmark_header("recipe", args.quick), "device": timing.device_name(),
+        **timing.benchmark_header("recipe", args.quick), "device": device,
         "weights": weights, "weights_note": weights_note, "imdb_archive": archive,
         "vocab": vocab, "reference_epoch_min": {"notebook": NOTEBOOK_EPOCH_MIN,
                                                 "tutorial": TUTORIAL_EPOCH_MIN},

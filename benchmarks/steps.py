@@ -14,7 +14,7 @@ from hw3_jax import timing
 from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.data import encoder_cache
 from hw3_jax.gru import GRU
-from hw3_jax.models import BertGRUSentiment, trainable_mask
+from hw3_jax.models import BertGRUSentiment, split_params, trainable_mask
 from hw3_jax.train.config import TrainConfig, optimizer_of
 from hw3_jax.train.sharding import data_parallel, prepare_batch
 from hw3_jax.train.steps import create_train_state, init_metrics, jit_train_step
@@ -67,12 +67,12 @@ def notebook_step(model: BertGRUSentiment, params: Any, batch: dict) -> JaxStep:
 def cached_head_step(model: BertGRUSentiment, params: Any, batch: dict) -> JaxStep:
     """The encoder-cache recipe's step: the GRU head alone on stored float16 encoder
     outputs (random here: they cost the same)."""
-    _, head_params = encoder_cache.split_params(params)
+    _, head_params = split_params(params)
     b, length = batch["input_ids"].shape
     features = np.random.default_rng(4).standard_normal(
         (b, length, model.bert.hidden_size)).astype(np.float16)
     hb = {"features": features, **{k: batch[k] for k in ("attention_mask", "label", "weight")}}
-    return JaxStep(encoder_cache.head_of(model), head_params, hb,
+    return JaxStep(model.gru_head(), head_params, hb,
                    input_keys=tuple(encoder_cache.INPUT_KEYS))
 
 
@@ -85,7 +85,7 @@ def jax_encoder_forward(cfg: BertConfig, bert_params: Any, batch: dict, *,
         {"params": p}, ids, m, deterministic=deterministic, rngs={"dropout": key})[0])
     ids, m = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
     key = jax.random.key(1)
-    return lambda: jax.block_until_ready(f(bert_params, ids, m, key))
+    return timing.blocking(f, bert_params, ids, m, key)
 
 
 def jax_gru_forward_backward(model: BertGRUSentiment, gru_params: Any, x: np.ndarray,
@@ -102,4 +102,4 @@ def jax_gru_forward_backward(model: BertGRUSentiment, gru_params: Any, x: np.nda
     g = jax.jit(jax.grad(loss))
     x, lengths = jnp.asarray(x), jnp.asarray(lengths)
     key = jax.random.key(2)
-    return lambda: jax.block_until_ready(g(gru_params, x, lengths, key))
+    return timing.blocking(g, gru_params, x, lengths, key)

@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from benchmarks.gemm import gemm
-from benchmarks.notebook import component_inputs, random_case
+from benchmarks.notebook import component_inputs, component_medians, random_case
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.bert_weights import bert_params_to_torch
@@ -153,9 +153,8 @@ def measure(spec: dict) -> dict:
     out["steps"] = timing.time_interleaved(steps, warmup=spec["warmup"],
                                            repeats=spec["repeats"], rotate=True)
     if spec["components"]:
-        comp = timing.time_interleaved(_components(tmodel, cfg, batch), warmup=1,
-                                       repeats=max(2, spec["repeats"] - 2))
-        out["components_median_s"] = {k: v["median_s"] for k, v in comp.items()}
+        out["components_median_s"] = component_medians(_components(tmodel, cfg, batch),
+                                                       spec["repeats"])
     return out
 
 

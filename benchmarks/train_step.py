@@ -49,7 +49,14 @@ import numpy as np
 
 from benchmarks.gemm import gemm
 from benchmarks.inputs import BenchmarkParser, run
-from benchmarks.notebook import SIZES, component_inputs, gemm_shape, notebook_model, random_case
+from benchmarks.notebook import (
+    SIZES,
+    component_inputs,
+    component_medians,
+    gemm_shape,
+    notebook_model,
+    random_case,
+)
 from benchmarks.steps import (
     JaxStep,
     cached_head_step,
@@ -102,8 +109,7 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
                                                                 deterministic=True)}
     if profile:
         comp_fns.update(_component_fns(model, params, batch))
-    comp = timing.time_interleaved(comp_fns, warmup=1, repeats=max(2, repeats - 2))
-    comp_s = {k: v["median_s"] for k, v in comp.items()}
+    comp_s = component_medians(comp_fns, repeats)
     row["jax_cached_encoder"] = _cached_encoder_row(timed["jax_cached_head"],
                                                     comp_s["jax_encoder_forward_eval"], row,
                                                     get_config("notebook").train.epochs)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import ml_collections
 
-# The quick variant, a smoke run (dotted field -> value).
-QUICK = {"max_t": 1024, "reps": 2, "growth_rounds": 1, "error.features": (16, 64),
-         "error.length": 128, "error.draws": 2}
+from configs import apply_variant
+
+# The variants as their differences from the default (dotted field -> value): quick, a
+# smoke run.
+VARIANTS = {"quick": {"max_t": 1024, "reps": 2, "growth_rounds": 1, "error.features": (16, 64),
+                      "error.length": 128, "error.draws": 2}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,8 +53,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.error.draws = 3  # random feature draws per point
 
     config.out = "results"  # attention_scaling.json and three PNG plots go here
-    if arg == "quick":
-        config.update_from_flattened_dict(QUICK)
-    elif arg is not None:
-        raise ValueError(f"unknown variant {arg!r}: the only variant is quick")
-    return config
+    return apply_variant(config, arg, VARIANTS)

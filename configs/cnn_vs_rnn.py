@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import apply_variant
+
 # The variants, each as its differences from the default (dotted field -> value).
 VARIANTS = {"gpu": {"sides": (8, 16, 32, 64, 128, 256)}, "mnist": {"data": "mnist"}}
 
@@ -50,7 +52,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sides = (8, 16, 32, 64)
 
     config.out = "results"  # cnn_vs_rnn.json, cnn_vs_rnn.md and three PNG plots go here
-    if arg is not None and arg not in VARIANTS:
-        raise ValueError(f"unknown variant {arg!r}: choose from {', '.join(VARIANTS)}")
-    config.update_from_flattened_dict(VARIANTS.get(arg, {}))
-    return config
+    return apply_variant(config, arg, VARIANTS)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import ml_collections
 
-# The quick variant: the same measurements at small sizes (dotted field -> value).
-QUICK = {"check.n_sequences": 512, "train.steps": 200, "train.n_inits": 4,
-         "train.n_per_length": 256}
+from configs import apply_variant
+
+# The variants as their differences from the default (dotted field -> value): quick, the
+# same measurements at small sizes.
+VARIANTS = {"quick": {"check.n_sequences": 512, "train.steps": 200, "train.n_inits": 4,
+                      "train.n_per_length": 256}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -47,8 +50,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.n_per_length = 2000
 
     config.out = "results"  # recurrence.json and recurrence.png go here
-    if arg == "quick":
-        config.update_from_flattened_dict(QUICK)
-    elif arg is not None:
-        raise ValueError(f"unknown variant {arg!r}: the only variant is quick")
-    return config
+    return apply_variant(config, arg, VARIANTS)

@@ -45,12 +45,14 @@ from experiments.attention_scaling_analysis import (
     MODES,
     crossover,
     forward_flops,
+    random_inputs,
     targets,
 )
 from experiments.attention_scaling_error import error_vs_features
 from experiments.attention_scaling_plots import make_plots
 from hw3_jax import attention as att
 from hw3_jax.timing import (
+    blocking,
     compile_timed,
     machine_info,
     mem_available_bytes,
@@ -86,21 +88,16 @@ SHORTCUTS = {
 # -------------------------------------------------------------------------------- Calibration.
 
 
-def _blocking(compiled, args):
-    """A zero-argument call of `compiled(*args)` that returns when its work is done."""
-    return lambda: jax.block_until_ready(compiled(*args))
-
-
 def calibrate(seed: int) -> dict:
     """This CPU's float32 GEMM rate and memory bandwidth, measured now (for the floor)."""
     rng = np.random.default_rng(seed)
     n = 2048
     a = jnp.asarray(rng.standard_normal((n, n), np.float32))
     gemm = jax.jit(lambda x: x @ x).lower(a).compile()
-    t = time_budgeted(_blocking(gemm, (a,)), repeats=5, budget_s=5.0)
+    t = time_budgeted(blocking(gemm, a), repeats=5, budget_s=5.0)
     big = jnp.asarray(rng.standard_normal(64 * 2**20, np.float32))  # 256 MiB
     scale = jax.jit(lambda x: x * 2.0).lower(big).compile()
-    tb = time_budgeted(_blocking(scale, (big,)), repeats=5, budget_s=5.0)
+    tb = time_budgeted(blocking(scale, big), repeats=5, budget_s=5.0)
     return {
         "gemm_f32_gflops": 2 * n**3 / t["median_s"] / 1e9,
         "gemm_f32_gflops_best": 2 * n**3 / t["min_s"] / 1e9,
@@ -110,12 +107,6 @@ def calibrate(seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------- The measured functions.
-
-
-def random_inputs(rng: np.random.Generator, t: int, n: int) -> tuple[jax.Array, ...]:
-    """`n` float32 arrays [BATCH, t, HEADS, HEAD_DIM] of standard normals."""
-    shape = (BATCH, t, HEADS, HEAD_DIM)
-    return tuple(jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(n))
 
 
 def compile_attention(method: str, mode: str, window: int, inputs: tuple) -> tuple[Any, dict]:
@@ -195,7 +186,7 @@ def scaling(config: ml_collections.ConfigDict, lengths: list[int], budget_bytes:
         if reason is not None:
             rec.update(status="skipped", reason=reason)
         else:
-            rec.update(time_budgeted(_blocking(compiled, inputs), repeats=config.reps,
+            rec.update(time_budgeted(blocking(compiled, *inputs), repeats=config.reps,
                                      budget_s=config.point_budget_s))
             rec["status"] = "ok"
             last[(method, mode)] = (t, rec["median_s"])
@@ -227,7 +218,7 @@ def interleaved(calls: dict, rounds: int, bar) -> dict:
     """{name: [seconds per round]} of compiled calls {name: (compiled, args)}, timed once per
     round (`hw3_jax.timing.time_interleaved`): the median over rounds of a per-round ratio is
     far steadier on a shared CPU than a ratio of two medians measured minutes apart."""
-    timed = time_interleaved({name: _blocking(c, a) for name, (c, a) in calls.items()},
+    timed = time_interleaved({name: blocking(c, *a) for name, (c, a) in calls.items()},
                              warmup=1, repeats=rounds)
     bar.update(rounds * len(calls))
     return {name: s["times_s"] for name, s in timed.items()}

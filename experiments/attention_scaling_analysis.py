@@ -1,5 +1,5 @@
-"""Q3's arithmetic and derived numbers: FLOPs of each method, crossover lengths, and the
-targets as ratios of this run's own measurements.
+"""Q3's shapes and arithmetic: the random inputs of the timing and error runs, FLOPs of each
+method, crossover lengths, and the targets as ratios of this run's own measurements.
 
 A record is one measured (method, mode, T) point of `experiments.attention_scaling.scaling`:
 {"method", "mode", "T", "status": "ok" | "skipped", "median_s", "temp_bytes", "flops", ...}.
@@ -8,6 +8,12 @@ A record is one measured (method, mode, T) point of `experiments.attention_scali
 from __future__ import annotations
 
 import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hw3_jax import attention as att
 
 BATCH, HEADS, HEAD_DIM = 1, 8, 64
 METHODS = ("softmax", "performer", "local")
@@ -25,12 +31,10 @@ TARGETS = {
 }
 
 
-def local_span(t: int, window: int) -> tuple[int, int]:
-    """(padded length, keys per query block) of `local_attention`'s default blocking."""
-    bs = min(max(window, 1), t)
-    n_blocks = -(-t // bs)
-    r = min(-(-window // bs), n_blocks - 1)
-    return n_blocks * bs, (2 * r + 1) * bs
+def random_inputs(rng: np.random.Generator, t: int, n: int) -> tuple[jax.Array, ...]:
+    """`n` float32 arrays [BATCH, t, HEADS, HEAD_DIM] of standard normals."""
+    shape = (BATCH, t, HEADS, HEAD_DIM)
+    return tuple(jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(n))
 
 
 def forward_flops(method: str, t: int, m: int, window: int) -> float:
@@ -40,8 +44,9 @@ def forward_flops(method: str, t: int, m: int, window: int) -> float:
         return 4.0 * b * n * t * t * d  # q k^T and p v
     if method == "performer":
         return 8.0 * b * t * n * m * d  # 2 projections, phi(K)^T V, phi(Q) (KV)
-    t_pad, span = local_span(t, window)
-    return 4.0 * b * n * t_pad * span * d
+    # The blocking of `local_attention(q, k, v, window)`, its keyword defaults included.
+    blocks = att.local_blocks(t, window, **att.local_attention.__kwdefaults__)
+    return 4.0 * b * n * blocks.padded_length * blocks.span * d
 
 
 def ok_times(records: list[dict], method: str, mode: str) -> dict[int, float]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments.attention_scaling_analysis import HEAD_DIM, HEADS
+from experiments.attention_scaling_analysis import HEAD_DIM, HEADS, random_inputs
 from hw3_jax import attention as att
 
 
@@ -59,9 +59,8 @@ def error_vs_features(config: ml_collections.ConfigDict, bar) -> dict:
         return jnp.linalg.norm(y - exact) / jnp.linalg.norm(exact), _tv_performer(q[0], k[0], w)
 
     for sigma in cfg.sigmas:
-        shape = (1, cfg.length, HEADS, HEAD_DIM)
-        q, k = (sigma * jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(2))
-        v = jnp.asarray(rng.standard_normal(shape, np.float32))
+        q, k, v = random_inputs(rng, cfg.length, 3)
+        q, k = sigma * q, sigma * k
         exact = att.softmax_attention(q, k, v)
         loc = att.local_attention(q, k, v, config.window)
         regime = {

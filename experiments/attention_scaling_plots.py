@@ -26,14 +26,13 @@ from experiments.attention_scaling_analysis import (  # noqa: E402
     MODES,
     ok_times,
 )
+from hw3_jax.train.plots import save_figure  # noqa: E402
 
 COLORS = {"softmax": "tab:red", "performer": "tab:blue", "local": "tab:green"}
 
 
 def _save(fig: Any, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return str(path)
 
 

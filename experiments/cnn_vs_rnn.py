@@ -46,7 +46,7 @@ from experiments.report.text import pct
 from hw3_jax import vision
 from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
-from hw3_jax.timing import device_name, machine_info, time_interleaved
+from hw3_jax.timing import blocking, device_name, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
 from hw3_jax.train.workdir import Workdir
 
@@ -254,8 +254,8 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
             row[f"{key}_multiply_adds"] = vision.multiply_adds(model, side, side)
         rows.append(row)
     timed = time_interleaved(
-        {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args)))
-         for name, (fn, args) in cases.items()}, warmup=3, repeats=reps, rotate=True)
+        {name: blocking(fn, *args) for name, (fn, args) in cases.items()},
+        warmup=3, repeats=reps, rotate=True)
     t = {name: s["median_s"] for name, s in timed.items()}
     per_model = {key: {"latency_ms_1": 1e3 * t[(key, "1")],
                        "latency_ms_batch": 1e3 * t[(key, "batch")]} for key in models}

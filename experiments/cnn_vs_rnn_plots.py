@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file-only bac
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hw3_jax.train.plots import save_figure  # noqa: E402
+
 KEYS = ("cnn", "rnn")
 MODEL_NAMES = {"cnn": "CNN", "rnn": "RNN (GRU over rows)"}
 COLORS = ("tab:blue", "tab:orange")
@@ -24,9 +26,7 @@ LABELS = [MODEL_NAMES[k] for k in KEYS]
 
 
 def _save(fig: Any, out: pathlib.Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / name, dpi=110)
     return name
 
 

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file-only backend
 import numpy as np  # noqa: E402
 
+from hw3_jax.train.plots import save_figure  # noqa: E402
+
 
 def plot(history: dict, path: pathlib.Path) -> None:
     """history: {"loss", "w_in", "w_rec", "w_out"}, each [steps][inits]; writes `path`."""
@@ -43,6 +45,4 @@ def plot(history: dict, path: pathlib.Path) -> None:
         ylabel="weight",
         title="w_in * w_out (solid); w_in (dotted), w_out (dashed)",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -30,7 +30,7 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit, read_imdb_unsup
 from hw3_jax.data.pipeline import get_datasets
 from hw3_jax.data.sources import SOURCES, imdb_archive_path, source_identity
-from hw3_jax.data.token_cache import TRUNCATIONS, default_cache_dir, load_or_encode
+from hw3_jax.data.token_cache import TRUNCATIONS, load_or_encode
 from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
 from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
@@ -219,7 +219,7 @@ def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd:
         unsup, _ = load_or_encode(
             data.tokenizer, "unsup", texts,
             source_id=source_identity(config.data, config.seed),
-            max_length=config.data.max_length, cache_dir=default_cache_dir(wd),
+            max_length=config.data.max_length, cache_dir=wd.cache,
             truncation=config.data.truncation, progress=config.train.progress)
         splits.append(unsup)
     tok, std = data.tokenizer, config.model.word_vector_std
@@ -273,10 +273,11 @@ def _cached_outputs(config, model, bert_params, data, wd: Workdir, metadata: dic
     The encoder's params go into the workdir once (a file named by their hash, recorded in
     `metadata`), so that `predict` rebuilds the full model from a checkpoint that holds
     only the head."""
-    metadata["encoder_params"] = ec.save_encoder_params(wd.root, bert_params)
+    digest = ec.params_digest(bert_params)  # one pass over the weights, for both uses
+    metadata["encoder_params"] = ec.save_encoder_params(wd.root, bert_params, digest)
     cached = ec.build_cached_encoder_data(
-        data, model.bert, bert_params, dtype=config.encoder_cache.dtype,
-        attention_mask=model.encoder_attention_mask, cache_dir=default_cache_dir(wd),
+        data, model.bert, bert_params, encoder_digest=digest, dtype=config.encoder_cache.dtype,
+        attention_mask=model.encoder_attention_mask, cache_dir=wd.cache,
         progress=config.train.progress, log=_say)
     info = cached.info["encoder_cache"]
     facts["encoder_cache"] = {"encoder_params": metadata["encoder_params"],
@@ -325,7 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         """What metrics.json gets besides the loop's numbers: `facts`, and the best model's
         P(positive) of the notebook's sentences (a cached run's best head joins the encoder)."""
         if encoder is not None:
-            best = ec.join_params(best, encoder)
+            best = models.join_params(best, encoder)
         scored = SentimentPredictor(model, best, data.tokenizer,
                                     truncation=config.data.truncation).score(NOTEBOOK_SENTENCES)
         predictions = {r.text: r.p_positive for r in scored}
@@ -334,9 +335,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         return {**facts, "predictions": predictions}
 
     if config.encoder_cache.enabled:  # the same loop, on the head and the stored outputs
-        encoder, head_params = ec.split_params(params)
+        encoder, head_params = models.split_params(params)
         cached = _cached_outputs(config, model, encoder, data, wd, metadata, facts)
-        result = train(ec.head_of(model), head_params, cached,
+        result = train(model.gru_head(), head_params, cached,
                        dataclasses.replace(train_cfg, input_keys=cached.input_keys), wd,
                        metadata=metadata, report=report)
     else:

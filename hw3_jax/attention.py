@@ -326,7 +326,7 @@ def local_attention(
     key_mask = _key_mask(mask, b, t)
     if key_mask is None:
         key_mask = jnp.ones((b, t), bool)
-    blocks = _local_blocks(t, window, block_size, queries_per_step)
+    blocks = local_blocks(t, window, block_size, queries_per_step)
     bs, r, t_pad = blocks.size, blocks.radius, blocks.padded_length
 
     # Head-major [B, N, T, d]: every contraction below then has its batch dims leading and
@@ -344,7 +344,7 @@ def local_attention(
     return out[:, :t]
 
 
-class _Blocks(NamedTuple):
+class LocalBlocks(NamedTuple):
     """How `local_attention` cuts a sequence: blocks of `size` queries, `radius` key blocks
     on each side, `per_step` blocks per scan step, `steps` scan steps."""
 
@@ -363,17 +363,17 @@ class _Blocks(NamedTuple):
         return self.steps * self.per_step * self.size
 
 
-def _local_blocks(t: int, window: int, block_size: int | None, queries_per_step: int) -> _Blocks:
+def local_blocks(t: int, window: int, block_size: int | None, queries_per_step: int) -> LocalBlocks:
     bs = min(max(window, 1), t) if block_size is None else int(block_size)
     if bs < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size!r}")
     n_blocks = -(-t // bs)
     r = min(-(-window // bs), n_blocks - 1)  # neighbouring blocks needed on each side
     g = max(1, min(n_blocks, queries_per_step // bs))  # blocks per scan step
-    return _Blocks(size=bs, radius=r, per_step=g, steps=-(-n_blocks // g))
+    return LocalBlocks(size=bs, radius=r, per_step=g, steps=-(-n_blocks // g))
 
 
-def _local_band(blocks: _Blocks, window: int) -> jax.Array:
+def _local_band(blocks: LocalBlocks, window: int) -> jax.Array:
     """The `[size, span]` bool band: which keys of its span a query of a block may see."""
     bs, r, span = blocks.size, blocks.radius, blocks.span
     # Query a of block c sits at c*bs + a; key s of its span at (c - r)*bs + s. The offset
@@ -383,7 +383,7 @@ def _local_band(blocks: _Blocks, window: int) -> jax.Array:
     return jnp.abs(s - r * bs - a) <= window
 
 
-def _neighbours(x: jax.Array, axis: int, blocks: _Blocks) -> jax.Array:
+def _neighbours(x: jax.Array, axis: int, blocks: LocalBlocks) -> jax.Array:
     """`[..., (g + 2r) * bs, ...]` -> `[..., g, span, ...]`: each block's key span."""
     bs, r, g = blocks.size, blocks.radius, blocks.per_step
     parts = [
@@ -397,7 +397,7 @@ def _neighbours(x: jax.Array, axis: int, blocks: _Blocks) -> jax.Array:
 
 def _local_scan(
     qh: jax.Array, kh: jax.Array, vh: jax.Array, mp: jax.Array, band: jax.Array,
-    blocks: _Blocks,
+    blocks: LocalBlocks,
 ) -> jax.Array:
     """Banded softmax attention, `blocks.per_step` query blocks per scan step.
 

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from hw3_jax.bert import BertConfig, init_bert_params
 from hw3_jax.data import net
@@ -58,26 +59,6 @@ def torch_name(flax_path: tuple[str, ...]) -> str:
     else:
         raise KeyError(f"not a BertEncoder parameter path: {'/'.join(flax_path)}")
     return f"{prefix}.{_LEAF[leaf]}"
-
-
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, (*prefix, k)))
-        else:
-            out[(*prefix, k)] = v
-    return out
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return tree
 
 
 def _normalise_names(names) -> tuple[dict[str, str], list[str]]:
@@ -142,7 +123,7 @@ def bert_params_from_torch(
     pooler (e.g. saved from BertForMaskedLM) loads with a freshly initialised pooler and a
     warning: the sequence output is exact, the pooled output is not pretrained.
     """
-    shapes = _flatten(bert_param_shapes(config))
+    shapes = flatten_dict(bert_param_shapes(config))
     expected = {torch_name(path): path for path in shapes}
     mapping, _ = _normalise_names(state_dict.keys())
 
@@ -192,7 +173,7 @@ def bert_params_from_torch(
             stacklevel=2,
         )
         flat.update(_pooler_init(config, shapes))
-    return _unflatten(flat)
+    return unflatten_dict(flat)
 
 
 def _torch_shape(shape_struct, path) -> tuple[int, ...]:
@@ -204,7 +185,7 @@ def bert_params_to_torch(params: Mapping) -> dict[str, np.ndarray]:
     """Inverse of `bert_params_from_torch`: transformers-5 `BertModel` state-dict names,
     float32 NumPy arrays (kernels transposed back to `[out, in]`)."""
     out = {}
-    for path, v in _flatten(params).items():
+    for path, v in flatten_dict(params).items():
         a = np.asarray(v, dtype=np.float32)
         out[torch_name(path)] = np.ascontiguousarray(a.T if path[-1] == "kernel" else a)
     return out
@@ -256,8 +237,7 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, 
     name = str(name_or_path)
     if p.exists():
         raise FileNotFoundError(f"{name} is a file: pass the checkpoint's directory")
-    # Hub ids are "name" or "org/name"; anything else is a local path that does not exist.
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+    if not net.is_hub_name(name):
         raise FileNotFoundError(f"{name}: no such checkpoint directory")
     advice = (f"with no internet, download them elsewhere (e.g. `hf download {name} "
               f"config.json model.safetensors --local-dir DIR`) and pass the local directory "

@@ -187,6 +187,15 @@ class BertGRUSentiment(nn.Module):
     readout: str = "final"
     head: str = "gru"
 
+    @nn.nowrap
+    def gru_head(self) -> GRUHead:
+        """This model's GRU head, also applied on its own to stored encoder outputs
+        (`data.encoder_cache`): `head.apply({"params": split_params(params)[1]}, features
+        [B, L, hidden], attention_mask [B, L])`. The one place the head's fields are passed,
+        so a head-only checkpoint always fits the full model."""
+        return GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
+                       self.gru_over_padding, self.dtype, self.readout)
+
     @nn.compact
     def __call__(self, input_ids, attention_mask, *, deterministic: bool = True) -> jax.Array:
         if self.head not in HEADS:
@@ -206,8 +215,7 @@ class BertGRUSentiment(nn.Module):
         if self.head == "linear":
             head = LinearHead(self.dropout, self.dtype, self.readout)
         else:
-            head = GRUHead(self.hidden_dim, self.n_layers, self.bidirectional, self.dropout,
-                           self.gru_over_padding, self.dtype, self.readout)
+            head = self.gru_head()
         nn.share_scope(self, head)
         return head(embedded, attention_mask, deterministic=deterministic)
 
@@ -299,3 +307,13 @@ def with_pretrained_encoder(params: Mapping, bert_params: Mapping) -> dict:
     out = dict(params)
     out[ENCODER_KEY] = bert_params
     return out
+
+
+def split_params(params: Mapping) -> tuple[Any, dict]:
+    """BertGRUSentiment params -> (encoder params, head params {"gru", "out"})."""
+    return params[ENCODER_KEY], {k: v for k, v in params.items() if k != ENCODER_KEY}
+
+
+def join_params(head_params: Mapping, encoder_params: Any) -> dict:
+    """The inverse of `split_params`: a full BertGRUSentiment params tree."""
+    return {ENCODER_KEY: encoder_params, **head_params}

@@ -26,7 +26,7 @@ from hw3_jax.data.batching import predict_batches
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import clean_text
 from hw3_jax.data.tokenizer import load_tokenizer_file
-from hw3_jax.models import BertGRUSentiment
+from hw3_jax.models import BertGRUSentiment, join_params
 from hw3_jax.train.checkpoints import load_best
 from hw3_jax.train.workdir import Workdir
 
@@ -64,7 +64,7 @@ def _full_params(wd: Workdir, meta: dict[str, Any], params: Any) -> Any:
     if not path.is_file():
         raise DataError(f"{path} is missing: it holds the frozen encoder of this "
                         "--cache-encoder run; train again into this workdir")
-    return encoder_cache.join_params(params, encoder_cache.load_encoder_params(path))
+    return join_params(params, encoder_cache.load_encoder_params(path))
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ class SentimentPredictor:
         self._logits = _logits_fn(model)
 
     @classmethod
-    def load(cls, workdir: str | Path, batch_size: int = BATCH_SIZE) -> SentimentPredictor:
+    def load(cls, workdir: str | Path) -> SentimentPredictor:
         """The best checkpoint of a workdir written by `python -m experiments.sentiment`,
         its model rebuilt from the workdir's config.json through `hw3_jax.factory`.
 
@@ -106,8 +106,8 @@ class SentimentPredictor:
         model = factory.sentiment_model(meta["model"], BertConfig.from_dict(meta["bert"]))
         # A config.json without a truncation field reads as "head", the tokenizer's own cut.
         truncation = meta["data"].get("truncation", "head")
-        return cls(model, _full_params(wd, meta, ckpt.params), tokenizer, batch_size,
-                   truncation)
+        return cls(model, _full_params(wd, meta, ckpt.params), tokenizer,
+                   truncation=truncation)
 
     def score(self, texts: Sequence[Any]) -> list[Scored]:
         """One `Scored` per input, in order. Texts longer than the model's max length are

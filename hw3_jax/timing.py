@@ -2,8 +2,8 @@
 compilation, a measurement in a fresh process, machine facts, the JSON report
 and Markdown tables (their command line: `benchmarks.inputs`).
 
-Every benchmark times a callable that returns only when its work is done (callers wrap
-jax calls in `jax.block_until_ready`), so the timings are wall-clock seconds of finished work.
+Every benchmark times a callable that returns only when its work is done (a jax call made
+so by `blocking`), so the timings are wall-clock seconds of finished work.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ def shared_file(path: Path) -> str | None:
     """`path` (one of the SHARED_* files) as a string if it is there, else None: a default
     input that a machine without the shared data folder does without."""
     return str(path) if path.is_file() else None
+
+
+def blocking(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """A zero-argument call of `fn(*args)` that returns once its jax work is done."""
+    import jax  # here: the PyTorch-only processes that import this module load no jax
+
+    return lambda: jax.block_until_ready(fn(*args))
 
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> dict:

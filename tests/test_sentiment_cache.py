@@ -33,6 +33,7 @@ from hw3_jax.data import encoder_cache as ec
 from hw3_jax.data.pipeline import SentimentData, get_datasets
 from hw3_jax.data.synthetic import make_synthetic
 from hw3_jax.data.tokenizer import train_wordpiece_tokenizer
+from hw3_jax.models import split_params
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.checkpoints import load_best
 
@@ -134,10 +135,11 @@ def test_head_on_cached_outputs_equals_full_model(cached_run, encoder_dir, tmp_p
     predictor = SentimentPredictor.load(cached_run["workdir"])
     model, params = predictor.model, predictor.params
     data = _small_data(encoder_dir, tmp_path)
-    cached = ec.build_cached_encoder_data(data, model.bert, params["bert"], dtype=dtype,
-                                          cache_dir=None)
-    head = ec.head_of(model)
-    _, head_params = ec.split_params(params)
+    cached = ec.build_cached_encoder_data(data, model.bert, params["bert"],
+                                          encoder_digest=ec.params_digest(params["bert"]),
+                                          dtype=dtype, cache_dir=None)
+    head = model.gru_head()
+    _, head_params = split_params(params)
     full_fn = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, mask))
     head_fn = jax.jit(lambda x, mask: head.apply({"params": head_params}, x, mask))
     n = 0

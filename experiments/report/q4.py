@@ -11,7 +11,7 @@ from typing import Any
 
 from configs.sentiment import get_config
 from experiments.report.text import fill, pct, read_json, reflow, row
-from experiments.sentiment_answers import EXTRA_SENTENCES, FACTS_FILE, load_runs, run_command
+from experiments.sentiment_answers import EXTRA_SENTENCES, FACTS_FILE, load_runs
 from experiments.sentiment_train import NOTEBOOK_SENTENCES
 from hw3_jax import factory
 from hw3_jax.bert import BertConfig, bert_param_shapes
@@ -67,7 +67,7 @@ def run_section(name: str, m: dict[str, Any], folder: str = "results") -> str:
         "pretrained": factory.is_pretrained(rc["model"]),
         "several_layers": rc["bert"]["num_hidden_layers"] != 1,
         "source": SOURCES.get(rc["data"]["source"], rc["data"]["source"]),
-        "command": run_command(m), "on_cpu": m["devices"].get("backend") == "cpu",
+        "command": m["command"], "on_cpu": m["devices"].get("backend") == "cpu",
         "several_devices": m["devices"].get("num_devices", 1) > 1,
         "sizes": used if limited else sizes, "limited": limited, "total_params": total,
         "epoch_rows": [_epoch_row(h, best) for h in hist],

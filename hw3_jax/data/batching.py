@@ -144,9 +144,6 @@ class BucketedBatches:
 def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
     """Run `iterator` in a background thread, `size` items ahead. Exceptions are re-raised
     in the consumer; closing the generator early stops the thread."""
-    if size <= 0:
-        yield from iterator
-        return
     q: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
     done = object()
@@ -180,21 +177,20 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
         stop.set()
 
 
-def predict_batches(tok, texts: Sequence[str], *, truncation: str, batch_size: int,
-                    buckets: str | Sequence[int] | None = None
-                    ) -> Iterator[dict[str, np.ndarray]]:
+def predict_batches(tok, texts: Sequence[str], *, truncation: str,
+                    batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of free texts for prediction. Texts are cleaned and cut to the tokenizer's
     max length by `truncation` (`token_cache.TRUNCATIONS`), as the run's data was.
 
-    Each batch is padded to the smallest bucket that holds its longest text and to the
-    smallest power of two rows (at most `batch_size`) that holds its texts, so one short
-    text is not run as `batch_size` rows of the longest bucket, while the jitted model still
-    sees only a handful of shapes. Texts are grouped by token count, shortest first (fewer
-    padded tokens per batch); each batch's "index" [rows] gives the input position of
-    every row (-1 for padding rows, which have weight 0)."""
+    Each batch is padded to the smallest bucket (`default_buckets`) that holds its longest
+    text and to the smallest power of two rows (at most `batch_size`) that holds its texts,
+    so one short text is not run as `batch_size` rows of the longest bucket, while the
+    jitted model still sees only a handful of shapes. Texts are grouped by token count,
+    shortest first (fewer padded tokens per batch); each batch's "index" [rows] gives the
+    input position of every row (-1 for padding rows, which have weight 0)."""
     trunc = tok.truncation or {}
     max_length = int(trunc.get("max_length", 512))
-    buckets = normalise_buckets(buckets, max_length)
+    buckets = default_buckets(max_length)
     ts = encode_texts(tok, [clean_text(t) for t in texts], truncation=truncation)
     pid = pad_id(tok)
     order = np.argsort(ts.lengths, kind="stable")

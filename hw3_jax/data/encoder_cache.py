@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -44,8 +43,7 @@ from hw3_jax.bert import BertConfig, BertEncoder
 from hw3_jax.data.batching import BucketedBatches, full_rows, prefetch
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
-from hw3_jax.data.token_cache import TokenizedSplit, starts_of, token_index
-from hw3_jax.models import ENCODER_KEY, BertGRUSentiment, GRUHead
+from hw3_jax.data.token_cache import TokenizedSplit, keyed_path, starts_of, token_index
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
 from hw3_jax.train.workdir import atomic_path, temp_files
 
@@ -60,24 +58,7 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(jnp.dtype(name))  # bfloat16 is ml_dtypes' NumPy type
 
 
-# --------------------------------------------------------------------------- model and params
-
-
-def head_of(model: BertGRUSentiment) -> GRUHead:
-    """The head of `model` as a module of its own, applied as
-    `head.apply({"params": params_without_bert}, features, attention_mask, ...)`."""
-    return GRUHead(model.hidden_dim, model.n_layers, model.bidirectional, model.dropout,
-                   model.gru_over_padding, model.dtype, model.readout)
-
-
-def split_params(params: Mapping) -> tuple[Any, dict]:
-    """BertGRUSentiment params -> (encoder params, head params {"gru", "out"})."""
-    return params[ENCODER_KEY], {k: v for k, v in params.items() if k != ENCODER_KEY}
-
-
-def join_params(head_params: Mapping, encoder_params: Any) -> dict:
-    """The inverse of `split_params`: a full BertGRUSentiment params tree."""
-    return {ENCODER_KEY: encoder_params, **head_params}
+# --------------------------------------------------------------------------- encoder params
 
 
 def params_digest(tree: Any) -> str:
@@ -90,13 +71,14 @@ def params_digest(tree: Any) -> str:
     return h.hexdigest()
 
 
-def save_encoder_params(directory: str | os.PathLike, params: Any) -> str:
+def save_encoder_params(directory: str | os.PathLike, params: Any, digest: str) -> str:
     """Write the frozen encoder's params as `encoder-<digest>.safetensors` in `directory`
-    (unless it is there already) and return that file name. The digest in the name means
-    a run never overwrites the encoder another run in the same workdir refers to."""
+    (unless it is there already) and return that file name; `digest` is
+    `params_digest(params)`. The digest in the name means a run never overwrites the
+    encoder another run in the same workdir refers to."""
     from safetensors.numpy import save_file
 
-    name = f"encoder-{params_digest(params)}.safetensors"
+    name = f"encoder-{digest}.safetensors"
     path = Path(directory) / name
     if not path.is_file():
         flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep="/")
@@ -209,11 +191,9 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
     t0 = time.perf_counter()
     path = None
     if cache_dir is not None:
-        key = json.dumps({"v": FEATURE_FORMAT, "encoder": encoder_digest,
-                          "config": config.to_dict(), "mask": attention_mask, "dtype": dtype,
-                          "tokens": _tokens_digest(split)}, sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        path = Path(cache_dir) / f"features-{name}-{dtype}-{digest}.npy"
+        key = {"v": FEATURE_FORMAT, "encoder": encoder_digest, "config": config.to_dict(),
+               "mask": attention_mask, "dtype": dtype, "tokens": _tokens_digest(split)}
+        path = keyed_path(cache_dir, f"features-{name}-{dtype}", key, "npy")
         info["path"] = str(path)
         hit = _open_features(path, shape, np_dtype)
         if hit is not None:
@@ -312,34 +292,34 @@ class CachedEncoderData:
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled training batches of `epoch`, as `SentimentData.train_batches`."""
         plan = self.data.train_plan(epoch)[start_step:]
-        return prefetch(self._batches("train", plan), self.data.prefetch_batches)
+        return prefetch(self._batches("train", plan))
 
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, in fixed order (padding rows weight 0)."""
         name = split_name(split)
-        return prefetch(self._batches(name, self.data.eval_plan(name)),
-                        self.data.prefetch_batches)
+        return prefetch(self._batches(name, self.data.eval_plan(name)))
 
 
 def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: Any, *,
-                              dtype: str = "float16", attention_mask: bool = True,
+                              encoder_digest: str, dtype: str = "float16",
+                              attention_mask: bool = True,
                               cache_dir: str | os.PathLike | None = None,
                               progress: bool = False,
                               log: Any = None) -> CachedEncoderData:
     """Encode every split of `data` once (or read the stored outputs) and wrap them.
 
-    `log`: a callable taking one line per split (e.g. `print`), or None."""
+    `encoder_digest`: `params_digest(params)`; `log`: a callable taking one line per split
+    (e.g. `print`), or None."""
     if data.process_count != 1:
         raise DataError("cached encoder outputs work in a single process only; "
                         "run without --cache-encoder on several hosts")
     _np_dtype(dtype)
-    digest = params_digest(params)
-    features, info = {}, {"dtype": dtype, "encoder_digest": digest, "splits": {}}
+    features, info = {}, {"dtype": dtype, "encoder_digest": encoder_digest, "splits": {}}
     t0 = time.perf_counter()
     for name in SPLITS:
         fs, got = load_or_encode_features(
             config, params, getattr(data, name), name, cache_dir=cache_dir,
-            encoder_digest=digest, buckets=data.buckets,
+            encoder_digest=encoder_digest, buckets=data.buckets,
             batch_size=data.batch_size, pad_id=data.pad_id, dtype=dtype,
             attention_mask=attention_mask, progress=progress)
         features[name] = fs

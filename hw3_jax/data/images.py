@@ -53,8 +53,7 @@ def load_digits_splits(seed: int) -> ImageSplits:
     return ImageSplits("digits", train_x, train_y, val_x, val_y, test_x, test_y)
 
 
-def load_mnist_splits(seed: int, data_dir: str | None = None,
-                      val_fraction: float = 1 / 12) -> ImageSplits:
+def load_mnist_splits(seed: int, data_dir: str | None = None) -> ImageSplits:
     """MNIST through tensorflow-datasets (28x28; 55,000/5,000/10,000). Needs internet once.
 
     Raises DataError (one line) when tensorflow-datasets or the download is unavailable.
@@ -77,7 +76,7 @@ def load_mnist_splits(seed: int, data_dir: str | None = None,
                         f"({first_line(e)}); "
                         "use --data digits (bundled)") from None
     order = np.random.default_rng(seed).permutation(len(y))
-    n_val = int(round(len(y) * val_fraction))
+    n_val = int(round(len(y) * (1 / 12)))  # 5,000 of the 60,000 training images
     val, tr = order[:n_val], order[n_val:]
     return ImageSplits("mnist", x[tr], y[tr], x[val], y[val], *test)
 

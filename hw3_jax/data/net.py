@@ -37,6 +37,13 @@ def url_host(url: str) -> tuple[str | None, int]:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def is_hub_name(name: str) -> bool:
+    """Whether `name` (not an existing local path) can be a hub repo id: "name" or
+    "org/name". Anything else is a local path that does not exist."""
+    return not (name.startswith((".", "/", "~")) or name.count("/") > 1
+                or os.sep != "/" and os.sep in name)
+
+
 class HubUnavailable(OSError):
     """A hub repo's files are neither in the local hub cache nor downloadable now."""
 

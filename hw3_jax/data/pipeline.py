@@ -17,7 +17,6 @@ vocab, limit), `config.model.encoder` and `config.seed`:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -31,12 +30,7 @@ from hw3_jax.data import sources
 from hw3_jax.data.batching import BucketedBatches, normalise_buckets, prefetch
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TRAIN_FRACTION, RawDataset, split_indices
-from hw3_jax.data.token_cache import (
-    TokenizedSplit,
-    check_truncation,
-    default_cache_dir,
-    load_or_encode,
-)
+from hw3_jax.data.token_cache import TokenizedSplit, check_truncation, load_or_encode
 from hw3_jax.data.tokenizer import (
     load_pretrained_tokenizer,
     load_tokenizer_file,
@@ -65,7 +59,8 @@ def split_name(split: str) -> str:
 class SentimentData:
     """Tokenized train/validation/test splits and their batches (see the module docstring).
 
-    `buckets`: anything `batching.normalise_buckets` takes; held normalised.
+    `buckets`: anything `batching.normalise_buckets` takes; held normalised. Batches are
+    built ahead in a background thread (`batching.prefetch`).
     `process_count` > 1: each process gets its block of rows of every global batch."""
 
     train: TokenizedSplit
@@ -76,7 +71,6 @@ class SentimentData:
     max_length: int
     seed: int
     buckets: Any = None
-    prefetch_batches: int = 2  # built ahead in a background thread (0: none)
     process_index: int = 0
     process_count: int = 1
     info: dict = dataclasses.field(default_factory=dict)
@@ -114,12 +108,12 @@ class SentimentData:
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled training batches of `epoch` (a function of (seed, epoch) only);
         `start_step` skips the first batches without building them (resume)."""
-        return prefetch(self._train(epoch, start_step), self.prefetch_batches)
+        return prefetch(self._train(epoch, start_step))
 
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` exactly once (weight 1), in fixed order; the last batch's
         padding rows have weight 0."""
-        return prefetch(self._eval[split_name(split)](0), self.prefetch_batches)
+        return prefetch(self._eval[split_name(split)](0))
 
 
 def limit_examples(split: TokenizedSplit, n: int | None, seed: int) -> TokenizedSplit:
@@ -167,7 +161,7 @@ def _reuse_tokenizer(wd: Workdir, max_length: int, trained_on: dict, info: dict)
     tok = load_tokenizer_file(wd.tokenizer, max_length)
     info["tokenizer"] = f"reused {wd.tokenizer}"
     try:
-        before = json.loads(wd.tokenizer_source.read_text())
+        before = wd.read_json(wd.tokenizer_source.name)
     except (OSError, ValueError):
         before = None
     if before is not None and before != trained_on:
@@ -176,7 +170,7 @@ def _reuse_tokenizer(wd: Workdir, max_length: int, trained_on: dict, info: dict)
     return tok
 
 
-def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
+def _tokenizer(config: Any, wd: Workdir, source: _Source, source_id: str,
                info: dict):
     """The run's tokenizer (see the module docstring, step 2), saved into the workdir."""
     data, encoder = config.data, info["encoder"]
@@ -188,7 +182,7 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
     else:
         trained_on = {"source": source_id, "seed": config.seed,
                       "train_fraction": TRAIN_FRACTION, "vocab_size": data.vocab_size}
-        if wd is not None and wd.tokenizer.is_file():
+        if wd.tokenizer.is_file():
             tok = _reuse_tokenizer(wd, data.max_length, trained_on, info)
             info["tokenizer_s"] = time.perf_counter() - t0
             return tok
@@ -200,8 +194,7 @@ def _tokenizer(config: Any, wd: Workdir | None, source: _Source, source_id: str,
                                         max_length=data.max_length)
         info["tokenizer"] = f"trained on {len(texts)} training texts"
     info["tokenizer_s"] = time.perf_counter() - t0
-    if wd is not None:
-        _save_tokenizer(wd, tok, trained_on)
+    _save_tokenizer(wd, tok, trained_on)
     return tok
 
 
@@ -223,25 +216,25 @@ def _token_ids(tok, source: _Source, source_id: str, cache_dir, data: Any,
     return parts
 
 
-def get_datasets(config: Any, workdir: str | os.PathLike | None, *,
+def get_datasets(config: Any, workdir: str | os.PathLike, *,
                  progress: bool = True) -> SentimentData:
     """Everything the training loop needs, from the source to batches (module docstring).
 
-    `workdir`: where the tokenizer is saved and reused (None: nowhere); the token cache is
-    $HW3_JAX_CACHE, else WORKDIR/cache. `data.info` holds timings, cache hits, the sizes of
-    the splits before `limit`, and the count of reviews not valid UTF-8. Raises DataError
-    for every problem with the data or its options."""
+    `workdir`: where the tokenizer is saved and reused; the token cache is `Workdir.cache`.
+    `data.info` holds timings, cache hits, the sizes of the splits before `limit`, and the
+    count of reviews not valid UTF-8. Raises DataError for every problem with the data or
+    its options."""
     t_start = time.perf_counter()
     data, seed = config.data, config.seed
     encoder = SCRATCH if config.model.encoder == SCRATCH else str(
         data.vocab or config.model.encoder)
     info: dict = {"data": data.source, "encoder": encoder, "max_length": data.max_length,
                   "truncation": data.truncation}
-    wd = None if workdir is None else Workdir(workdir)
+    wd = Workdir(workdir)
     source = _Source(data, seed, info)
     source_id = sources.source_identity(data, seed)
     tok = _tokenizer(config, wd, source, source_id, info)
-    parts = _token_ids(tok, source, source_id, default_cache_dir(wd), data, progress, info)
+    parts = _token_ids(tok, source, source_id, wd.cache, data, progress, info)
     tr_idx, va_idx = split_indices(len(parts["train"]), TRAIN_FRACTION, seed=seed)
     splits = {"train": parts["train"].subset(tr_idx),
               "validation": parts["train"].subset(va_idx), "test": parts["test"]}

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit
 from hw3_jax.data.tokenizer import tokenizer_fingerprint
-from hw3_jax.train.workdir import Workdir, atomic_path
+from hw3_jax.train.workdir import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,11 @@ def encode_texts(tok, texts: Sequence[str], labels=None, *, truncation: str = "h
     return TokenizedSplit(flat, starts_of(lengths), lengths, lab)
 
 
-def default_cache_dir(workdir: str | os.PathLike | None = None) -> Path:
-    """$HW3_JAX_CACHE, else the workdir's cache folder, else ~/.cache/hw3_jax."""
-    env = os.environ.get("HW3_JAX_CACHE")
-    if env:
-        return Path(env).expanduser()
-    if workdir is not None:
-        return Workdir(workdir).cache
-    return Path("~/.cache/hw3_jax").expanduser()
+def keyed_path(cache_dir: str | os.PathLike, stem: str, key: dict, ext: str) -> Path:
+    """CACHE_DIR/STEM-DIGEST.EXT, DIGEST the first 20 hex digits of the sha256 of `key` as
+    JSON with sorted keys: a cache file's name changes whenever its key does."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(cache_dir) / f"{stem}-{digest}.{ext}"
 
 
 def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp: str,
@@ -160,10 +157,8 @@ def cache_path(cache_dir: str | os.PathLike, source_id: str, split: str, tok_fp:
            "max_length": max_length}
     if truncation != "head":
         key["truncation"] = truncation
-    key = json.dumps(key, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     kind = re.sub(r"[^A-Za-z0-9]+", "-", source_id.split(":", 1)[0])
-    return Path(cache_dir) / f"tokens-{kind}-{split}-{digest}.npz"
+    return keyed_path(cache_dir, f"tokens-{kind}-{split}", key, "npz")
 
 
 def _save_cache(path: Path, ts: TokenizedSplit, meta: dict) -> None:
@@ -194,19 +189,18 @@ def _load_cache(path: Path) -> tuple[TokenizedSplit, dict] | None:
 
 
 def load_or_encode(tok, split: str, get_texts: Callable[[], TextSplit], *,
-                   source_id: str | None, max_length: int,
-                   cache_dir: str | os.PathLike | None, truncation: str,
-                   progress: bool = False,
+                   source_id: str | None, max_length: int, cache_dir: str | os.PathLike,
+                   truncation: str, progress: bool = False,
                    extra_meta: Callable[[], dict] | None = None) -> tuple[TokenizedSplit, dict]:
     """Token ids of one split from the cache, else `get_texts()` tokenized and cached
     (`get_texts` and `extra_meta`, what else to store, are called only on a miss).
 
-    Returns (ids, info {"cache_hit", "path" (None without a key: no `cache_dir` or no
-    `source_id`), "meta" (what was stored: source id, examples, invalid UTF-8 count...),
-    "seconds" (reading the cache, or tokenizing)})."""
+    Returns (ids, info {"cache_hit", "path" (None without a `source_id`: no key), "meta"
+    (what was stored: source id, examples, invalid UTF-8 count...), "seconds" (reading the
+    cache, or tokenizing)})."""
     fingerprint = tokenizer_fingerprint(tok)
     path = None
-    if cache_dir is not None and source_id is not None:
+    if source_id is not None:
         path = cache_path(cache_dir, source_id, split, fingerprint, max_length, truncation)
         t0 = time.perf_counter()
         hit = _load_cache(path)

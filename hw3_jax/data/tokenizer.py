@@ -80,7 +80,7 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
         p = found[0]
     elif not p.is_file():
         name = str(name_or_path)
-        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not net.is_hub_name(name):
             raise DataError(f"tokenizer path {name} does not exist")
         try:
             (p,) = net.hub_files(name, [("tokenizer.json",), ("vocab.txt",)])
@@ -129,7 +129,7 @@ def _alphabet(texts: list[str], limit: int) -> list[str]:
 
 
 def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int,
-                              max_length: int = 512, min_frequency: int = 2):
+                              max_length: int = 512):
     """A lower-cased BERT-style WordPiece tokenizer of about `vocab_size` pieces trained on
     `texts` (the training split only). Special tokens first: [PAD]=0, [UNK]=1, [CLS]=2,
     [SEP]=3, [MASK]=4; then the "##" characters, the characters (the `LIMIT_ALPHABET` most
@@ -144,7 +144,7 @@ def train_wordpiece_tokenizer(texts: Iterable[str], *, vocab_size: int,
     texts = list(texts)
     alphabet = _alphabet(texts, LIMIT_ALPHABET)
     trainer = WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
         special_tokens=list(SPECIAL_TOKENS) + [f"##{ch}" for ch in alphabet],
         # The alphabet is exactly `alphabet`: its characters are kept whatever their count
         # and the limit drops every other one (so no "##c" outside the list can appear).

@@ -1,9 +1,11 @@
-"""The training curves of a run: loss and accuracy per epoch, train vs validation."""
+"""The training curves of a run: loss and accuracy per epoch, train vs validation; and
+`save_figure`, how every figure of the project is written."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,13 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> None:
         ax.set_title(key)
         ax.grid(True, alpha=0.3)
         ax.legend()
+    save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int) -> None:
+    """Lay out `fig` tightly, write it to `path` (a PNG at `dpi`) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -8,7 +8,7 @@ A workdir holds:
   metrics.jsonl         one JSON line per evaluation, appended
   curves.png            loss / accuracy per epoch
   checkpoints/best/<step>/, checkpoints/latest/<step>/   orbax step folders
-  cache/                token and encoder-output caches
+  cache/                token and encoder-output caches (unless $HW3_JAX_CACHE is set)
   encoder-<digest>.safetensors   a frozen encoder's params (encoder-cache runs)
 """
 
@@ -110,7 +110,13 @@ class Workdir:
     metrics_jsonl = _path("metrics.jsonl")
     curves = _path("curves.png")
     checkpoints = _path("checkpoints")
-    cache = _path("cache")
+
+    @property
+    def cache(self) -> Path:
+        """Where the token and encoder-output caches go: $HW3_JAX_CACHE when set (caches
+        shared by runs, or on a larger disk), else WORKDIR/cache."""
+        env = os.environ.get("HW3_JAX_CACHE")
+        return Path(env).expanduser() if env else self.root / "cache"
 
     def encoder_params(self, name: str) -> Path:
         """A frozen encoder's params file, by the name saved in the run's metadata."""
