@@ -36,7 +36,6 @@ import jax
 
 from benchmarks.inputs import (
     BenchmarkParser,
-    add_data_options,
     existing_file,
     run,
     write_small_archive,
@@ -44,6 +43,7 @@ from benchmarks.inputs import (
 from benchmarks.notebook import random_case
 from benchmarks.steps import notebook_step
 from configs.sentiment import get_config
+from experiments.cli import add_data_options
 from hw3_jax import timing
 from hw3_jax.data.pipeline import SentimentData, get_datasets
 from hw3_jax.train.config import TrainConfig
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick:
             archive = write_small_archive(tmp / "small_aclImdb.tar.gz")
         else:
-            archive = existing_file(args.archive, "IMDB archive", "--archive PATH")
+            archive = existing_file(args.imdb_archive, "IMDB archive", "--imdb-archive PATH")
         data, n_reviews, cold, cached = measure_builds(archive, vocab, tmp, args.batch,
                                                        args.repeats)
         epochs = measure_epochs(data, args.repeats)

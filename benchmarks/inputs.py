@@ -94,13 +94,6 @@ def run(main: Callable[[], Any]) -> int:
     return cli.run_main(call)
 
 
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--archive (an aclImdb_v1.tar.gz) and --vocab (a WordPiece vocab.txt), both defaulting
-    to the shared data folder."""
-    p.add_argument("--archive", default=str(timing.SHARED_ARCHIVE))
-    p.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
-
-
 def existing_file(path: str | Path, what: str, option: str) -> Path:
     """`path` as a Path; a `cli.UserError` when it is not a file."""
     p = Path(path)

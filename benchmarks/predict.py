@@ -27,9 +27,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks.inputs import BenchmarkParser, add_data_options, existing_file, run, sample_reviews
+from benchmarks.inputs import BenchmarkParser, existing_file, run, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
 from configs.sentiment import get_config
+from experiments.cli import add_data_options
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.data.synthetic import generate_reviews
@@ -47,7 +48,7 @@ def _texts(args: Any) -> tuple[list[str], str]:
     if args.quick:
         texts, _ = generate_reviews(args.texts, 0)
         return texts, "synthetic reviews"
-    archive = existing_file(args.archive, "IMDB archive", "--archive PATH")
+    archive = existing_file(args.imdb_archive, "IMDB archive", "--imdb-archive PATH")
     texts = sample_reviews(archive, args.texts)
     return texts, f"first {len(texts)} test reviews of {archive.name}"
 

@@ -45,7 +45,7 @@ from benchmarks.notebook import SIZES
 from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import SHARED_MINILM, get_config
-from experiments.cli import UserError
+from experiments.cli import UserError, add_data_options
 from experiments.sentiment_train import RUN_ERRORS, resolve, train_and_evaluate
 from hw3_jax import factory, timing
 from hw3_jax.bert import BertConfig, init_bert_params
@@ -339,13 +339,11 @@ def main(argv: list[str] | None = None) -> dict:
                    help="where the runs, token caches and the minilm run's encoder cache "
                         "(several GB at full size) go, kept (default a temporary directory, "
                         "removed at the end)")
-    p.add_argument("--imdb-archive", default=None,
-                   help=f"an aclImdb_v1.tar.gz (default {timing.SHARED_ARCHIVE} where it exists, "
-                        "else the official archive downloaded once; --quick: a small archive "
-                        "of synthetic reviews)")
-    p.add_argument("--vocab", default=None,
-                   help=f"bert-base-uncased's vocab.txt (default {timing.SHARED_VOCAB} where it "
-                        "exists, else the hub's)")
+    add_data_options(
+        p, None, None,
+        archive_help=f"(default {timing.SHARED_ARCHIVE} where it exists, else the official "
+                     "archive downloaded once; --quick: a small archive of synthetic reviews)",
+        vocab_help=f"(default {timing.SHARED_VOCAB} where it exists, else the hub's)")
     p.add_argument("--skip-minilm", action="store_true", help="leave out the minilm run")
     args = p.parse(argv)
     command = timing.benchmark_command("recipe", args.quick)

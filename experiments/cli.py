@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import ml_collections
 
+from hw3_jax import timing
 from hw3_jax.data.errors import DataError
 from hw3_jax.train import sharding
 from hw3_jax.train.workdir import WorkdirError
@@ -204,6 +205,21 @@ def launch_from_flags(args: argparse.Namespace) -> sharding.Launch | None:
         raise UserError(f"--heartbeat-timeout must be 1 or more seconds, got "
                         f"{args.heartbeat_timeout}")
     return launch
+
+
+def add_data_options(parser: argparse.ArgumentParser,
+                     archive: str | None = str(timing.SHARED_ARCHIVE),
+                     vocab: str | None = str(timing.SHARED_VOCAB), *,
+                     archive_help: str | None = None, vocab_help: str | None = None) -> None:
+    """--imdb-archive (also `--archive`: an aclImdb_v1.tar.gz) and --vocab
+    (bert-base-uncased's WordPiece vocab.txt) into `args.imdb_archive` and `args.vocab`,
+    defaulting to `archive` and `vocab` (the shared data folder's files); each
+    help ends with its `*_help` (default: the default value)."""
+    parser.add_argument("--imdb-archive", "--archive", dest="imdb_archive", metavar="PATH",
+                        default=archive,
+                        help=f"an aclImdb_v1.tar.gz {archive_help or f'(default {archive})'}")
+    parser.add_argument("--vocab", metavar="PATH", default=vocab,
+                        help=f"bert-base-uncased's vocab.txt {vocab_help or f'(default {vocab})'}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,18 +84,6 @@ def build_models(image_shape: tuple[int, int]) -> dict[str, Any]:
             "rnn": vision.RowGRUClassifier(input_width=image_shape[1])}
 
 
-def architecture(model: Any, h: int, w: int) -> str:
-    """`model`'s layers in one line, e.g. "GRU(64) over 8 rows of 8 pixels-dense"."""
-    if isinstance(model, vision.RowGRUClassifier):
-        return f"GRU({model.hidden_size}) over {h} rows of {w} pixels-dense"
-    layers = []
-    for i, f in enumerate(model.features):
-        layers.append(f"conv3x3({f})")
-        if i == 1:  # where CNNClassifier pools
-            layers.append("maxpool2")
-    return "-".join([*layers, "global avg pool", "dense"])
-
-
 def init_params(model: Any, image_shape: tuple[int, int], seed: int) -> Any:
     return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), jnp.float32))["params"]
 
@@ -289,7 +277,7 @@ def train_and_measure(key: str, model: Any, data: ImageData,
     predict = make_predict(model)
     batch = config.eval_batch
     entry = {
-        "architecture": architecture(model, h, w),
+        "architecture": vision.architecture(model, h, w),
         "params": count_params(params),
         "test_accuracy": accuracy(predict, params, test_x, test_y, batch),
         "test_loss": res.test_loss,  # the loop's evaluation of the same parameters

@@ -233,11 +233,11 @@ def _main(argv: list[str] | None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("facts", help="tokenizer, split and parameter facts -> "
                        "results/sentiment_facts.json")
-    f.add_argument("--vocab", default=timing.shared_file(timing.SHARED_VOCAB),
-                   help="bert-base-uncased vocab.txt, tokenizer.json or hub name "
-                   + _shared_help(timing.SHARED_VOCAB))
-    f.add_argument("--imdb-archive", default=timing.shared_file(timing.SHARED_ARCHIVE),
-                   help="aclImdb_v1.tar.gz " + _shared_help(timing.SHARED_ARCHIVE))
+    cli.add_data_options(f, timing.shared_file(timing.SHARED_ARCHIVE),
+                         timing.shared_file(timing.SHARED_VOCAB),
+                         archive_help=_shared_help(timing.SHARED_ARCHIVE),
+                         vocab_help="or tokenizer.json or hub name "
+                                    + _shared_help(timing.SHARED_VOCAB))
     f.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
     c = sub.add_parser("collect", help="a finished run's metrics -> results/sentiment_NAME.json")
     c.add_argument("--workdir", required=True, help="the run's --workdir")

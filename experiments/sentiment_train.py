@@ -35,13 +35,10 @@ from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
 from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
+from hw3_jax.train.checkpoints import claim_workdir
 from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.loop import TrainResult, train
-from hw3_jax.train.sharding import (
-    check_same_across_processes,
-    initialize_distributed,
-    sync_processes,
-)
+from hw3_jax.train.sharding import check_same_across_processes, initialize_distributed
 from hw3_jax.train.workdir import TrainingError, Workdir
 
 # What a run raises that is the user's to fix, beside the UserError, DataError and
@@ -166,17 +163,9 @@ def _open_workdir(config: ml_collections.ConfigDict, workdir: str) -> Workdir:
     IMDB): writable, and holding no run that neither resume nor overwrite claims."""
     wd = Workdir(workdir)
     wd.check(0)  # free space is checked by the loop, sized by the model
-    has_run = wd.has_checkpoint()
-    resume, overwrite = config.train.resume, config.train.overwrite
-    if has_run and not (resume or overwrite):
-        raise UserError(f"{wd.root} already holds checkpoints of a run: pass --resume to "
-                        "continue it, --overwrite to start over, or use another --workdir")
-    if has_run and overwrite and not resume and jax.process_index() == 0:
-        # Starting over trains a new vocabulary: the old run's may come from other data.
-        for path in (wd.tokenizer, wd.tokenizer_source):
-            path.unlink(missing_ok=True)
-    # Every process sees the workdir as it is now before any reads or writes its files.
-    sync_processes("workdir opened")
+    # Starting over trains a new vocabulary: the old run's may come from other data.
+    claim_workdir(wd, resume=config.train.resume, overwrite=config.train.overwrite,
+                  also=(wd.tokenizer, wd.tokenizer_source))
     return wd
 
 

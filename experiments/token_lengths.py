@@ -1,6 +1,6 @@
 """How long IMDB reviews are in WordPiece tokens: the numbers behind a config's max_length.
 
-    python -m experiments.token_lengths [--archive ../shared/data/aclImdb_v1.tar.gz]
+    python -m experiments.token_lengths [--imdb-archive ../shared/data/aclImdb_v1.tar.gz]
         [--vocab ../shared/data/bert-base-uncased/vocab.txt] [--out results/token_lengths.json]
 
 Counts the tokens of every labelled review (train and test, 50,000) without truncation,
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from experiments import cli
-from hw3_jax import timing
 from hw3_jax.data.imdb import read_imdb_archive
 from hw3_jax.data.token_cache import encode_texts
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
@@ -39,8 +38,7 @@ def length_stats(lengths: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = cli.ArgumentParser(prog="python -m experiments.token_lengths",
                             description=__doc__.splitlines()[0])
-    ap.add_argument("--archive", default=str(timing.SHARED_ARCHIVE))
-    ap.add_argument("--vocab", default=str(timing.SHARED_VOCAB))
+    cli.add_data_options(ap)
     ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
     args = ap.parse_args(argv)
     folder = None
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{Path(args.out) / 'token_lengths.json'}")
         folder = Workdir(Path(args.out).parent)
         folder.check(flag="--out")
-    raw = read_imdb_archive(args.archive)
+    raw = read_imdb_archive(args.imdb_archive)
     tok = load_pretrained_tokenizer(args.vocab, max_length=100_000)
     lengths = np.concatenate([encode_texts(tok, s.texts, progress=True).lengths
                               for s in (raw.train, raw.test)])

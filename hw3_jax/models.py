@@ -279,30 +279,49 @@ def trainable_mask(params: Mapping, freeze_encoder: bool = True,
     return jax.tree_util.tree_map_with_path(trained, params)
 
 
+def tree_signature(tree: Any, dtypes: bool = True) -> dict[str, str]:
+    """{'a/b/kernel': 'float32[768,256]', ...} ('[768,256]' without `dtypes`): what must match
+    for one tree to take another's place. Leaves: arrays, ShapeDtypeStructs or orbax's saved
+    array metadata."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dims = ",".join(str(int(d)) for d in leaf.shape)
+        dtype = np.dtype(leaf.dtype).name if dtypes else ""
+        out[jax.tree_util.keystr(path, simple=True, separator="/")] = f"{dtype}[{dims}]"
+    return out
+
+
+def signature_diff(a: Mapping[str, str], b: Mapping[str, str], names: tuple[str, str],
+                   limit: int) -> list[str]:
+    """The differences between tree signatures `a` and `b`, called `names` in the text: at
+    most `limit`, then a count of the rest."""
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if x == y:
+            continue
+        if y is None:
+            diffs.append(f"{k} is in the {names[0]} only ({x})")
+        elif x is None:
+            diffs.append(f"{k} is in the {names[1]} only ({y})")
+        else:
+            diffs.append(f"{k}: {names[0]} {x}, {names[1]} {y}")
+    if len(diffs) > limit:
+        diffs = diffs[:limit] + [f"... and {len(diffs) - limit} more"]
+    return diffs
+
+
 def with_pretrained_encoder(params: Mapping, bert_params: Mapping) -> dict:
     """`params` with its "bert" subtree replaced by `bert_params` (e.g. from
-    `load_pretrained_bert`). Raises ValueError listing every leaf whose path or shape differs,
+    `load_pretrained_bert`). Raises ValueError listing the leaves whose path or shape differs,
     i.e. when the model's BertConfig does not match the checkpoint's."""
-
-    def shapes(tree):
-        return {
-            jax.tree_util.keystr(p): tuple(v.shape)
-            for p, v in jax.tree_util.tree_leaves_with_path(tree)
-        }
-
-    old, new = shapes(params[ENCODER_KEY]), shapes(bert_params)
-    problems = [f"missing {k} {old[k]}" for k in old if k not in new]
-    problems += [f"unexpected {k} {new[k]}" for k in new if k not in old]
-    problems += [
-        f"{k}: {new[k]} (model has {old[k]})" for k in old if k in new and old[k] != new[k]
-    ]
+    problems = signature_diff(tree_signature(bert_params, dtypes=False),
+                              tree_signature(params[ENCODER_KEY], dtypes=False),
+                              ("pretrained encoder", "model"), limit=12)
     if problems:
-        shown = "; ".join(problems[:12]) + (
-            f"; ... {len(problems) - 12} more" if len(problems) > 12 else ""
-        )
         raise ValueError(
             "pretrained encoder params do not fit the model's BERT (build the model with the "
-            f"config load_pretrained_bert returned): {shown}"
+            f"config load_pretrained_bert returned): {'; '.join(problems)}"
         )
     out = dict(params)
     out[ENCODER_KEY] = bert_params

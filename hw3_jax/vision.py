@@ -42,6 +42,7 @@ class CNNClassifier(nn.Module):
     num_classes: int = 10
     features: Sequence[int] = (16, 32, 32)
     dtype: Dtype = jnp.float32
+    POOL_AFTER = 1  # the index of the conv the 2x2 max-pool follows
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, deterministic: bool = True) -> jnp.ndarray:
@@ -50,7 +51,7 @@ class CNNClassifier(nn.Module):
         x = x.astype(self.dtype)
         for i, f in enumerate(self.features):
             x = nn.relu(nn.Conv(f, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i}")(x))
-            if i == 1:
+            if i == self.POOL_AFTER:
                 # SAME padding so odd (and 1-pixel) sides still work.
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         x = jnp.mean(x, axis=(1, 2))  # global average pool: [B, C], size-independent
@@ -118,12 +119,26 @@ def multiply_adds(model: nn.Module, height: int, width: int) -> int:
         for i, f in enumerate(model.features):
             total += h * w * 9 * cin * f
             cin = f
-            if i == 1:
+            if i == model.POOL_AFTER:
                 h, w = -(-h // 2), -(-w // 2)
         return total + cin * model.num_classes
     if isinstance(model, RowGRUClassifier):
         hs = model.hidden_size
         return height * 3 * (width * hs + hs * hs) + hs * model.num_classes
+    raise TypeError(f"unknown model {type(model).__name__}")
+
+
+def architecture(model: nn.Module, height: int, width: int) -> str:
+    """`model`'s layers in one line, e.g. "GRU(64) over 8 rows of 8 pixels-dense"."""
+    if isinstance(model, CNNClassifier):
+        layers = []
+        for i, f in enumerate(model.features):
+            layers.append(f"conv3x3({f})")
+            if i == model.POOL_AFTER:
+                layers.append("maxpool2")
+        return "-".join([*layers, "global avg pool", "dense"])
+    if isinstance(model, RowGRUClassifier):
+        return f"GRU({model.hidden_size}) over {height} rows of {width} pixels-dense"
     raise TypeError(f"unknown model {type(model).__name__}")
 
 

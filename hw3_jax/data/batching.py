@@ -20,6 +20,18 @@ from hw3_jax.data.imdb import clean_text
 from hw3_jax.data.token_cache import TokenizedSplit, encode_texts
 from hw3_jax.data.tokenizer import pad_id
 
+SPLITS = ("train", "validation", "test")
+_ALIASES = {"val": "validation", "valid": "validation"}
+
+
+def split_name(split: str) -> str:
+    """The name of a split as the data objects hold it: "train", "validation" (also "val",
+    "valid") or "test". Raises DataError for any other name."""
+    name = _ALIASES.get(split, split)
+    if name not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use train, validation or test")
+    return name
+
 
 def default_buckets(max_length: int) -> tuple[int, ...]:
     """Powers of two from 32 up to `max_length` (always included): 512 ->

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,12 +39,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hw3_jax.bert import BertConfig, BertEncoder
-from hw3_jax.data.batching import BucketedBatches, full_rows, prefetch
+from hw3_jax.data.batching import SPLITS, BucketedBatches, full_rows, prefetch, split_name
 from hw3_jax.data.errors import DataError
-from hw3_jax.data.pipeline import SPLITS, SentimentData, split_name
+from hw3_jax.data.pipeline import SentimentData
 from hw3_jax.data.token_cache import TokenizedSplit, keyed_path, starts_of, token_index
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
-from hw3_jax.train.workdir import atomic_path, temp_files
+from hw3_jax.train.workdir import atomic_path, check_free_space, temp_files
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
@@ -248,15 +247,11 @@ def _drop_orphans(path: Path) -> None:
 def _check_space(directory: Path, nbytes: int) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(directory).free
+        check_free_space(directory, nbytes + (256 << 20), "the encoder outputs",
+                         "lower --max-length or --limit, or set HW3_JAX_CACHE to a folder on "
+                         "a larger disk")
     except OSError as e:
         raise DataError(f"cannot use {directory} for the encoder outputs: {e}") from None
-    need = nbytes + (256 << 20)
-    if free < need:
-        raise DataError(
-            f"the encoder outputs need {need / 2**30:.1f} GiB in {directory} but only "
-            f"{free / 2**30:.1f} GiB are free: lower --max-length or --limit, or set "
-            "HW3_JAX_CACHE to a folder on a larger disk")
 
 
 # --------------------------------------------------------------------------- batches

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hw3_jax.data.batching import full_rows
+from hw3_jax.data.batching import full_rows, split_name
 from hw3_jax.data.errors import DataError, first_line
 from hw3_jax.data.net import can_reach
 
@@ -108,11 +108,8 @@ class ImageData:
 
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         s = self.splits
-        try:
-            return {"train": (s.train_x, s.train_y), "val": (s.val_x, s.val_y),
-                    "validation": (s.val_x, s.val_y), "test": (s.test_x, s.test_y)}[split]
-        except KeyError:
-            raise ValueError(f"unknown split {split!r} (train, val, validation, test)") from None
+        return {"train": (s.train_x, s.train_y), "validation": (s.val_x, s.val_y),
+                "test": (s.test_x, s.test_y)}[split_name(split)]
 
     def _batches(self, x: np.ndarray, y: np.ndarray, order: np.ndarray) -> Iterator[dict]:
         for start in range(0, len(order), self.batch_size):

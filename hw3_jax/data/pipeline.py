@@ -27,10 +27,10 @@ import jax
 import numpy as np
 
 from hw3_jax.data import sources
-from hw3_jax.data.batching import BucketedBatches, normalise_buckets, prefetch
+from hw3_jax.data.batching import SPLITS, BucketedBatches, normalise_buckets, prefetch, split_name
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TRAIN_FRACTION, RawDataset, split_indices
-from hw3_jax.data.token_cache import TokenizedSplit, check_truncation, load_or_encode
+from hw3_jax.data.token_cache import TokenizedSplit, load_or_encode
 from hw3_jax.data.tokenizer import (
     load_pretrained_tokenizer,
     load_tokenizer_file,
@@ -41,18 +41,6 @@ from hw3_jax.factory import SCRATCH
 from hw3_jax.train.workdir import Workdir, atomic_path
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
-_ALIASES = {"val": "validation", "valid": "validation"}
-
-
-def split_name(split: str) -> str:
-    """The name of a split as `SentimentData` holds it: "train", "validation" (also "val",
-    "valid") or "test". Raises DataError for any other name."""
-    name = _ALIASES.get(split, split)
-    if name not in SPLITS:
-        raise DataError(f"unknown split {split!r}: use train, validation or test")
-    return name
 
 
 @dataclasses.dataclass
@@ -206,7 +194,7 @@ def _token_ids(tok, source: _Source, source_id: str, cache_dir, data: Any,
         parts[split], got = load_or_encode(
             tok, split, lambda split=split: getattr(source.get(), split),
             source_id=source_id, max_length=data.max_length, cache_dir=cache_dir,
-            truncation=check_truncation(data.truncation), progress=progress,
+            truncation=data.truncation, progress=progress,
             extra_meta=lambda: {"invalid_utf8": source.get().invalid_utf8})
         info[f"{split}_cache_hit"] = got["cache_hit"]
         info[f"{split}_encode_s"] = got["seconds"]

@@ -20,12 +20,6 @@ from hw3_jax.data.imdb import RawDataset
 SOURCES = ("synthetic", "imdb")
 
 
-def _check_source(data: Any) -> str:
-    if data.source not in SOURCES:
-        raise DataError(f"unknown data source {data.source!r}: use 'imdb' or 'synthetic'")
-    return data.source
-
-
 def synthetic_sizes(data: Any) -> tuple[int, int]:
     """(training part, test part) of the generated set: `data.synthetic_size` and a fifth."""
     return data.synthetic_size, max(data.synthetic_size // 5, 1)
@@ -44,8 +38,10 @@ def _archive(data: Any) -> str | None:
 def source_identity(data: Any, seed: int) -> str:
     """The token cache's name for the source of `data` (config.data), computed without
     reading it: the archive's path, size and mtime, or the sha256 a download is checked
-    against."""
-    if _check_source(data) == "synthetic":
+    against. Raises DataError for an unknown source."""
+    if data.source not in SOURCES:
+        raise DataError(f"unknown data source {data.source!r}: use 'imdb' or 'synthetic'")
+    if data.source == "synthetic":
         return synthetic.synthetic_source_id(seed, *synthetic_sizes(data))
     if _archive(data) is not None:
         return imdb.archive_identity(data.imdb_archive)
@@ -63,7 +59,8 @@ def imdb_archive_path(data: Any) -> Path:
 def load_source(data: Any, seed: int) -> RawDataset:
     """The labelled text that `data` (config.data: source, imdb_archive, imdb_url,
     imdb_sha256, data_dir, synthetic_size) names; `seed` draws the synthetic set."""
-    if _check_source(data) == "synthetic":
+    source_id = source_identity(data, seed)  # checks the source
+    if data.source == "synthetic":
         return synthetic.make_synthetic(seed, *synthetic_sizes(data))
     raw = imdb.read_imdb_archive(imdb_archive_path(data))
-    return dataclasses.replace(raw, source_id=source_identity(data, seed))
+    return dataclasses.replace(raw, source_id=source_id)

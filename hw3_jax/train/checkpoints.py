@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from hw3_jax.data.errors import first_line
+from hw3_jax.models import signature_diff, tree_signature
 from hw3_jax.train.sharding import sync_processes
 from hw3_jax.train.workdir import TrainingError, Workdir, WorkdirError, json_safe
 
 __all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "TrainingError",
-           "WorkdirError", "load_best", "open_store"]
+           "WorkdirError", "claim_workdir", "load_best", "open_store"]
 
 FORMAT_VERSION = 1
 
@@ -51,35 +51,6 @@ class CheckpointError(TrainingError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def tree_signature(tree: Any) -> dict[str, str]:
-    """{'a/b/kernel': 'float32[768,256]', ...}: what must match to restore into `tree`
-    (arrays, ShapeDtypeStructs or orbax's saved array metadata)."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        dims = ",".join(str(int(d)) for d in leaf.shape)
-        out[jax.tree_util.keystr(path, simple=True, separator="/")] = (
-            f"{np.dtype(leaf.dtype).name}[{dims}]")
-    return out
-
-
-def signature_diff(saved: Mapping[str, str], current: Mapping[str, str], limit: int = 4) -> list:
-    """Human-readable differences between two tree signatures (at most `limit`)."""
-    diffs = []
-    for k in sorted(set(saved) | set(current)):
-        a, b = saved.get(k), current.get(k)
-        if a == b:
-            continue
-        if a is None:
-            diffs.append(f"{k} is new in this model ({b})")
-        elif b is None:
-            diffs.append(f"{k} is in the checkpoint only ({a})")
-        else:
-            diffs.append(f"{k}: checkpoint {a}, model {b}")
-    if len(diffs) > limit:
-        diffs = diffs[:limit] + [f"... and {len(diffs) - limit} more"]
-    return diffs
 
 
 @contextlib.contextmanager
@@ -270,7 +241,8 @@ class CheckpointStore:
         for name in names:
             current = template.get(name)
             saved = self._saved_tree(mgr, step, name)
-            diffs = signature_diff(tree_signature(saved), tree_signature(current))
+            diffs = signature_diff(tree_signature(saved), tree_signature(current),
+                                   ("checkpoint", "model"), limit=4)
             if diffs:
                 raise CheckpointError(
                     f"checkpoint {mgr.directory / str(step)} was written for {_MISMATCH[name]}: "
@@ -299,19 +271,27 @@ class CheckpointStore:
                     self.__dict__[name].close()
 
 
-def open_store(workdir: Workdir, *, keep_latest: int, resume: bool, overwrite: bool
-               ) -> CheckpointStore:
-    """The writable store of `workdir`; checkpoints of an earlier run need `resume` (kept)
-    or `overwrite` (deleted), else TrainingError."""
+def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
+                  also: tuple[Path, ...] = ()) -> None:
+    """The one rule for a workdir holding checkpoints of an earlier run: `resume` keeps
+    them, `overwrite` deletes them and the files `also` names, neither is a TrainingError."""
     if workdir.has_checkpoint() and not resume:
         if not overwrite:
             raise TrainingError(
-                f"{workdir.root} already holds checkpoints of a run; pass resume=True "
-                "(--resume) to continue it, overwrite=True to start over, or use another "
-                "workdir")
+                f"{workdir.root} already holds checkpoints of a run: pass --resume "
+                "(resume=True) to continue it, --overwrite (overwrite=True) to start over, "
+                "or use another --workdir")
         if jax.process_index() == 0:  # the workdir is shared by every process
             shutil.rmtree(workdir.checkpoints)
-    sync_processes("checkpoints cleared")  # none may open its managers before
+            for path in also:
+                path.unlink(missing_ok=True)
+    sync_processes("workdir claimed")  # none may read or open the workdir's files before
+
+
+def open_store(workdir: Workdir, *, keep_latest: int, resume: bool, overwrite: bool
+               ) -> CheckpointStore:
+    """The writable store of `workdir`, claimed first (`claim_workdir`)."""
+    claim_workdir(workdir, resume=resume, overwrite=overwrite)
     return CheckpointStore(workdir, keep_latest=keep_latest)
 
 

@@ -31,7 +31,20 @@ class TrainingError(RuntimeError):
 
 
 class WorkdirError(TrainingError):
-    """The workdir cannot be written, or its disk lacks the room for checkpoints."""
+    """The workdir cannot be written, or a disk lacks the room for what a run writes."""
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_free_space(directory: Path, required_bytes: int, what: str, advice: str) -> None:
+    """WorkdirError "DIRECTORY has ... free, but WHAT need about ...: ADVICE" when the disk
+    of `directory` (which exists) has less than `required_bytes` free."""
+    free = shutil.disk_usage(directory).free
+    if free < required_bytes:
+        raise WorkdirError(f"{directory} has {_size(free)} free, but {what} need about "
+                           f"{_size(required_bytes)}: {advice}")
 
 
 def json_safe(obj: Any) -> Any:
@@ -144,13 +157,8 @@ class Workdir:
             raise WorkdirError(
                 f"{self.root} is not writable ({why}): choose another {flag}"
             ) from None
-        free = shutil.disk_usage(self.root).free
-        if free < required_bytes:
-            raise WorkdirError(
-                f"{self.root} has {free / 2**20:.1f} MiB free, but the checkpoints of this "
-                f"run need about {required_bytes / 2**20:.1f} MiB: free some space or choose "
-                f"another {flag}"
-            )
+        check_free_space(self.root, required_bytes, "the checkpoints of this run",
+                         f"free some space or choose another {flag}")
         return self.root
 
     def has_checkpoint(self, kind: str | None = None) -> bool:
