@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experiments import attention_scaling
+from experiments.attention_scaling_analysis import BATCH, HEAD_DIM, HEADS, forward_flops
 
 
 @pytest.mark.slow
@@ -45,3 +46,14 @@ def test_quick_variant_and_overrides():
     assert command == ("python -m experiments.attention_scaling --quick --max-t 512 "
                        "--config.error.draws=1")
     assert attention_scaling.parse_args([])[1] == "python -m experiments.attention_scaling"
+
+
+@pytest.mark.parametrize("t, padded, span", [
+    (512, 512, 384),   # 4 blocks of 128, one scan step of 4 blocks
+    (640, 1024, 384),  # 5 blocks: two scan steps of 4 blocks, so 8 blocks are computed
+    (1280, 1536, 384),  # 10 blocks: three steps of 4
+])
+def test_local_flops_count_the_blocks_local_attention_computes(t, padded, span):
+    """FLOPs of local attention (window 128) follow the library's own blocking: whole scan
+    steps of 512 queries, each query block against its (2r + 1) key blocks."""
+    assert forward_flops("local", t, 64, 128) == 4.0 * BATCH * HEADS * padded * span * HEAD_DIM
