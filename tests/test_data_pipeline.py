@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _data_helpers import data_config, make_archive
 
-from hw3_jax.data import pipeline, sources, synthetic, token_cache
+from hw3_jax.data import batching, sources, synthetic, token_cache
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import RawDataset, TextSplit
 from hw3_jax.data.pipeline import get_datasets
@@ -109,8 +109,8 @@ def test_bad_options_give_one_clear_data_error(tmp_path):
     with pytest.raises(DataError, match="buckets take"):
         get_datasets(data_config(buckets="64,big"), tmp_path / "b", progress=False)
     with pytest.raises(DataError, match="unknown split"):
-        pipeline.split_name("dev")
-    assert [pipeline.split_name(s) for s in ("train", "val", "valid", "validation", "test")] \
+        batching.split_name("dev")
+    assert [batching.split_name(s) for s in ("train", "val", "valid", "validation", "test")] \
         == ["train", "validation", "validation", "validation", "test"]
 
 
@@ -129,13 +129,13 @@ def test_synthetic_end_to_end(tmp_path):
 def test_limit_draws_at_most_n_per_split_by_seed_in_order(tmp_path):
     full = get_datasets(data_config(synthetic_size=400), tmp_path, progress=False)
     cut = get_datasets(data_config(synthetic_size=400, limit=50), tmp_path, progress=False)
-    assert {s: cut.num_examples(s) for s in pipeline.SPLITS} == {
+    assert {s: cut.num_examples(s) for s in batching.SPLITS} == {
         "train": 50, "validation": 50, "test": 50}
     assert cut.info["sizes"] == full.info["sizes"]  # the splits before the cut
     again = get_datasets(data_config(synthetic_size=400, limit=50), tmp_path, progress=False)
     other = get_datasets(data_config(synthetic_size=400, limit=50, seed=1), tmp_path / "o",
                          progress=False)
-    for s in pipeline.SPLITS:
+    for s in batching.SPLITS:
         np.testing.assert_array_equal(getattr(cut, s).starts, getattr(again, s).starts)
         starts = getattr(cut, s).starts
         assert (np.diff(starts) > 0).all()  # kept in order
