@@ -128,7 +128,7 @@ def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats
     """The notebook recipe's training step (encoder frozen: no gradient, no Adam state) for
     encoder `size` on `batch` x `length` tokens."""
     print("[input_pipeline] consumer: the train step ...", flush=True)
-    _, model, params, tokens = random_case(size, batch, length)
+    model, params, tokens = random_case(size, batch, length)
     step = notebook_step(model, params, tokens)
     step.compile()
     st = timing.time_calls(step, warmup=warmup, repeats=repeats)

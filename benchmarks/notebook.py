@@ -41,13 +41,12 @@ def notebook_model(bert: BertConfig, dtype: str = "float32") -> BertGRUSentiment
 
 
 def random_case(size: str, batch: int, length: int
-                ) -> tuple[BertConfig, BertGRUSentiment, Any, dict[str, np.ndarray]]:
-    """(encoder `size`'s config, its notebook model in float32, random parameters (key 0:
-    they cost the same as trained ones), `make_batch(batch, length, ...)`)."""
-    cfg = BertConfig(**SIZES[size])
-    model = notebook_model(cfg)
+                ) -> tuple[BertGRUSentiment, Any, dict[str, np.ndarray]]:
+    """(encoder `size`'s notebook model in float32 (its config: `model.bert`), random
+    parameters (key 0: they cost the same as trained ones), `make_batch(batch, length, ...)`)."""
+    model = notebook_model(BertConfig(**SIZES[size]))
     params = init_params(model, jax.random.key(0))
-    return cfg, model, params, make_batch(batch, length, cfg.vocab_size)
+    return model, params, make_batch(batch, length, model.bert.vocab_size)
 
 
 def gemm_shape(cfg: BertConfig, batch_size: int, length: int) -> tuple[int, int, int]:

@@ -140,7 +140,8 @@ def logits_diff(model: Any, params: Any, tmodel: NotebookModel, batch: dict) -> 
 def measure(spec: dict) -> dict:
     """Time the steps (and the components) that `spec` asks for; see the module docstring."""
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg, model, params, batch = random_case(spec["size"], spec["batch"], spec["length"])
+    model, params, batch = random_case(spec["size"], spec["batch"], spec["length"])
+    cfg = model.bert
     tmodel = torch_model(model, params)
     out: dict[str, Any] = {
         "eval_max_abs_logit_diff": logits_diff(model, params, tmodel, batch),

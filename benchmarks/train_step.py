@@ -86,7 +86,8 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
     """Both frameworks' steps (and the cached-encoder head step) on encoder `size`, batches
     of `batch_size` x `length` tokens; with `profile`, the components and a trace too. The
     cached-encoder recipe is costed over the notebook recipe's epochs."""
-    cfg, model, params, batch = random_case(size, batch_size, length)
+    model, params, batch = random_case(size, batch_size, length)
+    cfg = model.bert
     models = {"float32": model, "bfloat16": notebook_model(cfg, "bfloat16")}
     jsteps = {d: notebook_step(models[d], params, batch) for d in DTYPES}
     info = {d: s.compile() for d, s in jsteps.items()}

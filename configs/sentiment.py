@@ -63,7 +63,7 @@ SHARED_ARCHIVE = "../shared/data/aclImdb_v1.tar.gz"
 SHARED_MINILM = "../shared/data/all-MiniLM-L6-v2"
 # The MiniLM variants' data: 256 tokens, as 59% of IMDB reviews fit whole
 # (experiments/token_lengths.py); the rest keep head and tail. Finer buckets than powers of
-# two: less padding through the GRU.
+# two: less padding.
 MINILM_DATA = dict(imdb_archive=SHARED_ARCHIVE, max_length=256, truncation="head+tail",
                    buckets="64,96,128,160,192,224,256")
 
@@ -221,7 +221,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     unknown variant."""
     name = arg or "synthetic"
     if name not in _APPLY:
-        raise ValueError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
     config = _base()
     if _APPLY[name] is not None:
         _APPLY[name](config)

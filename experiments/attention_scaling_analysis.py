@@ -44,8 +44,8 @@ def forward_flops(method: str, t: int, m: int, window: int) -> float:
         return 4.0 * b * n * t * t * d  # q k^T and p v
     if method == "performer":
         return 8.0 * b * t * n * m * d  # 2 projections, phi(K)^T V, phi(Q) (KV)
-    # The blocking of `local_attention(q, k, v, window)`, its keyword defaults included.
-    blocks = att.local_blocks(t, window, **att.local_attention.__kwdefaults__)
+    # The blocking of `local_attention(q, k, v, window)` with its defaults.
+    blocks = att.local_blocks(t, window, None, att.QUERIES_PER_STEP)
     return 4.0 * b * n * blocks.padded_length * blocks.span * d
 
 

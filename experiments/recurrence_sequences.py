@@ -44,6 +44,8 @@ def labelled_sequences(rng: np.random.Generator, lengths, n_per_length: int, pad
     length [N], d [N] = sum at even positions - sum at odd positions, exact)."""
     xs, ls, ds = [], [], []
     for length in lengths:
+        if (pad_to - length) % 2:
+            raise ValueError("pad by an even number of positions to keep parities")
         x = random_ints(rng, n_per_length, length)
         ds.append(even_minus_odd_np(x))
         xs.append(np.pad(x, ((0, 0), (pad_to - length, 0))))

@@ -286,6 +286,8 @@ def _performer_queries(
 # Sliding-window (local) attention.
 # --------------------------------------------------------------------------------------------
 
+QUERIES_PER_STEP = 512  # local_attention's default queries per scan step
+
 
 def local_attention(
     q: jax.Array,
@@ -295,7 +297,7 @@ def local_attention(
     mask: jax.Array | None = None,
     *,
     block_size: int | None = None,
-    queries_per_step: int = 512,
+    queries_per_step: int = QUERIES_PER_STEP,
 ) -> jax.Array:
     """Sliding-window softmax attention: query `i` sees the keys `j` with `|i - j| <= window`.
 

@@ -90,6 +90,9 @@ def test_batches_split_over_processes():
                                       w["weight"])
     with pytest.raises(DataError, match="multiple"):
         batching.BucketedBatches(split, batch_size=7, buckets=(32,), process_count=2)
+    # Unsorted buckets would put examples in a bucket shorter than they are.
+    with pytest.raises(DataError, match="not increasing"):
+        batching.BucketedBatches(split, batch_size=8, buckets=(32, 16))
 
 
 def _tiny_tokenizer():
@@ -159,11 +162,11 @@ def test_prefetch_propagates_errors_and_stops_early():
         yield 2
         raise RuntimeError("boom")
 
-    it = batching.prefetch(gen(), 2)
+    it = batching.prefetch(gen())
     assert next(it) == 1 and next(it) == 2
     with pytest.raises(RuntimeError, match="boom"):
         next(it)
-    endless = batching.prefetch(iter(range(10**9)), 2)
+    endless = batching.prefetch(iter(range(10**9)))
     assert next(endless) == 0
     endless.close()  # the worker thread stops instead of blocking forever
 

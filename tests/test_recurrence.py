@@ -12,6 +12,7 @@ import optax
 import pytest
 from absl.testing import parameterized
 
+from experiments.recurrence_sequences import labelled_sequences
 from hw3_jax.recurrence import ScalarRNN, alternating_sum, closed_form, even_minus_odd
 
 
@@ -235,3 +236,12 @@ def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, 
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_labelled_sequences_pad_by_even_counts_only():
+    """An odd pad would flip every position's parity, so the closed form would be wrong."""
+    rng = np.random.default_rng(0)
+    x, lengths, d = labelled_sequences(rng, (2, 4), 3, 4)
+    assert x.shape == (6, 4) and list(lengths) == [2, 2, 2, 4, 4, 4]
+    with pytest.raises(ValueError, match="even number"):
+        labelled_sequences(rng, (3, 4), 3, 4)

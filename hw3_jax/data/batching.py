@@ -102,7 +102,10 @@ class BucketedBatches:
             raise DataError("cannot batch an empty split")
         self.split = split
         self.batch_size = batch_size
-        self.buckets = tuple(buckets)  # sorted, as `normalise_buckets` gives them
+        self.buckets = tuple(buckets)
+        if list(self.buckets) != sorted(set(self.buckets)):
+            raise DataError(f"buckets {self.buckets} are not increasing: pass them through "
+                            "normalise_buckets")
         if int(split.lengths.max()) > self.buckets[-1]:
             raise DataError(f"an example of {int(split.lengths.max())} tokens exceeds the "
                             f"largest bucket {self.buckets[-1]}")
@@ -153,10 +156,10 @@ class BucketedBatches:
             yield self.batch(length, idx)
 
 
-def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
-    """Run `iterator` in a background thread, `size` items ahead. Exceptions are re-raised
-    in the consumer; closing the generator early stops the thread."""
-    q: queue.Queue = queue.Queue(maxsize=size)
+def prefetch(iterator: Iterable) -> Iterator:
+    """Run `iterator` in a background thread, two items ahead. Exceptions are re-raised in
+    the consumer; closing the generator early stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     done = object()
 

@@ -155,7 +155,7 @@ def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
 
     with tqdm(total=len(split), desc=desc, unit="review", leave=False, dynamic_ncols=True,
               disable=not progress) as bar:
-        for idx, length, b in prefetch(host_batches(), 2):  # the next batch builds meanwhile
+        for idx, length, b in prefetch(host_batches()):  # the next batch builds meanwhile
             b = shard_batch(b, dp)
             x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]
             lens = fs.lengths[idx]

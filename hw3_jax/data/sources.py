@@ -59,8 +59,9 @@ def imdb_archive_path(data: Any) -> Path:
 def load_source(data: Any, seed: int) -> RawDataset:
     """The labelled text that `data` (config.data: source, imdb_archive, imdb_url,
     imdb_sha256, data_dir, synthetic_size) names; `seed` draws the synthetic set."""
-    source_id = source_identity(data, seed)  # checks the source
+    source_id = source_identity(data, seed)  # checks the source too
     if data.source == "synthetic":
-        return synthetic.make_synthetic(seed, *synthetic_sizes(data))
-    raw = imdb.read_imdb_archive(imdb_archive_path(data))
+        raw = synthetic.make_synthetic(seed, *synthetic_sizes(data))
+    else:
+        raw = imdb.read_imdb_archive(imdb_archive_path(data))
     return dataclasses.replace(raw, source_id=source_id)

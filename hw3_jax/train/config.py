@@ -9,7 +9,7 @@ from typing import Any
 
 import optax
 
-from hw3_jax.train.steps import LOSSES, OPTIMIZERS, learning_rate_schedule, make_optimizer
+from hw3_jax.train.steps import LOSSES, learning_rate_schedule, make_optimizer
 from hw3_jax.train.workdir import json_safe
 
 
@@ -56,9 +56,8 @@ class TrainConfig:
         if self.encoder_learning_rate is not None and not self.encoder_learning_rate > 0:
             raise ValueError("encoder_learning_rate must be > 0 (or None: learning_rate), "
                              f"got {self.encoder_learning_rate}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                             f"got {self.optimizer!r}")
+        # Checks the optimizer name (the optimizer's own check).
+        make_optimizer(self.learning_rate, optimizer=self.optimizer, weight_decay=0.0)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.warmup_steps < 0:
