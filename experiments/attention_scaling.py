@@ -54,6 +54,7 @@ from hw3_jax import attention as att
 from hw3_jax.timing import (
     blocking,
     compile_timed,
+    device_name,
     machine_info,
     mem_available_bytes,
     time_budgeted,
@@ -311,11 +312,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     lengths = [config.min_t * 2**i for i in range((config.max_t // config.min_t).bit_length())]
     budget = memory_budget(config)
     t_start = time.perf_counter()
-    info = machine_info()
-    # The backend, devices and cores also under the names the Q3 report reads.
-    info = {**info, "backend": info["jax_backend"], "devices": info["jax_devices"],
-            "cpu_count": info["cores"]}
-    print(f"attention_scaling: T={lengths}, backend={info['backend']}, "
+    info = {**machine_info(), "device": device_name()}
+    print(f"attention_scaling: T={lengths}, on {info['device']}, "
           f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB", flush=True)
     calib = calibrate(config.seed)
     records, extra, err = measure(config, lengths, budget)

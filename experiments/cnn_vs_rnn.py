@@ -279,9 +279,10 @@ def train_and_measure(key: str, model: Any, data: ImageData,
     entry = {
         "architecture": vision.architecture(model, h, w),
         "params": count_params(params),
-        "test_accuracy": accuracy(predict, params, test_x, test_y, batch),
-        "test_loss": res.test_loss,  # the loop's evaluation of the same parameters
-        "test_accuracy_loop": res.test_accuracy,
+        # The loop's evaluation of the best parameters (shift_accuracy's "0" is the same
+        # number through `predict`).
+        "test_accuracy": res.test_accuracy,
+        "test_loss": res.test_loss,
         "best_epoch": res.best.get("epoch"),
         "val_accuracy": res.val_accuracy,
         # Training only (no validation, no checkpoints); the first epoch compiles.
@@ -323,7 +324,7 @@ def run(config: ml_collections.ConfigDict, command: str, folder: Workdir) -> dic
                    "latency_reps": config.latency_reps, "latency_batch": latency_batch,
                    "sides": sides, "shift_distances": list(config.shift_distances),
                    "eval_batch": config.eval_batch},
-        "environment": {**machine_info(), "device": device_name()},
+        "machine": {**machine_info(), "device": device_name()},
         "models": {},
     }
     phases = {"data_and_setup": time.perf_counter() - t_start}

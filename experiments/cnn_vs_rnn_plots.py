@@ -89,7 +89,7 @@ def plot_speed(r: dict[str, Any], out: pathlib.Path) -> str:
     ax[1].legend(fontsize=8, loc="upper center", ncol=2)
     ax[1].set_title("inference latency")
     _against_side(ax[2], ax[3], r["latency_vs_side"])
-    fig.suptitle(f"speed on {r['environment']['device']}")
+    fig.suptitle(f"speed on {r['machine']['device']}")
     return _save(fig, out, "cnn_vs_rnn_speed.png")
 
 

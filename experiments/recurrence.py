@@ -77,6 +77,7 @@ def _check_even(run: Callable, cf: Callable, rng: np.random.Generator, n: int,
     return {
         "n_sequences": n,
         "lengths": f"uniform over even 2..{max_length} (left-padded with zeros)",
+        "length_range": [2, max_length],
         "max_abs_diff_h_all_steps_vs_exact": _max_abs(h, h_ref),
         "max_abs_diff_h_T_vs_even_minus_odd": _max_abs(h[:, -1], d),
         "max_abs_diff_y_all_steps_vs_float64": _max_abs(y, y_ref),
@@ -104,6 +105,7 @@ def _check_odd(cf: Callable, x: np.ndarray, h: np.ndarray, y: np.ndarray) -> dic
     return {
         "n_sequences": len(x),
         "lengths": f"uniform over odd 1..{x.shape[1]} (left-padded with zeros)",
+        "length_range": [1, x.shape[1]],
         "n_ties": int((~decisive).sum()),
         "max_abs_diff_h_T_vs_odd_minus_even": _max_abs(h[:, -1], -d),
         "max_abs_diff_h_T_vs_even_minus_odd": _max_abs(h[:, -1], d),
@@ -146,6 +148,7 @@ def check_scan(rng: np.random.Generator, cfg: ml_collections.ConfigDict) -> dict
     rescaled_run = jax.jit(lambda w_in, w_out, x: ScalarRNN(w_in=w_in, w_out=w_out).apply({}, x))
     return {
         "inputs": f"integers uniform in [{LOW}, {HIGH}]",
+        "input_range": [LOW, HIGH],
         "even": even,
         "odd": _check_odd(cf, x, h, y),
         "float32_limit": _float32_limit(run, cf),
@@ -298,6 +301,7 @@ def train(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
             "leading zeros)",
             "loss": "sigmoid BCE on the final logit w_out * h_T",
             "optimizer": f"adam, cosine decay from lr={cfg.learning_rate} to 0",
+            "learning_rate": cfg.learning_rate,
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
             "n_inits": cfg.n_inits,

@@ -123,12 +123,17 @@ def cpu_bf16_flags() -> list[str]:
     return [f for f in BF16_CPU_FLAGS if f in flags]
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC ...", "Intel(R) Xeon(R) Processor")."""
+    return _proc_field("cpuinfo", "model name") or platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
     """What the numbers were measured on (CPU, cores, load, library versions)."""
     import jax
 
     info: dict[str, Any] = {
-        "cpu": _proc_field("cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -164,12 +169,15 @@ def mem_available_bytes() -> int | None:
 
 
 def device_name() -> str:
-    """The first jax device in words: "CPU (2 cores)", "NVIDIA H100 80GB HBM3 (GPU)"."""
+    """The first jax device in words, naming the CPU model on CPU (and AMX, which the same
+    model name may or may not have): "CPU (AMD EPYC, 2 cores)", "CPU (Intel(R) Xeon(R)
+    Processor with AMX-BF16, 2 cores)", "NVIDIA H100 80GB HBM3 (GPU)"."""
     import jax
 
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        return f"CPU ({os.cpu_count()} cores)"
+        amx = " with AMX-BF16" if "amx_bf16" in cpu_bf16_flags() else ""
+        return f"CPU ({cpu_model()}{amx}, {os.cpu_count()} cores)"
     return f"{dev.device_kind} ({dev.platform.upper()})"
 
 

@@ -109,7 +109,7 @@ def test_q3_from_a_quick_run_shape():
          "config": {"lengths": [256, 512], "batch": 1, "heads": 8, "head_dim": 64,
                     "dtype": "float32", "performer_features": 256, "local_window": 128,
                     "reps": 2},
-         "machine": {"backend": "cpu", "cpu_count": 2}, "records": recs,
+         "machine": {"device": "CPU (AMD EPYC, 2 cores)"}, "records": recs,
          "crossover": {k: {"T": 400.0, "bound": "interpolated"} for k in
                        ("performer_fwd", "performer_fwd_bwd", "local_fwd", "local_fwd_bwd")},
          "targets": {}, "wall_s": 42.0,
@@ -124,7 +124,8 @@ def test_q3_from_a_quick_run_shape():
     assert "$m^{-0.50}$" in flat  # 0.8 -> 0.4 over 4x the features
 
 
-def _fake_run(workdir: pathlib.Path, status: str = "completed") -> None:
+def _fake_run(workdir: pathlib.Path, status: str = "completed", devices: dict | None = None
+              ) -> None:
     """A workdir as the sentiment experiment leaves it: metrics.json and config.json (the
     notebook variant, with an unused synthetic size)."""
     from configs.sentiment import get_config
@@ -141,7 +142,7 @@ def _fake_run(workdir: pathlib.Path, status: str = "completed") -> None:
         "status": status, "history": history, "best": {"epoch": 2}, "test_loss": 0.25,
         "test_accuracy": 0.9061, "test_examples": 25000, "steps": 274,
         "params": {"total": 112241409, "trainable": 2759169},
-        "devices": {"backend": "gpu", "kind": "NVIDIA H100", "num_devices": 1},
+        "devices": devices or {"backend": "gpu", "kind": "NVIDIA H100", "num_devices": 1},
         "data": {"sizes": {"train": 17500, "validation": 7500, "test": 25000}},
         "predictions": {s: 0.1 for s in sentiment_answers.NOTEBOOK_SENTENCES},
         "command": command, "config_spec": "configs/sentiment.py:notebook",
@@ -184,6 +185,23 @@ def test_q4_with_a_collected_run(tmp_path, capsys):
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
                                    "x", "--out", str(results), "--no-predict"]) == 2
     assert "config.json does not exist" in capsys.readouterr().err
+
+
+def test_q4_names_the_cpu_a_run_timed(tmp_path):
+    """A CPU run's epoch times come with the CPU's name; a run collected without one says
+    "CPU"."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(RESULTS / "sentiment_facts.json", results)
+    for name, devices in (("named", {"backend": "cpu", "kind": "cpu", "num_devices": 1,
+                                     "name": "CPU (Some CPU, 2 cores)"}),
+                          ("unnamed", {"backend": "cpu", "kind": "cpu", "num_devices": 1})):
+        _fake_run(tmp_path / name, devices=devices)
+        assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / name), "--name",
+                                       name, "--out", str(results), "--no-predict"]) == 0
+    flat = " ".join(q4_from_results(results).split())
+    assert "on CPU (Some CPU, 2 cores);" in flat
+    assert "on CPU; `" in flat and "results/sentiment_unnamed.json" in flat
 
 
 def test_facts_file_matches_a_fresh_measurement(shared_data):

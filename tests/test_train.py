@@ -21,6 +21,7 @@ import pytest
 from _train_tiny import BagModel, BNModel, NaNAt, TinyData, evaluate, flat, init_params
 
 from hw3_jax.models import count_params
+from hw3_jax.timing import device_name
 from hw3_jax.train import loop as L
 from hw3_jax.train import steps as S
 from hw3_jax.train.checkpoints import (
@@ -78,6 +79,8 @@ def test_loss_decreases_and_outputs_written(tmp_path):
     assert m["val_accuracy"] == res.best["val_accuracy"]
     assert m["config"]["learning_rate"] == 1e-2 and len(m["history"]) == 3
     assert {"total_s", "train_s", "test_s"} <= set(m["timings"])
+    assert m["devices"]["name"] == device_name()  # on CPU it names the CPU model
+    assert m["devices"]["name"].startswith("CPU (") and "cores)" in m["devices"]["name"]
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == m["history"]  # one line per evaluation
     png = (tmp_path / "curves.png").read_bytes()

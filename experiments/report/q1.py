@@ -22,7 +22,7 @@ def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str,
     c, n = r["models"]["cnn"], r["models"]["rnn"]
     h, w = r["config"]["image_shape"]
     last = r["latency_vs_side"][-1]
-    dev = r["environment"]["device"]
+    dev = r["machine"]["device"]
     values = {
         **r, "cnn": c, "rnn": n, "first": r["latency_vs_side"][0], "last": last,
         "h": h, "w": w, "h4": h + 4, "w4": w + 4,
@@ -37,7 +37,7 @@ def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str,
     if gpu:  # the GPU run's latency against image side, from its first (`g0`) to last (`g1`)
         g0, g1 = gpu["latency_vs_side"][0], gpu["latency_vs_side"][-1]
         values.update({
-            "g0": g0, "g1": g1, "gdev": gpu["environment"]["device"].split(" (")[0],
+            "g0": g0, "g1": g1, "gdev": gpu["machine"]["device"].split(" (")[0],
             "g_cnn_growth": g1["cnn_latency_ms"] / g0["cnn_latency_ms"],
             "g_cnn_work": g1["cnn_multiply_adds"] / g0["cnn_multiply_adds"],
             "g_rnn_growth": g1["rnn_latency_ms"] / g0["rnn_latency_ms"],

@@ -6,7 +6,6 @@ JSON's parts (`even`, `odd`, `setup`, ...); the values here are the ones derived
 from __future__ import annotations
 
 import pathlib
-import re
 from typing import Any
 
 import numpy as np
@@ -14,11 +13,9 @@ import numpy as np
 from experiments.report.text import and_list, read_json, render
 
 
-def _int_range(text: str) -> dict[str, int]:
-    """'uniform over even 2..128 (...)' -> {'lo': 2, 'hi': 128}; 'integers uniform in
-    [-9, 9]' -> {'lo': -9, 'hi': 9}."""
-    lo, hi = re.search(r"(-?\d+)(?:\.\.|, )(-?\d+)", text).groups()
-    return {"lo": int(lo), "hi": int(hi)}
+def _range(lo_hi: list[int]) -> dict[str, int]:
+    """[lo, hi] -> {'lo': lo, 'hi': hi}, as the template names the ends."""
+    return dict(zip(("lo", "hi"), lo_hi, strict=True))
 
 
 def _big(xs: list[int]) -> str:
@@ -76,15 +73,15 @@ def q2_values(r: dict[str, Any]) -> dict[str, Any]:
     t_long = max(int(k) for k in acc["unseen_lengths"])
     return {
         **r, "even": even, "odd": odd, "inside": inside, "beyond": beyond, "setup": t["setup"],
-        "input_range": _int_range(check["inputs"]), "even_range": _int_range(even["lengths"]),
-        "odd_range": _int_range(odd["lengths"]),
+        "input_range": _range(check["input_range"]), "even_range": _range(even["length_range"]),
+        "odd_range": _range(odd["length_range"]),
         "all_y_equal": even["n_y_T_equal_to_closed_form"] == even["n_sequences"],
         "ties_half": even["y_T_on_ties"] == [0.5],
         "x_in": _big(inside["x"]), "x_out": _big(beyond["x"]),
         "inside_correct": inside["scan_y_T"] == inside["closed_form_y"],
         "rescalings": pairs[0] if len(pairs) == 1 else ", ".join(pairs[:-1]) + " or " + pairs[-1],
         "rescaled_worst": max(resc.values()),
-        "lr": t["setup"]["optimizer"].split("lr=")[1].split()[0],
+        "lr": t["setup"]["learning_rate"],
         "converged": t["max_abs_w_rec_plus_1"] < 0.01, "w_rec_err": t["max_abs_w_rec_plus_1"],
         "w_rec_min": w_rec.min(), "w_rec_max": w_rec.max(),
         "w_in_min": w_in.min(), "w_in_max": w_in.max(),

@@ -113,8 +113,7 @@ def q3_values(r: dict[str, Any]) -> dict[str, Any]:
     memory = targets.get("performer_temp_over_softmax_temp_at_8192", {})
     softmax_hi = find_record(recs, "softmax", "fwd", lengths[-1])
     return {
-        **r, "on_cpu": r["machine"].get("backend") == "cpu",
-        "devices": ", ".join(r["machine"].get("devices", [])) or r["machine"].get("backend", "?"),
+        **r,
         "long_run": r["wall_s"] >= 120, "wall_min": r["wall_s"] / 60,
         "table": q3_table(r),
         **_time_values(r),

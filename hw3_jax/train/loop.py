@@ -41,6 +41,7 @@ import jax
 from tqdm.auto import tqdm
 
 from hw3_jax.models import count_params
+from hw3_jax.timing import device_name
 from hw3_jax.train.checkpoints import FORMAT_VERSION, CheckpointStore, TrainingError, open_store
 from hw3_jax.train.config import TrainConfig, optimizer_of, total_steps
 from hw3_jax.train.plots import plot_curves
@@ -334,6 +335,7 @@ def _write_metrics(run: _Run, p: _Progress, status: str, error: str | None = Non
         "steps": int(jax.device_get(p.state.step)),
         "params": dict(run.counts),
         "devices": {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
+                    "name": device_name(),
                     "num_devices": run.dp.num_devices, "process_count": jax.process_count()},
         "timings": timings or {},
         **(extra or {}),
