@@ -347,7 +347,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
         "error": err,
         "wall_s": time.perf_counter() - t_start,
     }
-    result["plots"] = make_plots(records, lengths, err, out)
+    result["plots"] = make_plots(records, lengths, err, info["device"], out)
     path = out / "attention_scaling.json"
     folder.write_json(path.name, result)
     print(f"wrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -62,14 +61,14 @@ def _time_panel(ax: Any, records: list[dict], lengths: list[int], mode: str) -> 
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_time(records: list[dict], lengths: list[int], out: Path) -> str:
+def plot_time(records: list[dict], lengths: list[int], device: str, out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, mode in zip(axes, MODES, strict=True):
         _time_panel(ax, records, lengths, mode)
     axes[0].set_ylabel("wall time per call (s, median)")
     axes[0].legend()
     fig.suptitle(
-        f"Attention time on {jax.default_backend().upper()} "
+        f"Attention time on {device}\n"
         f"(batch {BATCH}, {HEADS} heads, head_dim {HEAD_DIM}, float32; "
         "dotted verticals: skipped, would not fit)"
     )
@@ -124,6 +123,9 @@ def plot_error(err: dict, out: Path) -> str:
     return _save(fig, out / "attention_scaling_error.png")
 
 
-def make_plots(records: list[dict], lengths: list[int], err: dict, out: Path) -> list[str]:
-    """The three PNGs in `out`; returns their paths."""
-    return [plot_time(records, lengths, out), plot_memory(records, out), plot_error(err, out)]
+def make_plots(records: list[dict], lengths: list[int], err: dict, device: str, out: Path
+               ) -> list[str]:
+    """The three PNGs in `out` (`device`: what the times were measured on, in words); returns
+    their paths."""
+    return [plot_time(records, lengths, device, out), plot_memory(records, out),
+            plot_error(err, out)]
