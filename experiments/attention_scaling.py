@@ -54,7 +54,6 @@ from hw3_jax import attention as att
 from hw3_jax.timing import (
     blocking,
     compile_timed,
-    device_name,
     machine_info,
     mem_available_bytes,
     time_budgeted,
@@ -312,7 +311,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     lengths = [config.min_t * 2**i for i in range((config.max_t // config.min_t).bit_length())]
     budget = memory_budget(config)
     t_start = time.perf_counter()
-    info = {**machine_info(), "device": device_name()}
+    info = machine_info()
     print(f"attention_scaling: T={lengths}, on {info['device']}, "
           f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB", flush=True)
     calib = calibrate(config.seed)

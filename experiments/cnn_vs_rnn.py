@@ -46,7 +46,7 @@ from experiments.report.text import pct
 from hw3_jax import vision
 from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
-from hw3_jax.timing import blocking, device_name, machine_info, time_interleaved
+from hw3_jax.timing import blocking, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
 from hw3_jax.train.workdir import Workdir
 
@@ -324,7 +324,7 @@ def run(config: ml_collections.ConfigDict, command: str, folder: Workdir) -> dic
                    "latency_reps": config.latency_reps, "latency_batch": latency_batch,
                    "sides": sides, "shift_distances": list(config.shift_distances),
                    "eval_batch": config.eval_batch},
-        "machine": {**machine_info(), "device": device_name()},
+        "machine": machine_info(),
         "models": {},
     }
     phases = {"data_and_setup": time.perf_counter() - t_start}

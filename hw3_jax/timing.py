@@ -129,7 +129,8 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    """What the numbers were measured on (CPU, cores, load, library versions)."""
+    """What the numbers were measured on (CPU, cores, load, library versions, and the device
+    in words: `device_name()`)."""
     import jax
 
     info: dict[str, Any] = {
@@ -147,6 +148,7 @@ def machine_info() -> dict:
     info["jax"] = jax.__version__
     info["jax_backend"] = jax.default_backend()
     info["jax_devices"] = [str(d) for d in jax.devices()]
+    info["device"] = device_name()
     return info
 
 
