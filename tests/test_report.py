@@ -122,6 +122,14 @@ def test_q3_from_a_quick_run_shape():
     assert "multiplied the time by 4.0 (exact" in flat
     assert "$T \\approx 400$" in flat
     assert "$m^{-0.50}$" in flat  # 0.8 -> 0.4 over 4x the features
+    assert "interleaved rounds" not in flat  # the result has no interleaved rounds
+    steps = {"256->512": 1.5, "512->1024": 2.5}
+    r["interleaved"] = {"rounds": 3, "growth_per_step": {
+        "performer_fwd": steps, "local_fwd": {"256->512": 1.75, "512->1024": 1.25}}}
+    flat = " ".join(q3_markdown(r).split())
+    assert ("Timed in 3 interleaved rounds instead (every length in turn; the median of the "
+            "per-round ratios), each doubling from 256 to 1,024 multiplied the forward time by "
+            "1.5 to 2.5 (Performer) and 1.2 to 1.8 (local).") in flat
 
 
 def _fake_run(workdir: pathlib.Path, status: str = "completed", devices: dict | None = None
