@@ -83,15 +83,15 @@ def _words(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-def run(main: Callable[[], Any]) -> int:
-    """`main()` of a benchmark run as a command (`cli.run_main`: a user's mistake is one line
-    and exit status 2, Ctrl-C exit status 130); else status 0."""
+def run(main: Callable[[], Any], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """`main()` of a benchmark run as a command (`cli.run_main`: a user's mistake, or one of
+    `user_errors`, is one line and exit status 2, Ctrl-C exit status 130); else status 0."""
 
     def call() -> int:
         main()
         return 0
 
-    return cli.run_main(call)
+    return cli.run_main(call, user_errors)
 
 
 def existing_file(path: str | Path, what: str, option: str) -> Path:

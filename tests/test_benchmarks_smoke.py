@@ -97,6 +97,22 @@ def test_recipe_missing_archive_is_one_line(tmp_path):
     assert not (tmp_path / "bench_recipe.json").exists()
 
 
+def test_recipe_run_error_is_one_line(tmp_path, capsys, monkeypatch):
+    """A training run's error (here a stand-in for a NaN loss) ends the recipe as the
+    sentiment command ends: one line, exit status 2."""
+    from benchmarks import recipe
+    from benchmarks.inputs import run
+    from hw3_jax.train.workdir import TrainingError
+
+    def fail(*args):
+        raise TrainingError("the loss is NaN at step 3")
+
+    monkeypatch.setattr(recipe, "run_recipe", fail)
+    argv = ["--quick", "--skip-minilm", "--out-dir", str(tmp_path)]
+    assert run(lambda: recipe.main(argv), recipe.RUN_ERRORS) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: the loss is NaN at step 3"]
+
+
 def _one_line_error(argv: list[str], capsys) -> list[str]:
     """stderr of `python -m benchmarks.attention ARGV` run in this process, which must end
     with exit status 2 before measuring anything."""
