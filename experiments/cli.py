@@ -284,21 +284,27 @@ def override(dotted: str, value: object) -> str:
 def command_line(prefix: str, config: ml_collections.ConfigDict,
                  base: ml_collections.ConfigDict, shortcuts: Mapping[str, Shortcut], *,
                  always: Sequence[str] = (), skip: Sequence[str] = ()) -> str:
-    """The command that gives `config`: `prefix` (the program and its --config), then each
-    shortcut flag that takes a value, in order, whose field differs from `base` or is in
-    `always`, then `--config.a.b=V` for each other field that differs; the fields in `skip`
-    (where outputs go) never. A tuple value of a flag is written as its items."""
+    """The command that gives `config`: `prefix` (the program and its --config), then its
+    fields that differ from `base` or are in `always` (`format_command`); the fields in
+    `skip` (where outputs go) never."""
     values, defaults = flatten(config), flatten(base)
+    return format_command(prefix, {k: v for k, v in values.items() if k not in skip
+                                   and (k in always or v != defaults[k])}, shortcuts)
+
+
+def format_command(prefix: str, fields: Mapping[str, object],
+                   shortcuts: Mapping[str, Shortcut]) -> str:
+    """`prefix`, then the shortcut flag (one that takes a value) of each field in `fields`
+    ({dotted name: value}) that has one, in the shortcuts' order, then `--config.a.b=V` for
+    the others. A tuple or list value of a flag is written as its items."""
     flags = {flag: s.field for flag, s in shortcuts.items() if s.const is None}
     parts = [prefix]
     for flag, dotted in flags.items():
-        value = values[dotted]
-        if dotted not in skip and (dotted in always or value != defaults[dotted]):
+        if dotted in fields:
+            value = fields[dotted]
             items = value if isinstance(value, tuple | list) else (value,)
             parts.append(" ".join([flag, *map(str, items)]))
-    for dotted, value in values.items():
-        if dotted not in skip and dotted not in flags.values() and value != defaults[dotted]:
-            parts.append(override(dotted, value))
+    parts += [override(k, v) for k, v in fields.items() if k not in flags.values()]
     return " ".join(parts)
 
 

@@ -29,7 +29,7 @@ import ml_collections
 
 from configs.sentiment import VARIANTS, get_config
 from experiments import cli
-from experiments.sentiment import NOT_RECIPE
+from experiments.sentiment import NOT_RECIPE, SHORTCUTS
 from experiments.sentiment_train import NOTEBOOK_SENTENCES, resolve
 from hw3_jax import factory, models, timing
 from hw3_jax.bert import BertConfig
@@ -166,11 +166,12 @@ def _nearest_variant(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def run_command(m: dict[str, Any]) -> str:
     """The command that repeats a run (`m`: its collected JSON) with today's configs: its
-    nearest variant, then `--config.FIELD=VALUE` for each field where the run differs."""
+    nearest variant, then each field where the run differs, written as the run's own
+    command writes it (a shortcut flag where one takes a value, else `--config.FIELD=VALUE`)."""
     variant, diff = _nearest_variant(m)
-    overrides = [cli.override(k, v) for k, v in diff.items()]
-    return " ".join([f"python -m experiments.sentiment --config configs/sentiment.py:{variant}",
-                     *overrides])
+    return cli.format_command(
+        f"python -m experiments.sentiment --config configs/sentiment.py:{variant}", diff,
+        SHORTCUTS)
 
 
 def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -273,6 +274,7 @@ def test_collected_commands_are_the_run_commands():
 
 def test_run_command():
     from configs.sentiment import get_config
+    from experiments.sentiment import build_config
     from experiments.sentiment_train import resolve
 
     def collected(variant: str) -> dict:
@@ -280,7 +282,7 @@ def test_run_command():
         return {"run_config": {**resolve(get_config(variant)).to_dict(), "command": command}}
 
     # A run that recorded a variant's own values is that variant; another is its nearest
-    # variant with the fields where it differs.
+    # variant with the fields where it differs, as shortcut flags where they have one.
     m = collected("synthetic")
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:synthetic")
@@ -288,15 +290,18 @@ def test_run_command():
     m["run_config"]["train"]["epochs"] += 1
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:synthetic "
-        "--config.seed=1 --config.train.epochs=3")
+        "--epochs 3 --seed 1")
     del m["run_config"]["data"]["truncation"]  # missing: the default config's value
-    assert sentiment_answers.run_command(m).endswith("--config.train.epochs=3")
+    assert sentiment_answers.run_command(m).endswith("--epochs 3 --seed 1")
     m = collected("imdb_scratch")
     m["run_config"]["data"]["synthetic_size"] = 123  # ignored: not synthetic data
     m["run_config"]["model"]["performer_features"] = 64  # ignored: softmax attention
     assert sentiment_answers.run_command(m) == (
         "python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch")
     m["run_config"]["model"]["attention"] = "performer"  # now its feature count counts
-    assert sentiment_answers.run_command(m) == (
+    command = sentiment_answers.run_command(m)
+    assert command == (
         "python -m experiments.sentiment --config configs/sentiment.py:imdb_scratch "
-        "--config.model.attention='performer' --config.model.performer_features=64")
+        "--attention performer --config.model.performer_features=64")
+    config, _, _ = build_config(shlex.split(command)[3:])  # the command parses back
+    assert (config.model.attention, config.model.performer_features) == ("performer", 64)
