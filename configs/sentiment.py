@@ -22,9 +22,10 @@
         the notebook's recipe with the shared frozen all-MiniLM-L6-v2 in place of
         bert-base-uncased: every review of the shared archive (17,500 / 7,500 / 25,000),
         256 tokens kept head+tail, batch 32, 2 epochs of Adam 1e-3, the encoder's outputs
-        computed once (encoder cache; 21 reviews/s, 39 min, on the idle 2-core AMD EPYC with
-        AVX512-BF16), head epochs of 12 min: test 87.21% (loss 0.298; validation 87.89%);
-        results/sentiment_minilm_frozen.json (at batch 128: 84.64%). With `--max-length 128
+        computed once (encoder cache; 28 reviews/s, 30 min, on the idle 2-core Intel Xeon
+        with AMX-BF16), head epochs of 8 min: test 86.84% (loss 0.308; validation 87.25%),
+        50 min in all; results/sentiment_minilm_frozen.json (on the AMD EPYC with AVX512-BF16:
+        87.21%, and 84.64% at batch 128). With `--max-length 128
         --limit 2000 --config.data.buckets=None --config.data.truncation='head'` (a random
         2,000 reviews of each split; buckets 32, 64, 128): test 71.75% (validation 74.85%)
         in 4 min 11 s on the Xeon with AMX-BF16; results/sentiment_minilm.json
@@ -189,8 +190,8 @@ def _minilm(config: ml_collections.ConfigDict) -> None:
     config.model.encoder = SHARED_MINILM
     config.encoder_cache.enabled = True
     # Batch 32, not the notebook's 128: on a CPU the head costs the same per review at 32
-    # as at 128, and gets 4x the updates in 2 epochs (84.64% test at 128, its validation
-    # loss still falling fast; 87.21% at 32).
+    # as at 128, and gets 4x the updates in 2 epochs (on the AMD EPYC: 84.64% test at 128,
+    # its validation loss still falling fast; 87.21% at 32).
     config.data.batch_size = 32
 
 
