@@ -19,6 +19,7 @@ BATCH, HEADS, HEAD_DIM = 1, 8, 64
 METHODS = ("softmax", "performer", "local")
 LINEAR = METHODS[1:]  # the O(T) methods
 MODES = ("fwd", "fwd_bwd")
+GROWTH_FROM = 4096  # the interleaved rounds time each doubling of T from here on
 # A figure quoted for google-research's reference FAVOR+ (performer/fast_attention/jax, 256
 # features) at T=8192 on this CPU; not re-run here, as its code is not vendored.
 QUOTED_REFERENCE_FAVOR_MS_8192 = 150.0

@@ -99,7 +99,7 @@ def test_q3_from_a_quick_run_shape():
                 "temp_bytes": int(mib * 2**20)}
 
     recs = []
-    for t, k in ((256, 1), (512, 2)):
+    for t, k in ((256, 1), (512, 2), (4096, 16), (8192, 32), (16384, 64)):
         for mode, f in (("fwd", 1.0), ("fwd_bwd", 3.0)):
             recs += [rec("softmax", mode, t, f * 0.01 * k * k, 4 * k * k),
                      rec("performer", mode, t, f * 0.015 * k, 8),
@@ -107,9 +107,9 @@ def test_q3_from_a_quick_run_shape():
     rows = [{"sampler": s, "features": m, "rel_error_mean": e, "tv_mean": 0.1}
             for s in ("orthogonal", "iid") for m, e in ((16, 0.8), (64, 0.4))]
     r = {"command": "python -m experiments.attention_scaling --quick",
-         "config": {"lengths": [256, 512], "batch": 1, "heads": 8, "head_dim": 64,
-                    "dtype": "float32", "performer_features": 256, "local_window": 128,
-                    "reps": 2},
+         "config": {"lengths": [256, 512, 4096, 8192, 16384], "batch": 1, "heads": 8,
+                    "head_dim": 64, "dtype": "float32", "performer_features": 256,
+                    "local_window": 128, "reps": 2},
          "machine": {"device": "CPU (AMD EPYC, 2 cores)"}, "records": recs,
          "crossover": {k: {"T": 400.0, "bound": "interpolated"} for k in
                        ("performer_fwd", "performer_fwd_bwd", "local_fwd", "local_fwd_bwd")},
@@ -124,12 +124,12 @@ def test_q3_from_a_quick_run_shape():
     assert "$T \\approx 400$" in flat
     assert "$m^{-0.50}$" in flat  # 0.8 -> 0.4 over 4x the features
     assert "interleaved rounds" not in flat  # the result has no interleaved rounds
-    steps = {"256->512": 1.5, "512->1024": 2.5}
+    steps = {"4096->8192": 1.5, "8192->16384": 2.5}
     r["interleaved"] = {"rounds": 3, "growth_per_step": {
-        "performer_fwd": steps, "local_fwd": {"256->512": 1.75, "512->1024": 1.25}}}
+        "performer_fwd": steps, "local_fwd": {"4096->8192": 1.75, "8192->16384": 1.25}}}
     flat = " ".join(q3_markdown(r).split())
     assert ("Timed in 3 interleaved rounds instead (every length in turn; the median of the "
-            "per-round ratios), each doubling from 256 to 1,024 multiplied the forward time by "
+            "per-round ratios), each doubling from 4,096 to 16,384 multiplied the forward time by "
             "1.5 to 2.5 (Performer) and 1.2 to 1.8 (local).") in flat
 
 

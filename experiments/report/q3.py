@@ -11,7 +11,7 @@ import math
 import pathlib
 from typing import Any
 
-from experiments.attention_scaling_analysis import find_record
+from experiments.attention_scaling_analysis import GROWTH_FROM, LINEAR, find_record
 from experiments.report.text import and_list, read_json, render, row, tex_int
 
 METHODS = {"softmax": "exact softmax", "performer": "Performer", "local": "local"}
@@ -65,17 +65,18 @@ def _crossover_text(c: dict[str, Any]) -> str:
     return f"$T \\approx {tex_int(round(c['T']))}$"
 
 
-def _paired_growth(interleaved: dict[str, Any]) -> dict[str, Any] | None:
+def _paired_growth(r: dict[str, Any]) -> dict[str, Any] | None:
     """The forward's per-doubling growth from the interleaved rounds (each round times every
     length in turn, so a slow spell of the machine falls on both sides of a ratio): the
     lengths it spans and, per O(T) method, the lowest and highest median ratio."""
+    interleaved = r.get("interleaved") or {}
     steps = interleaved.get("growth_per_step") or {}
-    if not all(f"{m}_fwd" in steps for m in ("performer", "local")):
+    if not all(f"{m}_fwd" in steps for m in LINEAR):
         return None
-    pairs = [tuple(int(t) for t in k.split("->")) for k in steps["performer_fwd"]]
+    big = [t for t in r["config"]["lengths"] if t >= GROWTH_FROM]
     spans = {m: (min(steps[f"{m}_fwd"].values()), max(steps[f"{m}_fwd"].values()))
-             for m in ("performer", "local")}
-    return {"rounds": interleaved["rounds"], "t_a": pairs[0][0], "t_b": pairs[-1][1], **spans}
+             for m in LINEAR}
+    return {"rounds": interleaved["rounds"], "t_a": big[0], "t_b": big[-1], **spans}
 
 
 def _time_values(r: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def _time_values(r: dict[str, Any]) -> dict[str, Any]:
         g = {m: _growth(recs, m, sm_ok[-2], sm_ok[-1]) for m in METHODS}
         doubling = {**g, "t_a": sm_ok[-2], "t_b": sm_ok[-1]} if all(g.values()) else None
     return {
-        "paired": _paired_growth(r.get("interleaved") or {}),
+        "paired": _paired_growth(r),
         "t_lo": t_lo, "t_hi": t_hi, "span": t_hi // t_lo, "growths": and_list(growths),
         "t_skip": skipped[0] if skipped else None, "doubling": doubling,
         "crossover": {k: _crossover_text(c) for k, c in (r.get("crossover") or {}).items()},

@@ -107,6 +107,7 @@ class _Run:
     eval_fn: Callable
     metadata: dict  # the caller's `metadata`, {} for none
     counts: dict  # {"total", "trainable"} parameters
+    devices: dict  # what the run trains on, as metrics.json records it
 
 
 def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: Any = None,
@@ -145,7 +146,10 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
             wd.write_json(wd.config.name, metadata)
         counts = {"total": count_params(params), "trainable": count_params(params, mask)}
         eval_fn = jit_eval_step(dp, model=model, loss=config.loss, input_keys=config.input_keys)
-        run = _Run(config, data, wd, store, dp, eval_fn, dict(metadata or {}), counts)
+        devices = {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
+                   "name": device_name(), "num_devices": dp.num_devices,
+                   "process_count": jax.process_count()}
+        run = _Run(config, data, wd, store, dp, eval_fn, dict(metadata or {}), counts, devices)
         progress = _restore(run, _Progress(state, init_metrics(dp), [], {}))
         if jax.process_index() == 0:
             wd.write_jsonl(wd.metrics_jsonl.name, progress.history)
@@ -334,9 +338,7 @@ def _write_metrics(run: _Run, p: _Progress, status: str, error: str | None = Non
         "test_examples": test.get("examples"),
         "steps": int(jax.device_get(p.state.step)),
         "params": dict(run.counts),
-        "devices": {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
-                    "name": device_name(),
-                    "num_devices": run.dp.num_devices, "process_count": jax.process_count()},
+        "devices": dict(run.devices),
         "timings": timings or {},
         **(extra or {}),
     }
