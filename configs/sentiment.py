@@ -35,9 +35,10 @@
         kept head+tail, batch 16, 2 epochs of AdamW (weight decay 0.01) at 3e-5 for the
         encoder and 1e-3 for the head, warmup over 110 steps then linear decay to 0, a
         checkpoint every 100 steps (continue a stopped run with --resume): test 92.08%
-        (loss 0.201; validation 91.45%, best at epoch 2), training epochs of 48.7 and 45.1
-        min (6.0 and 6.5 reviews/s), 115 min in all with evaluation, on an idle 2-core Intel
-        Xeon with AMX-BF16 (float32); results/sentiment_minilm_finetuned.json. One epoch
+        (loss 0.201; validation 91.45%, best at epoch 2), training epochs of 44.7 and 54.3
+        min (6.5 and 5.4 reviews/s), 133 min in all with evaluation, on an idle 2-core Intel
+        Xeon with AMX-BF16 (float32; the same metrics bit for bit in 115 min on another
+        machine of that kind); results/sentiment_minilm_finetuned.json. One epoch
         (`--epochs 1`, the schedule then decays over it): test 91.22% (loss 0.215) on an
         idle 2-core Intel Xeon without AMX; results/sentiment_minilm_finetuned_1epoch.json
     python -m experiments.sentiment --config configs/sentiment.py:smoke
