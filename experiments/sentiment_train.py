@@ -32,7 +32,6 @@ from hw3_jax.data.pipeline import get_datasets
 from hw3_jax.data.sources import SOURCES, imdb_archive_path, source_identity
 from hw3_jax.data.token_cache import TRUNCATIONS, load_or_encode
 from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
-from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.checkpoints import claim_workdir
@@ -198,6 +197,9 @@ def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd:
     """(params with PPMI+SVD word vectors, what was done): counted on the training and
     validation texts (labels unused; never the test split) and, with IMDB, its archive's
     unlabelled `train/unsup` reviews, tokenized once and cached like the splits."""
+    # Here, not at the top: scipy and scikit-learn add ~1.3 s to every command's start.
+    from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
+
     t0 = time.perf_counter()
     splits = [data.train, data.validation]
     if config.data.source == "imdb":
