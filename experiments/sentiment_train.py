@@ -197,7 +197,7 @@ def _word_vectors(config: ml_collections.ConfigDict, data, bert_cfg, params, wd:
     """(params with PPMI+SVD word vectors, what was done): counted on the training and
     validation texts (labels unused; never the test split) and, with IMDB, its archive's
     unlabelled `train/unsup` reviews, tokenized once and cached like the splits."""
-    # Here, not at the top: scipy and scikit-learn add ~1.3 s to every command's start.
+    # Here, not at the top: scipy and scikit-learn add about 1 s to every command's start.
     from hw3_jax.data.word_vectors import ppmi_svd_embeddings, with_word_embeddings
 
     t0 = time.perf_counter()
