@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **spec)
                                for name, flags in XLA_SETTINGS.items()}
     results["torch"] = _worker("", framework="torch", **spec)
-    result = {**timing.benchmark_header("gemm", args.quick, cpu_bf16=timing.cpu_bf16_flags()),
+    result = {**timing.benchmark_header("gemm", args.quick),
               "xla_settings": XLA_SETTINGS, "gflop_per_s": results,
               "table_markdown": _table(results, args.shapes)}
     timing.report(result, args.out_dir, notes=[timing.bf16_note(result["machine"])])

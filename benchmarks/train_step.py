@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  repeats=repeats, profile=not args.no_profile))
     result = {
         **timing.benchmark_header(
-            "train_step", args.quick, cpu_bf16=timing.cpu_bf16_flags(),
+            "train_step", args.quick,
             torch_settings={k: {"OMP_WAIT_POLICY": v, "threads": os.cpu_count()}
                             for k, v in TORCH_SETTINGS.items()}),
         "target": "this project (float32) >= 2x the fastest PyTorch examples/s "

@@ -129,12 +129,13 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    """What the numbers were measured on (CPU, cores, load, library versions, and the device
-    in words: `device_name()`)."""
+    """What the numbers were measured on (CPU, its bfloat16 flags, cores, load, library
+    versions, and the device in words: `device_name()`)."""
     import jax
 
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_bf16": cpu_bf16_flags(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
