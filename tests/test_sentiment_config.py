@@ -133,6 +133,10 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--bogus"], "unrecognized arguments: --bogus"),  # a field whose default is None
     (["--config.train.encoder_learning_rate=fast"], "train.encoder_learning_rate"),
     (["--config", "configs.sentiment:nope"], "unknown variant"),
+    # Run from elsewhere, the repository's configs/NAME.py is the installed module too.
+    (["--config", "elsewhere/configs/sentiment.py:minilm"],
+     "name the installed module: --config configs.sentiment:minilm"),
+    (["--config", "elsewhere/mine.py"], "give an existing file"),
     (["--config.model.attention=dense"], "model.attention"),
     (["--config.model.gru_layers=0"], "--config.model.gru_layers"),
     (["--config.model.gru_layers=two"], "--config.model.gru_layers"),  # type-checked
