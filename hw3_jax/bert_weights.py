@@ -238,7 +238,9 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, 
     if p.exists():
         raise FileNotFoundError(f"{name} is a file: pass the checkpoint's directory")
     if not net.is_hub_name(name):
-        raise FileNotFoundError(f"{name}: no such checkpoint directory")
+        raise FileNotFoundError(f"{name}: no such checkpoint directory; pass a directory "
+                                "holding config.json and model.safetensors, or a hub model "
+                                "name such as bert-base-uncased")
     advice = (f"with no internet, download them elsewhere (e.g. `hf download {name} "
               f"config.json model.safetensors --local-dir DIR`) and pass the local directory "
               f"DIR instead")
