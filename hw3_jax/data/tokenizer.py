@@ -81,7 +81,9 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
     elif not p.is_file():
         name = str(name_or_path)
         if not net.is_hub_name(name):
-            raise DataError(f"tokenizer path {name} does not exist")
+            raise DataError(f"tokenizer path {name} does not exist: pass an encoder folder, "
+                            "a tokenizer.json or vocab.txt, or a hub name such as "
+                            "bert-base-uncased")
         try:
             (p,) = net.hub_files(name, [("tokenizer.json",), ("vocab.txt",)])
         except ImportError:
