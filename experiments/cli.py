@@ -100,8 +100,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError:
-            raise UserError(f"no config module {target}: pass a file such as "
-                            "configs/sentiment.py") from None
+            raise UserError(f"no config module {target}: pass a config file, or a module "
+                            "such as configs.sentiment") from None
     try:
         return module.get_config(arg or None)
     except (KeyError, ValueError) as e:
