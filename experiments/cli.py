@@ -84,13 +84,15 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            # A relative configs/NAME.py is the repository's own file, so run from another
-            # directory it is also the installed module configs.NAME.
             module = f"configs.{path.stem}"
-            fix = ("run from the repository's root, or name the installed module: --config "
-                   + (f"{module}:{arg}" if arg else module)
-                   if path.parent.name == "configs" and importlib.util.find_spec(module)
-                   else "give an existing file, or a module such as configs.sentiment")
+            if path.parent.name == "configs" and importlib.util.find_spec(module):
+                # The repository's configs/NAME.py, looked for from another directory: the
+                # installed module configs.NAME is the same config, found from anywhere.
+                named = f"{module}:{arg}" if arg else module
+                fix = (f"run from the repository's root, or name the installed module: "
+                       f"--config {named}")
+            else:
+                fix = "give an existing file, or a module such as configs.sentiment"
             where = "" if path.is_absolute() else f" (from {Path.cwd()})"
             raise UserError(f"config file {target} not found{where}: {fix}")
         module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
