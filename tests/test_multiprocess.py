@@ -241,48 +241,47 @@ def test_a_dead_process_stops_the_other_and_the_run_resumes(tmp_path):
 
     # The same two processes, relaunched with --resume, finish the run from its latest
     # complete checkpoint.
-    out = _run_two(tmp_path / "run", [*run, "--resume"])
+    (out,) = _run_all([(tmp_path / "run", "2proc", [*run, "--resume"])])
     assert "resumed from" in out, out[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 14 and [h["epoch"] for h in metrics["history"]] == [1, 2]
 
 
-def _run_one(args: list[str], devices: int, log: Path) -> str:
-    """One process with `devices` CPU devices to the end; its stdout."""
-    with _reaped([_start(args, devices, log)]) as (proc,):
-        out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    return out
-
-
-def _run_two(workdir: Path, args: list[str]) -> str:
-    """Two processes of one CPU device each to the end; process 0's stdout."""
-    with _reaped(_processes(workdir, args)) as procs:
-        results = [_finish(p) for p in procs]
-    for rc, _, err in results:
+def _run_all(runs: list[tuple[Path, str, list[str]]]) -> list[str]:
+    """Runs (workdir, layout, args) side by side to the end; process 0's stdout of each. A
+    layout is "2proc" (two processes of one CPU device) or "Ndev" (one process, N devices)."""
+    procs = []
+    for workdir, layout, args in runs:
+        if layout == "2proc":
+            procs.append(_processes(workdir, args))
+        else:
+            procs.append([_start([*args, "--workdir", str(workdir)], int(layout[:-3]),
+                                 workdir.with_name(f"{workdir.name}.pref.log"))])
+    with _reaped([p for run in procs for p in run]):
+        results = [[_finish(p) for p in run] for run in procs]
+    for rc, _, err in (r for run in results for r in run):
         assert rc == 0, err[-3000:]
-    return results[0][1]
+    return [run[0][1] for run in results]
+
 
 
 @pytest.mark.slow  # seven short trainings, each compiling the model's step
 def test_checkpoints_resume_across_device_and_process_counts(tmp_path):
     # Stopped after 4 of the epoch's 7 steps on one layout, finished on another. The global
-    # batch is the same on every layout, so every finish must train the same run.
+    # batch is the same on every layout, so every finish must train the same run. The runs
+    # of each round are independent, so they run side by side.
     stop = [*SMOKE, "--config.train.max_steps=4"]
-    written = {"8dev": tmp_path / "8dev", "1dev": tmp_path / "1dev", "2proc": tmp_path / "2proc"}
-    for name, devices in (("8dev", 8), ("1dev", 1)):
-        _run_one([*stop, "--workdir", str(written[name])], devices, tmp_path / f"{name}.log")
-    _run_two(written["2proc"], stop)
+    written = {layout: tmp_path / layout for layout in ("8dev", "1dev", "2proc")}
+    _run_all([(wd, layout, stop) for layout, wd in written.items()])
 
-    finished = {}
+    resumed = {}
     for src, dst in (("8dev", "1dev"), ("8dev", "2proc"), ("1dev", "8dev"), ("2proc", "8dev")):
         wd = tmp_path / f"{src}-to-{dst}"
         shutil.copytree(written[src], wd)
-        args = [*SMOKE, "--workdir", str(wd), "--resume"]
-        if dst == "2proc":
-            out = _run_two(wd, args)
-        else:
-            out = _run_one(args, int(dst[0]), tmp_path / f"{wd.name}.log")
+        resumed[wd] = dst
+    outs = _run_all([(wd, dst, [*SMOKE, "--resume"]) for wd, dst in resumed.items()])
+    finished = {}
+    for wd, out in zip(resumed, outs, strict=True):
         assert "resumed from" in out and "(step 4," in out, out[-2000:]
         finished[wd.name] = json.loads((wd / "metrics.json").read_text())
 
