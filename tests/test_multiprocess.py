@@ -58,6 +58,12 @@ def _start(args: list[str], devices: int, log: Path) -> subprocess.Popen:
                                 stderr=stderr, text=True)
 
 
+def _single(workdir: Path, extra: list[str], devices: int) -> subprocess.Popen:
+    """One process of `devices` CPU devices (stderr in WORKDIR.pref.log, as `_finish` reads)."""
+    return _start([*extra, "--workdir", str(workdir)], devices,
+                  workdir.with_name(f"{workdir.name}.pref.log"))
+
+
 def _processes(workdir: Path, extra: list[str], count: int = 2) -> list[subprocess.Popen]:
     """`count` processes of one run, one CPU device each (stderr in WORKDIR.pI.log)."""
     launch = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(count),
@@ -173,8 +179,7 @@ def _history(metrics: dict) -> list[dict]:
 @pytest.mark.slow  # two trainings, three processes, each compiling the model's step
 def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
     ref_dir, mp_dir = tmp_path / "one", tmp_path / "two"
-    with _reaped([_start([*SMOKE, "--workdir", str(ref_dir)], 2, tmp_path / "one.pref.log"),
-                  *_processes(mp_dir, SMOKE)]) as procs:
+    with _reaped([_single(ref_dir, SMOKE, 2), *_processes(mp_dir, SMOKE)]) as procs:
         results = [_finish(p) for p in procs]
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
@@ -250,19 +255,14 @@ def test_a_dead_process_stops_the_other_and_the_run_resumes(tmp_path):
 def _run_all(runs: list[tuple[Path, str, list[str]]]) -> list[str]:
     """Runs (workdir, layout, args) side by side to the end; process 0's stdout of each. A
     layout is "2proc" (two processes of one CPU device) or "Ndev" (one process, N devices)."""
-    procs = []
-    for workdir, layout, args in runs:
-        if layout == "2proc":
-            procs.append(_processes(workdir, args))
-        else:
-            procs.append([_start([*args, "--workdir", str(workdir)], int(layout[:-3]),
-                                 workdir.with_name(f"{workdir.name}.pref.log"))])
+    procs = [_processes(workdir, args) if layout == "2proc"
+             else [_single(workdir, args, int(layout.removesuffix("dev")))]
+             for workdir, layout, args in runs]
     with _reaped([p for run in procs for p in run]):
         results = [[_finish(p) for p in run] for run in procs]
     for rc, _, err in (r for run in results for r in run):
         assert rc == 0, err[-3000:]
     return [run[0][1] for run in results]
-
 
 
 @pytest.mark.slow  # seven short trainings, each compiling the model's step
