@@ -169,8 +169,8 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
     exit status 1) ends at once (`sharding.leave_failed_run`), so that the others stop too."""
     try:
         code = main()
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume where the experiment has it",
+    except KeyboardInterrupt as e:  # with its message: the training loop's StopRequested
+        print(f"{e or 'interrupted'}; continue with --resume where the experiment has it",
               file=sys.stderr)
         code = 130
     except (UserError, DataError, WorkdirError, *user_errors) as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -250,6 +251,29 @@ def test_a_dead_process_stops_the_other_and_the_run_resumes(tmp_path):
     assert "resumed from" in out, out[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 14 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+@pytest.mark.slow  # two processes compile the model's step
+def test_sigterm_to_one_process_stops_all_at_one_saved_step(tmp_path):
+    """SIGTERM, a preemption notice, to process 1 only: both processes finish the step they
+    agree on, save it as the 'latest' checkpoint and stop (exit status 130)."""
+    run = [*SMOKE[:2], "--epochs", "3", "--config.train.checkpoint_every_steps=100"]
+    with _reaped(_processes(tmp_path / "run", run)) as (p0, p1):
+        for line in p0.stdout:
+            if line.startswith("epoch 1/3"):
+                break
+        else:
+            pytest.fail("process 0 ended before its first epoch: " + _finish(p0)[2][-3000:])
+        p1.send_signal(signal.SIGTERM)
+        results = [_finish(p, timeout=120) for p in (p0, p1)]
+    steps = set()
+    for rc, _, err in results:
+        assert rc == 130, err[-3000:]
+        steps.update(int(s) for s in re.findall(r"stopped after step (\d+) ", err))
+    (step,) = steps  # the same step in both processes
+    assert 7 < step < 21
+    latest = tmp_path / "run" / "checkpoints" / "latest"
+    assert sorted(int(d.name) for d in latest.iterdir() if d.name.isdigit()) == [7, step]
 
 
 def _run_all(runs: list[tuple[Path, str, list[str]]]) -> list[str]:

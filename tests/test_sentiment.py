@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -100,7 +101,13 @@ def nan_labels(batch: dict) -> dict:
 
 
 def interrupt(batch: dict) -> dict:
+    """An interrupt raised inside the run, as a second Ctrl-C: no checkpoint of its step."""
     raise KeyboardInterrupt
+
+
+def ctrl_c(batch: dict) -> dict:
+    os.kill(os.getpid(), signal.SIGINT)
+    return batch
 
 
 def assert_one_error_line(rc: int, err: str) -> None:
@@ -190,8 +197,9 @@ def test_train_evaluate_predict(trained):
 
 @pytest.mark.slow  # three runs
 def test_stop_interrupt_resume_equals_uninterrupted(trained, tmp_path, monkeypatch):
-    """--max-steps at the end of epoch 1, then --resume interrupted (Ctrl-C) in epoch 2,
-    then --resume to the end: the same run as the uninterrupted one, exactly (CPU)."""
+    """--max-steps at the end of epoch 1, then --resume stopped by Ctrl-C (a SIGINT) in
+    epoch 2, which saves the step it stopped after, then --resume to the end: the same run
+    as the uninterrupted one, exactly (CPU)."""
     assert trained["rc"] == 0
     steps_per_epoch = metrics_of(trained["workdir"])["history"][0]["step"]
     wd = tmp_path / "run"
@@ -201,13 +209,15 @@ def test_stop_interrupt_resume_equals_uninterrupted(trained, tmp_path, monkeypat
     assert [h["epoch"] for h in metrics_of(wd)["history"]] == [1]
 
     with monkeypatch.context() as patch:
-        inject(patch, steps_per_epoch + 3, interrupt)
+        inject(patch, steps_per_epoch + 3, ctrl_c)  # read while step spe + 2 is queued
         rc, _, err = run_main([*args, "--resume"])
-    assert rc == 130 and "--resume" in err and "Traceback" not in err
+    assert rc == 130 and "Traceback" not in err
+    assert f"stopped after step {steps_per_epoch + 2} (batch 2 of epoch 2)" in err
+    assert "--resume" in err
 
     rc, out, err = run_main([*args, "--resume"])
     assert rc == 0, err
-    assert "resumed from" in out
+    assert f"(step {steps_per_epoch + 2}, batch 2 of epoch 2)" in out
     assert_same_run(trained["workdir"], wd)
 
 

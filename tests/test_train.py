@@ -404,6 +404,44 @@ def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, 
     assert res.test_loss == ref.test_loss
 
 
+class SignalAt(TinyData):
+    """Sends this process `signals` when the loop asks for the training batch of global step
+    `at` (the loop prepares one batch ahead: while step `at - 1` is about to run)."""
+
+    def __init__(self, at, *signals):
+        super().__init__()
+        self.at, self.signals = at, signals
+
+    def on_batch(self, step, batch):
+        if step == self.at:
+            for s in self.signals:
+                os.kill(os.getpid(), s)
+        return batch
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_saves_the_step_then_resume_is_exact(tmp_path, ref_run, sig):
+    """Ctrl-C or SIGTERM: the loop finishes the step, saves it (not a multiple of
+    checkpoint_every_steps=3) and stops; --resume continues from that very step."""
+    before = signal.getsignal(sig)
+    with pytest.raises(L.StopRequested, match=r"stopped after step 4 \(batch 4 of epoch 1\)"):
+        run(tmp_path, data=SignalAt(5, sig), epochs=2)
+    assert signal.getsignal(sig) == before  # the loop's handler is gone
+    assert sorted(int(d.name) for d in (tmp_path / "checkpoints/latest").iterdir()) == [3, 4]
+    res, _, _ = run(tmp_path, epochs=2, resume=True)
+    assert_trees_equal(res.params, ref_run.params)
+    assert [h["step"] for h in res.history] == [8, 16]
+    assert [h["val_loss"] for h in res.history] == [h["val_loss"] for h in ref_run.history]
+    assert res.test_loss == ref_run.test_loss
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    with pytest.raises(KeyboardInterrupt) as e:
+        run(tmp_path, data=SignalAt(5, signal.SIGINT, signal.SIGINT), epochs=2)
+    assert not isinstance(e.value, L.StopRequested)
+    assert sorted(int(d.name) for d in (tmp_path / "checkpoints/latest").iterdir()) == [3]
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     """SIGKILL at a random step, --resume, same final metrics and parameters."""

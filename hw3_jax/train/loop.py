@@ -22,7 +22,8 @@ Exactness: dropout keys are fold_in(PRNGKey(seed), step), batches depend on (see
 and the position only, and the latest checkpoint holds the state, the running sums of the
 epoch's training metrics, the history and the best so far; steps whose loss is not finite
 change nothing. So a run killed at any point and resumed ends bit-identical (on CPU) to an
-uninterrupted one.
+uninterrupted one. Ctrl-C or SIGTERM (`stopping.py`) stops it after the current step with a
+'latest' checkpoint of that step, so the resumed run redoes none.
 
 Of the workdir's files (`workdir.py`) the loop alone writes config.json, metrics.json,
 metrics.jsonl and curves.png.
@@ -55,6 +56,7 @@ from hw3_jax.train.steps import (
     metrics_from_sums,
     run_eval,
 )
+from hw3_jax.train.stopping import StopRequested, stop_requests
 from hw3_jax.train.workdir import Workdir
 
 # Fields that may change between a run and its resumption without a warning.
@@ -158,14 +160,17 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
                      f"workdir {wd.root}")
         step_fn = jit_train_step(dp, model=model, tx=tx, loss=config.loss,
                                  input_keys=config.input_keys, seed=config.seed)
-        _train_steps(run, progress, step_fn, num_steps)
+        with stop_requests() as requested:
+            _train_steps(run, progress, step_fn, num_steps, requested)
         return _finish(run, progress, report, t_start)
     finally:
         store.close()
 
 
-def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> None:
-    """Steps from the state's step to `num_steps`, with evaluation and checkpoints."""
+def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int,
+                 requested: Callable[[int], bool]) -> None:
+    """Steps from the state's step to `num_steps`, with evaluation and checkpoints; after
+    a step at which `requested` says so, a checkpoint and StopRequested."""
     cfg, spe = run.config, int(run.data.steps_per_epoch)
     start = int(jax.device_get(p.state.step))
     batches = bar = marker = None
@@ -196,7 +201,8 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
         done = step + 1
         epoch_end, last = done % spe == 0, done == num_steps
         every = cfg.checkpoint_every_steps
-        save = epoch_end or last or bool(every and done % every == 0)
+        stop = requested(done)
+        save = epoch_end or last or stop or bool(every and done % every == 0)
         if save or (cfg.log_every_steps and done % cfg.log_every_steps == 0):
             m = _train_metrics(run, p, epoch)
             bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}")
@@ -207,6 +213,10 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int) -> 
             t0 = time.perf_counter()
             run.store.save_latest(done, meta=_meta(run, p, "latest"), **p.trees())
             clock["ckpt_s"] += time.perf_counter() - t0  # not training time
+        if stop:
+            bar.close()
+            raise StopRequested(f"stopped after step {done} (batch {pos + 1} of epoch "
+                                f"{epoch + 1}), saved in {run.store.latest_dir}")
         if last and not epoch_end:
             bar.close()
             _log(cfg, f"stopped at step {done} (max_steps), batch {pos + 1} of epoch "

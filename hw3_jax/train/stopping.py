@@ -1,0 +1,57 @@
+"""Stop requests: Ctrl-C (SIGINT) or SIGTERM asks a training run to finish its step, save a
+'latest' checkpoint and stop, so that --resume loses no step.
+
+One process: the handlers here set a flag that the loop reads after every step; the first
+signal puts the previous handlers back, so a second one acts at once. Several processes: JAX's
+distributed runtime takes SIGTERM (a preemption notice) itself, and every process stops at the
+step they agree on (`multihost_utils.reached_preemption_sync_point`, called at every step);
+Ctrl-C ends one process at once and the others stop at their next collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+from jax.experimental import multihost_utils
+
+from hw3_jax.train.sharding import is_multiprocess
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised by the loop once the checkpoint of the step where it stopped is saved."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[int], bool]]:
+    """Yield `requested(step) -> bool`: whether the run should save and stop after global
+    step `step`; call it after every step. Signal handlers are in place only inside."""
+    if is_multiprocess():
+        yield multihost_utils.reached_preemption_sync_point
+        return
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda step: False  # Python delivers signals to the main thread only
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        restore()
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step with a checkpoint ({name} again stops at "
+              "once)", file=sys.stderr, flush=True)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield lambda step: bool(received)
+    finally:
+        restore()
