@@ -38,7 +38,6 @@ from tqdm.auto import tqdm
 from experiments import cli
 from experiments.attention_scaling_analysis import (
     BATCH,
-    GROWTH_FROM,
     HEAD_DIM,
     HEADS,
     LINEAR,
@@ -46,6 +45,7 @@ from experiments.attention_scaling_analysis import (
     MODES,
     crossover,
     forward_flops,
+    growth_lengths,
     random_inputs,
     targets,
 )
@@ -228,7 +228,7 @@ def interleaved(calls: dict, rounds: int, bar) -> dict:
 def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rng,
                      bar) -> dict:
     """{"growth_per_step": {method_mode: {"T->2T": median of per-round t(2T)/t(T)}},
-    "times_s"} of the O(T) methods at the lengths `big` (from GROWTH_FROM); {} for fewer
+    "times_s"} of the O(T) methods at the lengths `big` (`growth_lengths`); {} for fewer
     than 2."""
     if len(big) < 2:
         return {}
@@ -285,7 +285,7 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
     the timing runs share one orthogonal projection of `config.features` rows."""
     proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
                                           HEAD_DIM)
-    big = [t for t in lengths if t >= GROWTH_FROM]
+    big = growth_lengths(lengths)
     cfg = config.error
     total = (
         len(lengths) * len(METHODS) * len(MODES)

@@ -32,6 +32,11 @@ TARGETS = {
 }
 
 
+def growth_lengths(lengths: list[int]) -> list[int]:
+    """The lengths (from GROWTH_FROM on) whose doublings the interleaved rounds time."""
+    return [t for t in lengths if t >= GROWTH_FROM]
+
+
 def random_inputs(rng: np.random.Generator, t: int, n: int) -> tuple[jax.Array, ...]:
     """`n` float32 arrays [BATCH, t, HEADS, HEAD_DIM] of standard normals."""
     shape = (BATCH, t, HEADS, HEAD_DIM)

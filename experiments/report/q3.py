@@ -11,7 +11,7 @@ import math
 import pathlib
 from typing import Any
 
-from experiments.attention_scaling_analysis import GROWTH_FROM, LINEAR, find_record
+from experiments.attention_scaling_analysis import LINEAR, find_record, growth_lengths
 from experiments.report.text import and_list, read_json, render, row, tex_int
 
 METHODS = {"softmax": "exact softmax", "performer": "Performer", "local": "local"}
@@ -73,7 +73,7 @@ def _paired_growth(r: dict[str, Any]) -> dict[str, Any] | None:
     steps = interleaved.get("growth_per_step") or {}
     if not all(f"{m}_fwd" in steps for m in LINEAR):
         return None
-    big = [t for t in r["config"]["lengths"] if t >= GROWTH_FROM]
+    big = growth_lengths(r["config"]["lengths"])
     spans = {m: (min(steps[f"{m}_fwd"].values()), max(steps[f"{m}_fwd"].values()))
              for m in LINEAR}
     return {"rounds": interleaved["rounds"], "t_a": big[0], "t_b": big[-1], **spans}
