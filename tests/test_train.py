@@ -646,8 +646,13 @@ def test_no_free_disk_fails_before_training(tmp_path, monkeypatch):
 
 
 def test_load_best_without_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint .*train with this --workdir"):
         load_best(tmp_path / "nothing")
+    # Stopped before its first epoch ended: a 'latest' checkpoint, no 'best' one.
+    with pytest.raises(L.StopRequested):
+        run(tmp_path / "stopped", data=SignalAt(3, signal.SIGINT))
+    with pytest.raises(CheckpointError, match="first epoch ended: continue it with --resume"):
+        load_best(tmp_path / "stopped")
 
 
 def test_empty_training_data_is_an_error(tmp_path):

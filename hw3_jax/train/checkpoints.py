@@ -183,9 +183,11 @@ class CheckpointStore:
         written on another device count or topology restores anywhere)."""
         step = self.best.latest_step()
         if step is None:
-            raise CheckpointError(
-                f"no checkpoint in {self.best_dir} (train with this --workdir first)"
-            )
+            started = self.latest_dir.is_dir() and any(
+                d.name.isdigit() for d in self.latest_dir.iterdir())
+            raise CheckpointError(f"no checkpoint in {self.best_dir} (" + (
+                "its run stopped before its first epoch ended: continue it with --resume"
+                if started else "train with this --workdir first") + ")")
         meta = self._read_meta(self.best, step)
         names = ("params", "model_state")
         if template is None:
