@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
+import jax
 from jax.experimental import multihost_utils
 
 from hw3_jax.train.sharding import is_multiprocess
@@ -30,7 +31,8 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
     """Yield `requested(step) -> bool`: whether the run should save and stop after global
     step `step`; call it after every step. Signal handlers are in place only inside."""
     if is_multiprocess():
-        yield multihost_utils.reached_preemption_sync_point
+        enabled = jax.config.jax_enable_preemption_service  # else there is no sync manager
+        yield multihost_utils.reached_preemption_sync_point if enabled else lambda step: False
         return
     if threading.current_thread() is not threading.main_thread():
         yield lambda step: False  # Python delivers signals to the main thread only
