@@ -90,8 +90,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str
 def _reaped(procs: list[subprocess.Popen], limit_s: float = 900):
     """Kill every process of `procs` still running at the end, or after `limit_s` (a test
     blocked reading a silent process's output then fails instead of hanging). SIGKILL: a
-    process of a multi-process run ignores SIGTERM, which JAX takes as a preemption
-    notice."""
+    process of a multi-process run takes SIGTERM as a preemption notice, which only a
+    training step acts on."""
     timer = threading.Timer(limit_s, lambda: [p.kill() for p in procs if p.poll() is None])
     timer.start()
     try:
