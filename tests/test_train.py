@@ -538,8 +538,11 @@ def _truncate_largest(step_dir: Path) -> Path:
 
 
 # A failed orbax read leaves tensorstore futures whose callbacks find asyncio's loop
-# closed; they are reported (harmlessly) when collected: collect them here.
-_ORBAX_LEFTOVERS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# closed, and sometimes a read coroutine never awaited; they are reported (harmlessly) when
+# collected: collect them here.
+_ORBAX_LEFTOVERS = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning",
+    "ignore:coroutine '_read_array_index_and_device_put' was never awaited:RuntimeWarning")
 
 
 @_ORBAX_LEFTOVERS
