@@ -162,15 +162,17 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
     return rest, overrides
 
 
-def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = (), *,
+             resumable: bool = False) -> int:
     """Run `main`; a UserError, DataError (missing or bad data), WorkdirError (an output folder
     that cannot be written) or one of `user_errors` becomes one line and exit status 2, Ctrl-C
-    exit status 130. A process of a multi-process run that fails (any error: a traceback then
-    exit status 1) ends at once (`sharding.leave_failed_run`), so that the others stop too."""
+    exit status 130 (for a `resumable` command, with where its run stopped and how to go on).
+    A process of a multi-process run that fails (any error: a traceback then exit status 1)
+    ends at once (`sharding.leave_failed_run`), so that the others stop too."""
     try:
         code = main()
-    except KeyboardInterrupt as e:  # with its message: the training loop's StopRequested
-        print(f"{e or 'interrupted'}; continue with --resume where the experiment has it",
+    except KeyboardInterrupt as e:  # e's message: where the training loop stopped, if it did
+        print(f"{e or 'interrupted'}; continue with --resume" if resumable else "interrupted",
               file=sys.stderr)
         code = 130
     except (UserError, DataError, WorkdirError, *user_errors) as e:

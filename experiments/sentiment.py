@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] in (["predict"], ["-h"], ["--help"]):
         return cli.run_main(lambda: _predict_command(_parser().parse_args(argv)), RUN_ERRORS)
     train_argv = argv[1:] if argv[:1] == ["train"] else argv
-    return cli.run_main(lambda: _train_command(train_argv), RUN_ERRORS)
+    return cli.run_main(lambda: _train_command(train_argv), RUN_ERRORS, resumable=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from experiments import cli
 from experiments.cli import UserError
 from experiments.token_lengths import length_stats, main
 from hw3_jax.data.errors import DataError
+from hw3_jax.train.stopping import StopRequested
 from hw3_jax.train.workdir import WorkdirError
 
 
@@ -51,3 +52,13 @@ def test_data_and_workdir_errors_are_one_line_in_every_experiment(error, capsys)
         raise error
     assert cli.run_main(failing) == 2
     assert capsys.readouterr().err == f"error: {error}\n"
+
+
+@pytest.mark.parametrize("resumable", [False, True])
+def test_ctrl_c_names_resume_only_where_the_command_has_it(resumable, capsys):
+    def stopped() -> int:
+        raise StopRequested("stopped after step 3 (batch 3 of epoch 1), saved in w/latest")
+    assert cli.run_main(stopped, resumable=resumable) == 130
+    assert capsys.readouterr().err == ("stopped after step 3 (batch 3 of epoch 1), saved in "
+                                       "w/latest; continue with --resume\n" if resumable
+                                       else "interrupted\n")
