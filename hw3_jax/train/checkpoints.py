@@ -183,8 +183,7 @@ class CheckpointStore:
         written on another device count or topology restores anywhere)."""
         step = self.best.latest_step()
         if step is None:
-            started = self.latest_dir.is_dir() and any(
-                d.name.isdigit() for d in self.latest_dir.iterdir())
+            started = self.latest_dir.is_dir() and self.latest_step() is not None
             raise CheckpointError(f"no checkpoint in {self.best_dir} (" + (
                 "its run stopped before its first epoch ended: continue it with --resume"
                 if started else "train with this --workdir first") + ")")

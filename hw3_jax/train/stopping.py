@@ -37,7 +37,7 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
     if threading.current_thread() is not threading.main_thread():
         yield lambda step: False  # Python delivers signals to the main thread only
         return
-    received: list[int] = []
+    received = threading.Event()
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def restore() -> None:
@@ -45,7 +45,7 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
     def handler(signum: int, frame: object) -> None:
-        received.append(signum)
+        received.set()
         restore()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping after this step with a checkpoint ({name} again stops at "
@@ -54,6 +54,6 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
     for s in previous:
         signal.signal(s, handler)
     try:
-        yield lambda step: bool(received)
+        yield lambda step: received.is_set()
     finally:
         restore()
