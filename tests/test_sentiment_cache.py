@@ -12,7 +12,9 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import chex
@@ -37,6 +39,7 @@ from hw3_jax.models import split_params
 from hw3_jax.predict import SentimentPredictor
 from hw3_jax.train.checkpoints import load_best
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 200  # synthetic reviews in the training part and in test
 LIMIT = 64  # examples per split actually used
 ARGS = [
@@ -191,6 +194,163 @@ def test_stored_outputs_are_reread_exactly(encoder_dir, tmp_path, dtype):
     tol = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
     np.testing.assert_allclose(again.example(3).astype(np.float32), alone.example(0),
                                rtol=tol, atol=tol)
+
+
+_ENCODER_FN = ec._encoder_fn
+
+
+def _counted(monkeypatch, on_call=None) -> list[int]:
+    """Count the encoder's batches (`ec._encoder_fn`'s calls); `on_call(n)` runs before the
+    n-th one."""
+    calls: list[int] = []
+
+    def counting(*key):
+        fn = _ENCODER_FN(*key)
+
+        def call(*args):
+            calls.append(len(calls) + 1)
+            if on_call is not None:
+                on_call(len(calls))
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(ec, "_encoder_fn", counting)
+    return calls
+
+
+def _ctrl_c_at(n: int):
+    def on_call(k: int) -> None:
+        if k == n:
+            raise KeyboardInterrupt
+    return on_call
+
+
+def _encoding(encoder_dir: Path, tmp_path: Path):
+    """(encode(cache_dir, batch_size) -> (features, info) of the train split, the data)."""
+    data = _small_data(encoder_dir, tmp_path)
+    cfg, params = load_pretrained_bert(encoder_dir)
+
+    def encode(cache_dir: Path, batch_size: int = 8):
+        return ec.load_or_encode_features(
+            cfg, params, data.train, "train", cache_dir=cache_dir, batch_size=batch_size,
+            encoder_digest=ec.params_digest(params), buckets=tuple(data.buckets),
+            dtype="float32")
+    return encode, data
+
+
+def _bytes(features: ec.FeatureSplit) -> bytes:
+    return np.asarray(features.features).tobytes()
+
+
+def test_a_stopped_pass_goes_on_where_it_stopped(encoder_dir, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a split keeps the batches encoded so far; the next pass (in
+    this process, as a notebook's cell run again) encodes only the rest, into a file equal
+    byte for byte to that of a pass never stopped."""
+    encode, data = _encoding(encoder_dir, tmp_path)
+    whole, _ = encode(tmp_path / "whole")
+    _counted(monkeypatch, _ctrl_c_at(4))  # three batches of 8 done
+    with pytest.raises(KeyboardInterrupt, match=rf"^stopped encoding train after 24 of "
+                       rf"{len(data.train)} reviews, kept in {tmp_path / 'stopped'}$"):
+        encode(tmp_path / "stopped")
+    calls = _counted(monkeypatch)
+    again, info = encode(tmp_path / "stopped")
+    assert info["resumed_after_reviews"] == 24 and not info["cache_hit"]
+    assert len(calls) == -(-len(data.train) // 8) - 3
+    assert _bytes(again) == _bytes(whole)
+    assert [f.name for f in (tmp_path / "stopped").iterdir()] == [Path(info["path"]).name]
+
+
+def test_a_stopped_pass_in_another_order_starts_over(encoder_dir, tmp_path, monkeypatch):
+    encode, data = _encoding(encoder_dir, tmp_path)
+    whole, _ = encode(tmp_path / "whole", batch_size=16)
+    _counted(monkeypatch, _ctrl_c_at(1))
+    with pytest.raises(KeyboardInterrupt, match="^$"):  # in the first batch: nothing kept
+        encode(tmp_path / "stopped")
+    assert not list((tmp_path / "stopped").iterdir())
+    _counted(monkeypatch, _ctrl_c_at(4))
+    with pytest.raises(KeyboardInterrupt, match="after 24 of"):
+        encode(tmp_path / "stopped")
+    calls = _counted(monkeypatch)
+    again, info = encode(tmp_path / "stopped", batch_size=16)  # other batches: none reused
+    assert "resumed_after_reviews" not in info and len(calls) == -(-len(data.train) // 16)
+    assert _bytes(again) == _bytes(whole)
+    assert len(list((tmp_path / "stopped").iterdir())) == 1
+
+
+def test_ctrl_c_in_the_encoder_pass_says_what_was_kept_and_resume_goes_on(
+        cached_run, encoder_dir, tmp_path, monkeypatch):
+    """Ctrl-C in the command's pass over validation (train done, 16 of its reviews kept):
+    one line, exit status 130; --resume encodes the rest and trains what an uninterrupted
+    run trains."""
+    monkeypatch.setenv("HW3_JAX_CACHE", str(tmp_path / "cache"))
+    argv = ["--encoder", str(encoder_dir), "--workdir", str(tmp_path / "run"),
+            "--cache-encoder", "--config.encoder_cache.dtype=float32", *ARGS]
+    sizes = json.loads((cached_run["workdir"] / "metrics.json").read_text())["data"]["sizes"]
+    batches = {k: -(-min(LIMIT, n) // 16) for k, n in sizes.items()}
+    _counted(monkeypatch, _ctrl_c_at(batches["train"] + 2))
+    rc, out, err = run_main(argv)
+    assert rc == 130
+    assert err == (f"stopped encoding validation after 16 of {min(LIMIT, sizes['validation'])} "
+                   f"reviews, kept in {tmp_path / 'cache'}; continue with --resume\n")
+    calls = _counted(monkeypatch)
+    rc, out, err = run_main([*argv, "--resume"])
+    assert rc == 0, err
+    assert "read from cache" in out and "after the 16 of a stopped pass" in out
+    assert len(calls) == batches["validation"] - 1 + batches["test"]
+    assert history(tmp_path / "run") == history(cached_run["workdir"])
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+import numpy as np
+from hw3_jax.bert import load_pretrained_bert
+from hw3_jax.data import encoder_cache as ec
+from hw3_jax.data.token_cache import TokenizedSplit
+
+ec.SAVE_EVERY_S = 0  # a note after every batch
+real = ec._encoder_fn
+calls = []
+
+def counting(*key):
+    fn = real(*key)
+    def call(*args):
+        calls.append(1)
+        if len(calls) == 4:  # killed outright, in the fourth batch
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args)
+    return call
+
+ec._encoder_fn = counting
+encoder_dir, split_npz, cache_dir = sys.argv[1:]
+cfg, params = load_pretrained_bert(encoder_dir)
+with np.load(split_npz) as z:
+    split = TokenizedSplit(z["ids"], z["starts"], z["lengths"], z["labels"])
+    buckets = tuple(int(b) for b in z["buckets"])
+ec.load_or_encode_features(cfg, params, split, "train", cache_dir=cache_dir, batch_size=8,
+                           encoder_digest=ec.params_digest(params), buckets=buckets,
+                           dtype="float32")
+"""
+
+
+def test_a_killed_pass_goes_on_from_its_last_note(encoder_dir, tmp_path, monkeypatch):
+    """SIGKILL leaves the file and its last note (here written after every batch); the
+    next process's pass takes them over and ends with the bytes of a pass never stopped."""
+    encode, data = _encoding(encoder_dir, tmp_path)
+    whole, _ = encode(tmp_path / "whole")
+    split_npz, train = tmp_path / "split.npz", data.train
+    np.savez(split_npz, ids=train.ids, starts=train.starts, lengths=train.lengths,
+             labels=train.labels, buckets=np.array(data.buckets))
+    child = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(encoder_dir),
+                            str(split_npz), str(tmp_path / "killed")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    (note,) = (tmp_path / "killed").glob(".*.tmp.json")
+    assert json.loads(note.read_text())["batches"] == 3
+    calls = _counted(monkeypatch)
+    again, info = encode(tmp_path / "killed")
+    assert info["resumed_after_reviews"] == 24 and len(calls) == -(-len(train) // 8) - 3
+    assert _bytes(again) == _bytes(whole)
+    assert [f.name for f in (tmp_path / "killed").iterdir()] == [Path(info["path"]).name]
 
 
 def test_predict_from_the_workdir(cached_run):

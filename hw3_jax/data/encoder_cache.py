@@ -13,7 +13,9 @@ float32) holding only the real tokens of every review, back to back (like
 an `.npy` file memory-mapped from the cache directory, so RAM holds only what the OS pages
 in, and a second run with the same encoder, tokens and dtype reads it instead of
 encoding again. Its name carries a hash of the encoder's weights and config, the split's
-token ids and the dtype.
+token ids and the dtype. A pass that stops (Ctrl-C, an error) keeps what it encoded, and one
+killed outright what it had `SAVE_EVERY_S` earlier: the next pass over that split goes on
+from there (with the same batch size and buckets, which fix the order of the batches).
 
 Batches of `CachedEncoderData` are those of `SentimentData` (the same bucket lengths,
 the same examples in the same order for a given seed and epoch), with the token ids
@@ -24,11 +26,13 @@ replaced by the encoder's outputs:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,14 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData
 from hw3_jax.data.token_cache import TokenizedSplit, keyed_path, starts_of, token_index
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
-from hw3_jax.train.workdir import atomic_path, check_free_space, temp_files
+from hw3_jax.train.workdir import atomic_path, check_free_space, temp_files, temp_path
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
 FEATURE_FORMAT = 1  # bump when the stored arrays change meaning
+# How often a pass writes down how far it got: a pass killed outright (SIGKILL, a lost
+# runtime) redoes at most this much work; writing costs a flush of the pages encoded since.
+SAVE_EVERY_S = 30.0
 
 
 def _np_dtype(name: str) -> np.dtype:
@@ -129,13 +136,16 @@ def _encoder_fn(config: BertConfig, use_mask: bool, dtype: str):
 def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
                  buckets: tuple[int, ...], batch_size: int, pad_id: int = 0,
                  dtype: str = "float16", attention_mask: bool = True,
-                 out: np.ndarray | None = None, progress: bool = False,
+                 out: np.ndarray | None = None, start: int = 0,
+                 on_batch: Callable[[int, int], None] | None = None, progress: bool = False,
                  desc: str = "encoding") -> FeatureSplit:
     """One deterministic pass of the encoder over every example of `split`.
 
     Batches are bucketed by length (a few static shapes) and sharded over all local
     devices; only each example's real tokens are kept, written into `out` ([total tokens,
-    hidden], e.g. a memmap) or a new array. `params` may be replicated already."""
+    hidden], e.g. a memmap) or a new array. `params` may be replicated already. `start`: the
+    number of batches (in their fixed order) already in `out`, skipped; `on_batch(k, n)` is
+    called once the first k batches (n examples) are in `out`."""
     np_dtype = _np_dtype(dtype)
     total = int(split.lengths.sum())
     if out is None:
@@ -145,23 +155,29 @@ def encode_split(config: BertConfig, params: Any, split: TokenizedSplit, *,
     params = replicate(params, dp)
     fn = _encoder_fn(config, attention_mask, dtype)
     bb = BucketedBatches(split, batch_size=batch_size, buckets=buckets, pad_id=pad_id)
+    plan = bb.plan(0)
 
     def host_batches() -> Iterator[tuple[np.ndarray, int, dict]]:
-        for length, idx in bb.plan(0):
+        for length, idx in plan[start:]:
             b = bb.batch(length, idx)
             yield idx, length, pad_batch({"input_ids": b["input_ids"],
                                           "attention_mask": b["attention_mask"]},
                                          dp.local_num_devices)
 
-    with tqdm(total=len(split), desc=desc, unit="review", leave=False, dynamic_ncols=True,
-              disable=not progress) as bar:
-        for idx, length, b in prefetch(host_batches()):  # the next batch builds meanwhile
+    reviews = sum(len(idx) for _, idx in plan[:start])
+    with tqdm(total=len(split), initial=reviews, desc=desc, unit="review", leave=False,
+              dynamic_ncols=True, disable=not progress) as bar:
+        # The next batch builds meanwhile.
+        for k, (idx, length, b) in enumerate(prefetch(host_batches()), start + 1):
             b = shard_batch(b, dp)
             x = np.asarray(fn(params, b["input_ids"], b["attention_mask"]))[:len(idx)]
             lens = fs.lengths[idx]
             real = np.arange(length)[None, :] < lens[:, None]  # row-major: example by example
             out[token_index(fs.starts[idx], lens)] = x[real]  # x: [n, L, hidden]
+            reviews += len(idx)
             bar.update(len(idx))
+            if on_batch is not None:
+                on_batch(k, reviews)
     return fs
 
 
@@ -181,15 +197,21 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
                             attention_mask: bool = True,
                             progress: bool = False) -> tuple[FeatureSplit, dict]:
     """The encoder's outputs for `split` from `cache_dir`, else computed and stored there
-    (memory-mapped). `cache_dir=None`: computed into memory. Returns (features, info)."""
+    (memory-mapped; a stopped pass goes on where it stopped, `_Partial`). `cache_dir=None`:
+    computed into memory. Returns (features, info)."""
     np_dtype = _np_dtype(dtype)
     shape = (int(split.lengths.sum()), config.hidden_size)
     nbytes = shape[0] * shape[1] * np_dtype.itemsize
     info: dict[str, Any] = {"examples": len(split), "tokens": shape[0], "bytes": nbytes,
                             "dtype": dtype, "cache_hit": False, "path": None}
     t0 = time.perf_counter()
-    path = None
-    if cache_dir is not None:
+    encode = functools.partial(encode_split, config, params, split, buckets=buckets,
+                               batch_size=batch_size, pad_id=pad_id, dtype=dtype,
+                               attention_mask=attention_mask, progress=progress,
+                               desc=f"encoding {name}")
+    if cache_dir is None:
+        fs, reviews = encode(), 0
+    else:
         key = {"v": FEATURE_FORMAT, "encoder": encoder_digest, "config": config.to_dict(),
                "mask": attention_mask, "dtype": dtype, "tokens": _tokens_digest(split)}
         path = keyed_path(cache_dir, f"features-{name}-{dtype}", key, "npy")
@@ -198,26 +220,124 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
         if hit is not None:
             info.update(cache_hit=True, seconds=time.perf_counter() - t0)
             return _features_of(split, hit), info
-        _drop_orphans(path)
-        _check_space(path.parent, nbytes)
-    encode = functools.partial(encode_split, config, params, split, buckets=buckets,
-                               batch_size=batch_size, pad_id=pad_id, dtype=dtype,
-                               attention_mask=attention_mask, progress=progress,
-                               desc=f"encoding {name}")
-    if path is None:
-        fs = encode()
-    else:
-        with atomic_path(path) as tmp:  # a killed run never leaves half a cache
-            # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
-            disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=disk_dtype, shape=shape)
-            encode(out=out.view(np_dtype))
-            out.flush()
-            del out
+        # .npy has no bfloat16: bfloat16 is stored as its uint16 bit pattern.
+        disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
+        partial = _Partial(path, shape, disk_dtype, {"batch_size": batch_size,
+                                                     "buckets": list(buckets)})
+        _check_space(path.parent, nbytes - partial.bytes_on_disk())
+        reviews = partial.reviews
+        with partial.writing(f"encoding {name}", len(split)) as out:
+            encode(out=out.view(np_dtype), start=partial.batches, on_batch=partial.done)
         fs = _features_of(split, _open_features(path, shape, np_dtype))
     seconds = time.perf_counter() - t0
-    info.update(seconds=seconds, reviews_per_s=len(split) / seconds if seconds > 0 else None)
+    info.update(seconds=seconds,
+                reviews_per_s=(len(split) - reviews) / seconds if seconds > 0 else None)
+    if reviews:
+        info["resumed_after_reviews"] = reviews
     return fs, info
+
+
+class _Partial:
+    """The `.npy` of `path` while a pass writes it: a memmap at this process's `temp_path`,
+    renamed onto `path` when the pass ends.
+
+    A pass that stops (Ctrl-C, an error) keeps its file with a note of how many batches it
+    holds, written every `SAVE_EVERY_S` as well. A new pass over `path` in the same `order`
+    (the batch size and buckets, which fix the batches) takes over the furthest file that no
+    pass is writing any more (`_gone_writers`) and starts after its batches; it deletes the
+    other such files (they can be gigabytes) and leaves those of live processes alone."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], disk_dtype: np.dtype, order: dict):
+        self.path, self.shape, self.disk_dtype, self.order = path, shape, disk_dtype, order
+        self.tmp = temp_path(path, os.getpid())
+        self.batches = self.reviews = 0
+        self.kept_at = time.monotonic()
+        gone = {tmp: self._note_of(tmp) for tmp in self._gone_writers()}
+        usable = [tmp for tmp, note in gone.items() if note]
+        best = max(usable, key=lambda tmp: gone[tmp]["reviews"], default=None)
+        for tmp in gone:
+            if tmp != best:
+                _drop(tmp)
+        if best is not None:
+            os.replace(best, self.tmp)
+            os.replace(_note(best), _note(self.tmp))
+            self.batches, self.reviews = gone[best]["batches"], gone[best]["reviews"]
+
+    def _gone_writers(self) -> list[Path]:
+        """The temporary files of `path` that no pass is writing: their process is gone, or
+        it is this one (a notebook's cell stopped, then run again)."""
+        gone = []
+        for tmp, pid in temp_files(self.path):
+            try:
+                if pid != os.getpid():
+                    os.kill(pid, 0)  # raises when no such process
+                    continue
+            except ProcessLookupError:
+                pass
+            except OSError:  # a live process of another user
+                continue
+            gone.append(tmp)
+        return gone
+
+    def _note_of(self, tmp: Path) -> dict | None:
+        """`tmp`'s note if it is a usable partial pass in this order, else None."""
+        try:
+            note = json.loads(_note(tmp).read_text())
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(note, dict) and note.get("order") == self.order
+              and isinstance(note.get("batches"), int) and isinstance(note.get("reviews"), int)
+              and _open_features(tmp, self.shape, self.disk_dtype) is not None)
+        return note if ok else None
+
+    def bytes_on_disk(self) -> int:
+        """What the taken-over file already holds on disk (a new memmap is sparse)."""
+        return self.tmp.stat().st_blocks * 512 if self.batches else 0
+
+    def done(self, batches: int, reviews: int) -> None:
+        """The first `batches` batches (`reviews` examples) are in the file."""
+        self.batches, self.reviews = batches, reviews
+        if time.monotonic() - self.kept_at >= SAVE_EVERY_S:
+            self._keep()
+
+    def _keep(self) -> None:
+        self.out.flush()  # first: the note never claims a batch that the file lacks
+        with atomic_path(_note(self.tmp)) as t:
+            t.write_text(json.dumps({"order": self.order, "batches": self.batches,
+                                     "reviews": self.reviews}))
+        self.kept_at = time.monotonic()
+
+    @contextlib.contextmanager
+    def writing(self, what: str, total: int) -> Iterator[np.ndarray]:
+        """The memmap to fill; on Ctrl-C a KeyboardInterrupt that says what was kept."""
+        self.out = np.lib.format.open_memmap(self.tmp, mode="r+" if self.batches else "w+",
+                                             dtype=self.disk_dtype, shape=self.shape)
+        try:
+            yield self.out
+        except BaseException as e:
+            if not self.batches:  # nothing worth keeping
+                _drop(self.tmp)
+                raise
+            self._keep()
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"stopped {what} after {self.reviews:,} of {total:,} "
+                                        f"reviews, kept in {self.tmp.parent}") from None
+            raise
+        finally:
+            self.out.flush()
+            del self.out
+        os.replace(self.tmp, self.path)
+        _note(self.tmp).unlink(missing_ok=True)
+
+
+def _drop(tmp: Path) -> None:
+    tmp.unlink(missing_ok=True)
+    _note(tmp).unlink(missing_ok=True)
+
+
+def _note(tmp: Path) -> Path:
+    """Where the partial pass written to `tmp` notes how far it got."""
+    return tmp.with_name(tmp.name + ".json")
 
 
 def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np.ndarray | None:
@@ -230,18 +350,6 @@ def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np
     if mm.shape != shape or mm.dtype.itemsize != np_dtype.itemsize:
         return None
     return mm.view(np_dtype)
-
-
-def _drop_orphans(path: Path) -> None:
-    """Delete half-written copies of `path` (`workdir.temp_files`) left by killed runs (their
-    process is gone): they can be gigabytes."""
-    for tmp, pid in temp_files(path):
-        try:
-            os.kill(pid, 0)  # raises when no such process
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # a live process of another user
-            continue
 
 
 def _check_space(directory: Path, nbytes: int) -> None:
@@ -322,6 +430,8 @@ def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: A
         if log is not None:
             how = ("read from cache" if got["cache_hit"] else
                    f"encoded in {got['seconds']:.1f} s ({got['reviews_per_s']:.1f} reviews/s)")
+            if got.get("resumed_after_reviews"):
+                how += f" after the {got['resumed_after_reviews']:,} of a stopped pass"
             where = f" at {got['path']}" if got["path"] else " in memory"
             log(f"encoder outputs, {name}: {got['examples']:,} reviews, {got['tokens']:,} "
                 f"tokens, {got['bytes'] / 2**20:,.1f} MiB {dtype}, {how}{where}")
