@@ -38,7 +38,10 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
         yield lambda step: False  # Python delivers signals to the main thread only
         return
     received = threading.Event()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A signal this process ignores stays ignored: a script's background job ignores SIGINT
+    # (the shell's rule, so that a Ctrl-C at the terminal spares it).
+    previous = {s: h for s in (signal.SIGINT, signal.SIGTERM)
+                if (h := signal.getsignal(s)) is not signal.SIG_IGN}
 
     def restore() -> None:
         for s, handler in previous.items():
