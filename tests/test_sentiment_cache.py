@@ -261,6 +261,8 @@ def test_a_stopped_pass_goes_on_where_it_stopped(encoder_dir, tmp_path, monkeypa
 
 
 def test_a_stopped_pass_in_another_order_starts_over(encoder_dir, tmp_path, monkeypatch):
+    """A pass stopped in its first batch keeps nothing; what a pass in batches of 8 kept is
+    no use to one in batches of 16 (other batches), which starts over and deletes it."""
     encode, data = _encoding(encoder_dir, tmp_path)
     whole, _ = encode(tmp_path / "whole", batch_size=16)
     _counted(monkeypatch, _ctrl_c_at(1))
