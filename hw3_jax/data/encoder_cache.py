@@ -314,17 +314,17 @@ class _Partial:
                                              dtype=self.disk_dtype, shape=self.shape)
         try:
             yield self.out
+            self.out.flush()
         except BaseException as e:
             if not self.batches:  # nothing worth keeping
                 _drop(self.tmp)
                 raise
-            self._keep()
+            self._keep()  # flushes
             if isinstance(e, KeyboardInterrupt):
                 raise KeyboardInterrupt(f"stopped {what} after {self.reviews:,} of {total:,} "
                                         f"reviews, kept in {self.tmp.parent}") from None
             raise
         finally:
-            self.out.flush()
             del self.out
         os.replace(self.tmp, self.path)
         _note(self.tmp).unlink(missing_ok=True)
