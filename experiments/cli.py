@@ -126,10 +126,10 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
     """config.a.b = value, type-checked by the ConfigDict; a bad name or type is a UserError.
     A string `value` is parsed for the field's type first (`--config.a.b=VALUE`'s rule)."""
     *parents, name = dotted.split(".")
-    node = config
+    node, where = config, "the config"
     try:
-        for p in parents:
-            node = node[p]
+        for i, p in enumerate(parents):
+            node, where = node[p], "config." + ".".join(parents[:i + 1])
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
             raise KeyError(name)
         if isinstance(value, str):
@@ -138,7 +138,10 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
             value = tuple(value)
         node[name] = value
     except KeyError:
-        raise UserError(f"--config.{dotted}: the config has no field {dotted}") from None
+        # Name what the deepest section reached holds: a misremembered name is then in sight.
+        held = f"; {where} has {', '.join(sorted(node))}" \
+            if isinstance(node, ml_collections.ConfigDict) else ""
+        raise UserError(f"--config.{dotted}: the config has no field {dotted}{held}") from None
     except TypeError as e:
         raise UserError(f"--config.{dotted}={value!r}: {e}") from None
 

@@ -127,6 +127,11 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
 
 @pytest.mark.parametrize("argv,needle", [
     (["--config.train.nope=1"], "no field train.nope"),
+    # An unknown name lists what its section holds, so the right one is in sight.
+    (["--config.train.lr=1e-3"], "no field train.lr; config.train has checkpoint_every_steps, "
+                                 "encoder_learning_rate, epochs,"),
+    (["--config.optim.lr=1e-3"], "no field optim.lr; the config has data, encoder_cache, "
+                                 "model, seed, train"),
     (["--config.train.epochs=two"], "train.epochs"),
     (["--config.train.max_steps=abc"], "train.max_steps"),
     (["--epochs", "two"], "argument --epochs: invalid int value"),  # argparse's own errors
