@@ -216,7 +216,8 @@ def _predict_command(args: argparse.Namespace) -> int:
     if not texts:
         raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
     if not Path(args.workdir).is_dir():
-        raise UserError(f"workdir {args.workdir} does not exist: train first "
+        what = "is not a directory" if Path(args.workdir).exists() else "does not exist"
+        raise UserError(f"workdir {args.workdir} {what}: train first "
                         "(python -m experiments.sentiment --workdir DIR) or pass --workdir")
     predictor = SentimentPredictor.load(args.workdir)
     t0 = time.perf_counter()

@@ -451,6 +451,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
                                    "no checkpoint"),
         "predict: no workdir": (["predict", "--workdir", str(tmp / "nowhere"), "good"], None,
                                 "does not exist"),
+        "predict: workdir is a file": (["predict", "--workdir", str(tmp / "a_file"), "good"],
+                                       None, "is not a directory"),
         "predict: no text": (["predict", "--workdir", str(tmp / "empty")], "", "no text"),
         "unwritable workdir": (["--workdir", str(tmp / "a_file" / "sub"), *TINY], None,
                                "not writable"),
@@ -470,8 +472,9 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
 
 CASE_NAMES = [
     "missing archive", "not gzip", "archive without test/neg", "predict: no checkpoint",
-    "predict: no workdir", "predict: no text", "unwritable workdir", "max-length too small",
-    "max-length too large", "lr zero", "heads not dividing hidden",
+    "predict: no workdir", "predict: workdir is a file", "predict: no text",
+    "unwritable workdir", "max-length too small", "max-length too large", "lr zero",
+    "heads not dividing hidden",
     "word vectors for a pretrained encoder",
 ]
 
