@@ -22,6 +22,13 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def tfds_temp(tmp_path, monkeypatch) -> None:
+    """Python's temporary folder moved into `tmp_path`: a tensorflow-datasets builder of a
+    dataset not yet prepared leaves an empty `tmp*tfds` folder there (`initialize_from_bucket`)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # One persistent XLA compilation cache for the run, shared by this process and the training

@@ -294,7 +294,7 @@ def test_unknown_config_field_exit_2(capsys):
     assert "nope" in err and "\n" not in err
 
 
-def test_mnist_without_internet_is_one_line(tmp_path, monkeypatch, capsys):
+def test_mnist_without_internet_is_one_line(tmp_path, tfds_temp, monkeypatch, capsys):
     pytest.importorskip("tensorflow_datasets")
     monkeypatch.setattr(images, "can_reach", lambda host, timeout=5.0: False)
     assert exp.main(["--data", "mnist", "--tfds-data-dir", str(tmp_path), "--epochs", "1",
@@ -338,7 +338,7 @@ def test_experiment_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_path_offline_with_tfds_mock_data(tmp_path, monkeypatch):
+def test_mnist_path_offline_with_tfds_mock_data(tmp_path, tfds_temp, monkeypatch):
     """The --data mnist code path on tensorflow-datasets' mock data (no download)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
