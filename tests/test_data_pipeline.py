@@ -47,18 +47,31 @@ def test_split_sizes_on_a_fake_25000_source(tmp_path, monkeypatch):
 
 
 def test_scratch_tokenizer_is_saved_and_reused(tmp_path, caplog):
-    config = data_config(synthetic_size=400)
-    first = get_datasets(config, tmp_path / "wd", progress=False)
+    config, wd = data_config(synthetic_size=400), tmp_path / "wd"
+    first = get_datasets(config, wd, progress=False)
     assert first.info["tokenizer"].startswith("trained on 280")  # the train split only
-    second = get_datasets(config, tmp_path / "wd", progress=False)
-    assert second.info["tokenizer"].startswith("reused")
+    second = get_datasets(config, wd, progress=False)
+    assert second.info["tokenizer"].startswith("reused")  # the same data and settings
     assert tokenizer_fingerprint(second.tokenizer) == tokenizer_fingerprint(first.tokenizer)
-    # The workdir's vocabulary is kept (a checkpoint there was trained with it), with a
-    # warning when the data or settings differ from those it was trained on.
+    # Other settings and no checkpoint: the workdir's vocabulary is a leftover of a run that
+    # stopped before its first one, so this run trains the vocabulary a fresh workdir gets.
+    other = data_config(synthetic_size=400, seed=1)
+    assert get_datasets(other, wd, progress=False).info["tokenizer"].startswith("trained on")
+    get_datasets(other, tmp_path / "fresh", progress=False)
+    assert (wd / "tokenizer.json").read_bytes() == \
+        (tmp_path / "fresh" / "tokenizer.json").read_bytes()
+    # With no record of what it was trained on (a pretrained encoder's, or a kill while it
+    # was replaced), it is not reused either.
+    (wd / "tokenizer_source.json").unlink()
+    assert get_datasets(other, wd, progress=False).info["tokenizer"].startswith("trained on")
+    # With a checkpoint in the workdir (a resumed run), its vocabulary is the one the
+    # checkpoint was trained with: kept, with a warning when the data or settings differ.
+    (wd / "checkpoints" / "latest" / "7").mkdir(parents=True)  # a finished orbax step
     with caplog.at_level(logging.WARNING):
-        third = get_datasets(data_config(synthetic_size=400, seed=1), tmp_path / "wd",
-                             progress=False)
-    assert third.info["tokenizer"].startswith("reused") and "trained on other data" in caplog.text
+        kept = get_datasets(config, wd, progress=False)
+    assert kept.info["tokenizer"].startswith("reused") and "trained on other data" in caplog.text
+    assert (wd / "tokenizer.json").read_bytes() == \
+        (tmp_path / "fresh" / "tokenizer.json").read_bytes()
 
 
 def test_two_fresh_workdirs_get_byte_identical_tokenizers(tmp_path):

@@ -5,7 +5,9 @@ vocab, limit), `config.model.encoder` and `config.seed`:
   1. the source (`sources`), read only when a tokenizer must be trained or a split's token
      ids are not cached;
   2. the tokenizer: a scratch encoder's WordPiece vocabulary trained on the train split (or
-     the one already in WORKDIR/tokenizer.json), else the pretrained encoder's own
+     the one already in WORKDIR/tokenizer.json when the workdir's checkpoints were trained
+     with it, or when it was trained on the same data and settings), else the pretrained
+     encoder's own
      (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json (by
      process 0: every process derives the same one);
   3. token ids of the training and test parts (`token_cache`), the training part split 70/30
@@ -135,27 +137,38 @@ def _save_tokenizer(wd: Workdir, tok, trained_on: dict | None) -> None:
         return
     try:
         wd.root.mkdir(parents=True, exist_ok=True)
+        # What it was trained on is unrecorded while the tokenizer is replaced: a kill in
+        # between leaves a tokenizer with no record, which no fresh run reuses.
+        wd.tokenizer_source.unlink(missing_ok=True)
         with atomic_path(wd.tokenizer) as tmp:
             tok.save(str(tmp))
         if trained_on is not None:
             wd.write_json(wd.tokenizer_source.name, trained_on)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - `tokenizers` reports a failed write as Exception
         raise DataError(f"cannot write the tokenizer into workdir {wd.root}: {e}") from None
 
 
 def _reuse_tokenizer(wd: Workdir, max_length: int, trained_on: dict, info: dict):
-    """The scratch tokenizer already in the workdir (a checkpoint there was trained with it),
-    with a warning when it was trained on other data or settings."""
-    tok = load_tokenizer_file(wd.tokenizer, max_length)
-    info["tokenizer"] = f"reused {wd.tokenizer}"
+    """The scratch tokenizer already in the workdir, or None to train one.
+
+    With checkpoints in the workdir (a resumed run), they were trained with it: it is kept,
+    with a warning when it was trained on other data or settings. Without, it is the
+    leftover of a run that stopped before its first checkpoint, kept only when trained on
+    the same data and settings (then it is the one training would give, byte for byte)."""
+    if not wd.tokenizer.is_file():
+        return None
     try:
         before = wd.read_json(wd.tokenizer_source.name)
     except (OSError, ValueError):
         before = None
-    if before is not None and before != trained_on:
+    if not wd.has_checkpoint():
+        if before != trained_on:
+            return None
+    elif before is not None and before != trained_on:
         log.warning("reusing %s, which was trained on other data or settings (%s); use "
                     "a new workdir to train a new vocabulary", wd.tokenizer, before)
-    return tok
+    info["tokenizer"] = f"reused {wd.tokenizer}"
+    return load_tokenizer_file(wd.tokenizer, max_length)
 
 
 def _tokenizer(config: Any, wd: Workdir, source: _Source, source_id: str,
@@ -170,8 +183,8 @@ def _tokenizer(config: Any, wd: Workdir, source: _Source, source_id: str,
     else:
         trained_on = {"source": source_id, "seed": config.seed,
                       "train_fraction": TRAIN_FRACTION, "vocab_size": data.vocab_size}
-        if wd.tokenizer.is_file():
-            tok = _reuse_tokenizer(wd, data.max_length, trained_on, info)
+        tok = _reuse_tokenizer(wd, data.max_length, trained_on, info)
+        if tok is not None:
             info["tokenizer_s"] = time.perf_counter() - t0
             return tok
         raw = source.get()
