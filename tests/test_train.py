@@ -384,6 +384,20 @@ def test_max_steps_mid_epoch_then_resume_is_exact(tmp_path, ref_run):
     assert res.test_loss == ref_run.test_loss
 
 
+def test_resume_with_changed_settings_warns(tmp_path, capsys):
+    """Settings that change the run are named; a decaying schedule changes with its length."""
+    run(tmp_path / "a", epochs=2, max_steps=5, lr_schedule="linear")
+    run(tmp_path / "a", epochs=2, resume=True, lr_schedule="linear", learning_rate=2e-2,
+        verbose=True)
+    out = capsys.readouterr().out
+    assert "warning: resuming with changed settings: learning_rate 0.01 -> 0.02" in out
+    assert "the linear learning-rate schedule now runs over 16 steps instead of 5" in out
+    # A constant rate is the same at every length: stopping early and going on is exact.
+    run(tmp_path / "b", epochs=2, max_steps=5)
+    run(tmp_path / "b", epochs=2, resume=True, verbose=True)
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, ref_run):
     """Killed after the epoch's best checkpoint, before its latest one: same step rewritten."""
     ref = ref_run
@@ -599,11 +613,15 @@ def test_best_checkpoint_without_params_folder(tmp_path):
 
 
 def test_checkpoint_of_another_model_configuration(tmp_path):
-    run(tmp_path, epochs=1)
+    model, data = BagModel(), TinyData()
+    L.train(model, init_params(model, data), data, cfg(epochs=1), tmp_path,
+            metadata={"features": 16})
     other = BagModel(features=8)
-    data = TinyData()
     with pytest.raises(CheckpointError, match="different model configuration") as e:
-        L.train(other, init_params(other, data), data, cfg(resume=True), tmp_path)
+        L.train(other, init_params(other, data), data, cfg(resume=True), tmp_path,
+                metadata={"features": 8})
+    # config.json still describes the checkpoints' model, which predict builds from it.
+    assert json.loads((tmp_path / "config.json").read_text()) == {"features": 16}
     assert str(tmp_path / "checkpoints" / "latest" / "8") in str(e.value)
     assert "hidden/kernel" in str(e.value)
     assert (tmp_path / "checkpoints" / "latest" / "6").is_dir()

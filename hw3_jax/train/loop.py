@@ -144,8 +144,6 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
     store = open_store(wd, keep_latest=config.keep_latest, resume=config.resume,
                        overwrite=config.overwrite)
     try:
-        if metadata is not None and jax.process_index() == 0:
-            wd.write_json(wd.config.name, metadata)
         counts = {"total": count_params(params), "trainable": count_params(params, mask)}
         eval_fn = jit_eval_step(dp, model=model, loss=config.loss, input_keys=config.input_keys)
         devices = {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
@@ -153,7 +151,9 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
                    "process_count": jax.process_count()}
         run = _Run(config, data, wd, store, dp, eval_fn, dict(metadata or {}), counts, devices)
         progress = _restore(run, _Progress(state, init_metrics(dp), [], {}))
-        if jax.process_index() == 0:
+        if jax.process_index() == 0:  # after the restore: a refused resume changes nothing
+            if metadata is not None:
+                wd.write_json(wd.config.name, metadata)
             wd.write_jsonl(wd.metrics_jsonl.name, progress.history)
         _log(config, f"training on {dp.num_devices} {jax.default_backend()} device(s): "
                      f"{counts['total']:,} parameters, {counts['trainable']:,} trainable; "
@@ -313,6 +313,14 @@ def _restore(run: _Run, p: _Progress) -> _Progress:
     if changed:
         _log(cfg, "warning: resuming with changed settings: "
              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    # A decaying schedule is fixed by the run's length, which epochs and max_steps set.
+    old = meta["config"]
+    was = total_steps(dataclasses.replace(cfg, epochs=old.get("epochs", cfg.epochs),
+                                          max_steps=old.get("max_steps", cfg.max_steps)), spe)
+    if cfg.lr_schedule != "constant" and was != total_steps(cfg, spe):
+        _log(cfg, f"warning: the {cfg.lr_schedule} learning-rate schedule now runs over "
+                  f"{total_steps(cfg, spe)} steps instead of {was}, so the run from step {step} "
+                  "on differs from an uninterrupted run of either length")
     return p
 
 
