@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from _train_tiny import BagModel, BNModel, NaNAt, TinyData, evaluate, flat, init_params
 
@@ -639,6 +640,35 @@ def test_changed_frozen_set_is_reported(tmp_path):
     mask["embed"]["embedding"] = False
     with pytest.raises(CheckpointError, match="frozen parameters"):
         L.train(model, params, data, cfg(resume=True), tmp_path, trainable_mask=mask)
+
+
+# How tensorstore, under orbax, reported a full disk (a tmpfs filled mid-run to 64 KiB free).
+DISK_FULL = ('RESOURCE_EXHAUSTED: Error writing "0.mu.out.bias/0" in OCDBT database at local '
+             'file "/wd/checkpoints/latest/6.orbax-checkpoint-tmp/opt_state.orbax-checkpoint-tmp/'
+             'ocdbt.process_0/": Failed to write 271 bytes to file 29: No space left on device '
+             "[tensorstore_spec='{}'] [os_error_code='28']")
+
+
+@pytest.mark.parametrize("error,expected", [
+    (ValueError(DISK_FULL), WorkdirError), (OSError(28, "No space left on device"), WorkdirError),
+    (ValueError("some other fault"), ValueError),  # not a storage failure: not reworded
+])
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_earlier_ones(
+        tmp_path, monkeypatch, error, expected):
+    real = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kw):
+        if step == 6:
+            raise error
+        return real(self, step, *args, **kw)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(expected) as e:
+        run(tmp_path)
+    if expected is WorkdirError:
+        assert str(e.value).startswith(f"cannot write checkpoint {tmp_path}/checkpoints/latest/6: "
+                                       "No space left on device; ") and "--resume" in str(e.value)
+    assert (tmp_path / "checkpoints" / "latest" / "3").is_dir()
 
 
 class Untouchable(TinyData):

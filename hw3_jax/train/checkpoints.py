@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,6 +98,24 @@ _MISMATCH = {
 }
 
 
+# tensorstore, which writes orbax's arrays, reports a failed file write as a ValueError whose
+# message starts with the status and carries the system's errno.
+_STORAGE_STATUS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "FAILED_PRECONDITION",
+                   "UNAVAILABLE", "DATA_LOSS")
+_ERRNO = re.compile(r"\[os_error_code='?(\d+)")
+
+
+def _write_failure(e: Exception) -> str | None:
+    """Why a checkpoint write failed, in one line; None when `e` is not a storage failure."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    msg = str(e)
+    if not msg.startswith(_STORAGE_STATUS):
+        return None
+    found = _ERRNO.search(msg)
+    return os.strerror(int(found.group(1))) if found else first_line(msg)[:200]
+
+
 # --------------------------------------------------------------------------- store
 
 
@@ -145,10 +164,13 @@ class CheckpointStore:
         try:
             mgr.save(step, args=ocp.args.Composite(**items), force=True)
             mgr.wait_until_finished()
-        except OSError as e:
-            raise WorkdirError(
-                f"cannot write checkpoint {mgr.directory / str(step)}: {e.strerror or e}"
-            ) from e
+        except (OSError, ValueError) as e:
+            reason = _write_failure(e)
+            if reason is None:
+                raise
+            raise WorkdirError(f"cannot write checkpoint {mgr.directory / str(step)}: {reason}; "
+                               "the checkpoints before it are kept: free space or fix the "
+                               "folder, then continue with --resume") from e
 
     def drop_best_after(self, step: int) -> list[int]:
         """Delete best checkpoints newer than `step` (orphans of a killed attempt)."""
