@@ -399,24 +399,34 @@ def test_resume_with_changed_settings_warns(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().out
 
 
-def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, ref_run):
-    """Killed after the epoch's best checkpoint, before its latest one: same step rewritten."""
-    ref = ref_run
+@pytest.mark.parametrize("killed_at", [8, 16])  # the ends of epochs 1 and 2
+def test_resume_after_kill_between_best_and_latest_saves(tmp_path, monkeypatch, ref_run,
+                                                         killed_at):
+    """Killed after an epoch's best checkpoint, before its latest one: the resumed run drops
+    that best and rewrites it; the earlier best stays readable until then."""
+    ref, wd = ref_run, tmp_path / "b"
+    assert [h["epoch"] for h in ref.history] == [1, 2] and ref.best["epoch"] == 2  # improved
     real = CheckpointStore.save_latest
 
     def save_latest(self, step, **kw):
-        if step == 8:  # the epoch end (checkpoint_every_steps=3)
+        if step == killed_at:  # an epoch end (checkpoint_every_steps=3)
             raise Crash
         return real(self, step, **kw)
 
     monkeypatch.setattr(CheckpointStore, "save_latest", save_latest)
     with pytest.raises(Crash):
-        run(tmp_path / "b", epochs=2)
+        run(wd, epochs=2)
     monkeypatch.setattr(CheckpointStore, "save_latest", real)
-    assert (tmp_path / "b/checkpoints/best/8").is_dir()
-    res, _, _ = run(tmp_path / "b", epochs=2, resume=True)
+    assert (wd / f"checkpoints/best/{killed_at}").is_dir()
+    if killed_at == 16:
+        # A resume from step 15 drops best/16; epoch 1's best is what predict reads meanwhile.
+        with pytest.raises(Crash):
+            run(wd, epochs=2, resume=True, data=CrashAt(train_step=16))  # 1-based
+        assert load_best(wd).step == 8 and load_best(wd).val_loss == ref.history[0]["val_loss"]
+    res, _, _ = run(wd, epochs=2, resume=True)
     assert_trees_equal(res.params, ref.params)
     assert res.test_loss == ref.test_loss
+    assert sorted(int(d.name) for d in (wd / "checkpoints/best").iterdir()) == [16]
 
 
 class SignalAt(TinyData):

@@ -134,7 +134,9 @@ class CheckpointStore:
 
     @functools.cached_property
     def best(self) -> ocp.CheckpointManager:
-        return _manager(self.best_dir, 1, self.read_only)
+        # Every best is kept until the loop drops the earlier ones (`drop_best_before`), once
+        # the epoch's latest checkpoint confirms the new one: a resume from before it drops it.
+        return _manager(self.best_dir, None, self.read_only)
 
     @functools.cached_property
     def latest(self) -> ocp.CheckpointManager:
@@ -178,6 +180,12 @@ class CheckpointStore:
         for s in dropped:
             self.best.delete(s)
         return dropped
+
+    def drop_best_before(self, step: int) -> None:
+        """Delete best checkpoints older than `step` (bests that a newer one replaced)."""
+        for s in self.best.all_steps():
+            if s < step:
+                self.best.delete(s)
 
     # -- restoring
     def restore_latest(self, template: Mapping[str, Any], sharding: Any) -> tuple[dict, dict]:

@@ -212,6 +212,8 @@ def _train_steps(run: _Run, p: _Progress, step_fn: Callable, num_steps: int,
         if save:
             t0 = time.perf_counter()
             run.store.save_latest(done, meta=_meta(run, p, "latest"), **p.trees())
+            if epoch_end and p.best:  # the epoch's best is now one a resume keeps
+                run.store.drop_best_before(p.best["step"])
             clock["ckpt_s"] += time.perf_counter() - t0  # not training time
         if stop:
             bar.close()
@@ -267,7 +269,8 @@ def _end_epoch(run: _Run, p: _Progress, epoch: int, clock: dict) -> None:
     if improved:
         p.best = {"epoch": epoch + 1, "step": entry["step"], "val_loss": val_m["loss"],
                   "val_accuracy": val_m["accuracy"]}
-        # best before latest: a kill in between redoes this epoch and rewrites it.
+        # best before latest: a kill in between redoes this epoch and rewrites it, and the
+        # earlier best stays until the latest is saved.
         run.store.save_best(entry["step"], params=p.state.params,
                             model_state=p.state.model_state, meta=_meta(run, p, "best"))
     _write_metrics(run, p, status="running")
