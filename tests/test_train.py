@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -692,6 +693,16 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
     with pytest.raises(WorkdirError, match="not writable") as e:
         run(blocker / "run", data=Untouchable())
     assert str(blocker / "run") in str(e.value)
+
+
+def test_a_full_disk_fails_before_training_and_leaves_no_probe(tmp_path, monkeypatch):
+    def full(fd):  # the disk fills up as the probe is written out
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WorkdirError, match="no space left on the device"):
+        run(tmp_path / "run", data=Untouchable())
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")

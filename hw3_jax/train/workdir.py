@@ -143,15 +143,17 @@ class Workdir:
         writability: permissions, read-only mounts, quotas), then compares the free space
         with `required_bytes`. Raises `WorkdirError` naming the path and the fix (another
         `flag`, the option that chose the directory)."""
+        probe = self.root / f".write_probe_{uuid.uuid4().hex}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write_probe_{uuid.uuid4().hex}"
             with open(probe, "wb") as f:
                 f.write(b"0" * 4096)
                 f.flush()
                 os.fsync(f.fileno())
             probe.unlink()
         except OSError as e:
+            with contextlib.suppress(OSError):  # a probe the full disk cut short
+                probe.unlink(missing_ok=True)
             why = "no space left on the device" if e.errno == errno.ENOSPC else (
                 e.strerror or str(e))
             raise WorkdirError(
