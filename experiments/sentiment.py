@@ -80,7 +80,8 @@ SHORTCUTS = {
     "--lr": _flag("train.learning_rate", "learning rate (of the head when "
                   "train.encoder_learning_rate is set)", type=float),
     "--resume": _flag("train.resume", "continue the run in --workdir", const=True),
-    "--overwrite": _flag("train.overwrite", "discard the checkpoints in --workdir", const=True),
+    "--overwrite": _flag("train.overwrite", "discard the run in --workdir (checkpoints, "
+                         "metrics, curves, tokenizer; the caches stay)", const=True),
     "--seed": _flag("seed", "data order, initialisation and dropout", type=int),
     "--unfreeze": _flag("model.freeze_encoder", "fine-tune a pretrained encoder instead of "
                         "freezing it", const=False),

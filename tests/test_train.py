@@ -695,6 +695,17 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
     assert str(blocker / "run") in str(e.value)
 
 
+def test_overwrite_removes_the_earlier_run_before_training(tmp_path):
+    """A new run stopped early in an overwritten workdir leaves nothing of the old one."""
+    run(tmp_path, epochs=1, plot=True)
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "curves.png").is_file()
+    with pytest.raises(AssertionError, match="training started"):
+        run(tmp_path, overwrite=True, data=Untouchable())
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "curves.png").exists()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    assert not [d for d in (tmp_path / "checkpoints").rglob("*") if d.name.isdigit()]
+
+
 def test_a_full_disk_fails_before_training_and_leaves_no_probe(tmp_path, monkeypatch):
     def full(fd):  # the disk fills up as the probe is written out
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

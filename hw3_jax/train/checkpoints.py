@@ -305,7 +305,8 @@ class CheckpointStore:
 def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
                   also: tuple[Path, ...] = ()) -> None:
     """The one rule for a workdir holding checkpoints of an earlier run: `resume` keeps
-    them, `overwrite` deletes them and the files `also` names, neither is a TrainingError."""
+    them, `overwrite` deletes them with that run's config, metrics and curves and the files
+    `also` names (the caches stay), neither is a TrainingError."""
     if workdir.has_checkpoint() and not resume:
         if not overwrite:
             raise TrainingError(
@@ -314,7 +315,8 @@ def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
                 "or use another --workdir")
         if jax.process_index() == 0:  # the workdir is shared by every process
             shutil.rmtree(workdir.checkpoints)
-            for path in also:
+            for path in (workdir.config, workdir.metrics, workdir.metrics_jsonl,
+                         workdir.curves, *also):
                 path.unlink(missing_ok=True)
     sync_processes("workdir claimed")  # none may read or open the workdir's files before
 
