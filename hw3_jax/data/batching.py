@@ -86,8 +86,8 @@ class BucketedBatches:
     shuffle=True: the examples within each bucket and the order of the batches are permuted
     by a generator seeded with (seed, epoch) only, so a resumed run that skips k batches
     sees the same batches. shuffle=False: input order within buckets.
-    `process_count` > 1: each process gets rows [process_index::...] of every global batch
-    (contiguous blocks of batch_size / process_count rows).
+    `process_count` > 1: each process gets its block of every global batch, rows
+    [process_index * per, (process_index + 1) * per) with per = batch_size / process_count.
     """
 
     def __init__(self, split: TokenizedSplit, *, batch_size: int, buckets: Sequence[int],

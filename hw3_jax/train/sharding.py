@@ -240,7 +240,7 @@ def leave_failed_run(code: int) -> None:
     but those stop only when a collective with this one fails, which happens once it is
     gone: leaving at once lets them fail fast instead of all waiting for the barrier's
     timeout. Does nothing for `code` 0 or a single process."""
-    if not code or not jax.distributed.is_initialized():
+    if not code or not is_multiprocess():
         return
     sys.stdout.flush()
     sys.stderr.flush()
