@@ -113,6 +113,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"--max-length must be between 8 and 512, got {data.max_length}")
     if data.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {data.batch_size}")
+    if data.limit is not None and data.limit < 1:
+        raise UserError(f"--limit must be >= 1 (or left out for every example), got {data.limit}")
     if not model.word_vector_std > 0:
         raise UserError("--config.model.word_vector_std must be positive, got "
                         f"{model.word_vector_std}")
