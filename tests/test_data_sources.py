@@ -4,6 +4,7 @@ split. The IMDB download: tests/test_imdb_download.py."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tarfile
 
@@ -47,6 +48,15 @@ def test_archive_order_independent_unsup_and_extracted_folder(tmp_path):
     d = imdb.read_imdb_archive(tmp_path / "x")
     assert d.train.texts == a.train.texts and d.test.texts == a.test.texts
     assert d.invalid_utf8 == 1
+    # The folder's name for the token cache changes with any review file in it (the top
+    # folder's own mtime does not), and only then.
+    before = imdb.archive_identity(tmp_path / "x")
+    assert imdb.archive_identity(tmp_path / "x") == before == d.source_id
+    top = os.stat(tmp_path / "x")
+    review = next((tmp_path / "x" / "aclImdb" / "train" / "pos").iterdir())
+    review.write_text("A different review")
+    os.utime(tmp_path / "x", ns=(top.st_atime_ns, top.st_mtime_ns))
+    assert imdb.archive_identity(tmp_path / "x") != before
 
 
 def test_bad_archives_give_one_clear_data_error(tmp_path):

@@ -13,6 +13,7 @@ by seed into 70% train and 30% validation (17,500 / 7,500 for IMDB), as the note
 from __future__ import annotations
 
 import bz2
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -91,6 +92,7 @@ def clean_text(text: str) -> str:
 _MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/([^/]+\.txt)$")
 _FOLDER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/?$")
 _LAYOUT = "the official aclImdb_v1.tar.gz layout: aclImdb/{train,test}/{pos,neg}/*.txt"
+_LABELLED = ("train/neg", "train/pos", "test/neg", "test/pos")
 
 
 def _name_key(name: str):
@@ -173,8 +175,19 @@ def _check_path(path) -> Path:
 
 
 def archive_identity(path: str | os.PathLike) -> str:
-    """The token cache's name for an archive: its resolved path, size and mtime."""
+    """The token cache's name for an archive: its resolved path, size and mtime; for an
+    extracted folder, a hash of every labelled review file's name, size and mtime (a
+    folder's own mtime stays when a file in a subfolder changes)."""
     p = _check_path(path)
+    if p.is_dir():
+        files = hashlib.sha256()
+        root = p / "aclImdb" if (p / "aclImdb").is_dir() else p
+        for folder in _LABELLED:
+            with contextlib.suppress(FileNotFoundError):  # the reader reports a missing one
+                for f in sorted(os.scandir(root / folder), key=lambda f: f.name):
+                    fst = f.stat()
+                    files.update(f"{folder}/{f.name}:{fst.st_size}:{fst.st_mtime_ns}\n".encode())
+        return f"imdb-folder:{p.resolve()}:{files.hexdigest()[:16]}"
     st = p.stat()
     return f"imdb-archive:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -216,7 +229,7 @@ def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
     empty split.
     """
     p = _check_path(path)
-    texts, seen, bad = _read_folders(p, ("train/neg", "train/pos", "test/neg", "test/pos"))
+    texts, seen, bad = _read_folders(p, _LABELLED)
     problems = [f"{folder} {'is empty' if folder in seen else 'is missing'}"
                 for folder in ("test/neg", "test/pos", "train/neg", "train/pos")
                 if not texts[folder]]
