@@ -4,6 +4,8 @@ the prefetch thread."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -166,7 +168,15 @@ def test_prefetch_propagates_errors_and_stops_early():
     assert next(it) == 1 and next(it) == 2
     with pytest.raises(RuntimeError, match="boom"):
         next(it)
-    endless = batching.prefetch(iter(range(10**9)))
-    assert next(endless) == 0
-    endless.close()  # the worker thread stops instead of blocking forever
+    # Closed early, the worker thread ends: while items remain, and after the last one
+    # (two queued ahead, the end marker waiting for room).
+    for source in (iter(range(10**9)), iter(range(3))):
+        before = set(threading.enumerate())
+        it = batching.prefetch(source)
+        assert next(it) == 0  # the worker starts here
+        (worker,) = set(threading.enumerate()) - before
+        time.sleep(0.3)  # it fills the queue
+        it.close()
+        worker.join(timeout=5)
+        assert not worker.is_alive()
 

@@ -163,20 +163,24 @@ def prefetch(iterator: Iterable) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def put(entry: tuple) -> bool:
+        """Queue `entry` once there is room; False if the consumer stopped first."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def worker():
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            q.put((done, None))
+            put((done, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put((done, e))
+            put((done, e))
 
     t = threading.Thread(target=worker, daemon=True, name="hw3-prefetch")
     t.start()
