@@ -40,10 +40,15 @@ def test_archive_order_independent_unsup_and_extracted_folder(tmp_path):
     assert a.train.texts == b.train.texts and a.test.texts == b.test.texts
     unsup_a, unsup_b = (imdb.read_imdb_unsup(tmp_path / n) for n in ("a.tar.gz", "b.tar.gz"))
     assert unsup_a == unsup_b == ["No label here", "Another one"]
-    # An uncompressed tar and an extracted folder give the same reviews.
+    # An uncompressed tar and an extracted folder give the same reviews, and so does an
+    # archive repacked by macOS's tar (a hidden `._NAME` metadata file beside each file).
     c = imdb.read_imdb_archive(make_archive(tmp_path / "c.tar", compression=""))
     assert c.train.texts == a.train.texts
-    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+    apple = {folder: {**files, **{f"._{name}": b"\x00\x05\x16\x07 Mac OS X"
+                                  for name in files}} for folder, files in REVIEWS.items()}
+    m = imdb.read_imdb_archive(make_archive(tmp_path / "m.tar.gz", apple))
+    assert m.train.texts == a.train.texts and m.test.texts == a.test.texts
+    with tarfile.open(tmp_path / "m.tar.gz") as tar:
         tar.extractall(tmp_path / "x", filter="data")
     d = imdb.read_imdb_archive(tmp_path / "x")
     assert d.train.texts == a.train.texts and d.test.texts == a.test.texts

@@ -89,7 +89,8 @@ def clean_text(text: str) -> str:
     return _BR.sub(" ", text)
 
 
-_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/([^/]+\.txt)$")
+# Hidden files are skipped: macOS's tar adds `._NAME` metadata files beside the reviews.
+_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/([^/.][^/]*\.txt)$")
 _FOLDER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/?$")
 _LAYOUT = "the official aclImdb_v1.tar.gz layout: aclImdb/{train,test}/{pos,neg}/*.txt"
 _LABELLED = ("train/neg", "train/pos", "test/neg", "test/pos")
@@ -126,7 +127,7 @@ def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes |
                 yield folder, "", None
                 if folder in want:
                     for f in os.scandir(d):
-                        if f.is_file() and f.name.endswith(".txt"):
+                        if f.is_file() and _MEMBER.search(f"{folder}/{f.name}"):
                             yield folder, f.name, Path(f.path).read_bytes()
         return
     try:
