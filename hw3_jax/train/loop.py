@@ -138,9 +138,11 @@ def train(model, params, data, config: TrainConfig, workdir, *, trainable_mask: 
     tx = optimizer_of(config, num_steps, mask)
     state = create_train_state(params, tx, dp, model_state)
     wd = Workdir(workdir)
-    # The checkpoints need keep_latest + 2 states of free disk, and some slack.
+    # The checkpoints need keep_latest + 3 states of free disk, and some slack: the kept
+    # 'latest' ones, one being written and two bests (the old one stays until the new one's
+    # epoch has its 'latest' checkpoint).
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
-    wd.check((config.keep_latest + 2) * state_bytes + (64 << 20))
+    wd.check((config.keep_latest + 3) * state_bytes + (64 << 20))
     store = open_store(wd, keep_latest=config.keep_latest, resume=config.resume,
                        overwrite=config.overwrite)
     try:
