@@ -196,7 +196,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Also takes a sharded checkpoint's `model.safetensors.index.json`.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = pathlib.Path(path)
     if path.name.endswith(".index.json"):
@@ -206,17 +206,26 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             out.update(read_safetensors(path.parent / f))
         return out
     out = {}
-    with safe_open(str(path), framework="np") as f:
-        for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-            try:
-                a = f.get_tensor(name)
-            except TypeError:  # NumPy has no bfloat16: read through JAX, which has it
-                with safe_open(str(path), framework="flax") as g:
-                    a = np.asarray(g.get_tensor(name).astype(jnp.float32))
-            if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
-                a = a.astype(np.float32)
-            out[name] = a
+    try:
+        with safe_open(str(path), framework="np") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                try:
+                    a = f.get_tensor(name)
+                except TypeError:  # NumPy has no bfloat16: read through JAX, which has it
+                    with safe_open(str(path), framework="flax") as g:
+                        a = np.asarray(g.get_tensor(name).astype(jnp.float32))
+                if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
+                    a = a.astype(np.float32)
+                out[name] = a
+    except SafetensorError as e:  # a cut-short or damaged file
+        raise ValueError(unreadable_safetensors(path, e)) from None
     return out
+
+
+def unreadable_safetensors(path: str | os.PathLike, error: Exception) -> str:
+    """The one line for a `.safetensors` file that safetensors cannot read."""
+    return (f"{path} is not a readable safetensors file ({error}); it may be cut short: "
+            "download or copy it again")
 
 
 def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:
@@ -241,9 +250,9 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike) -> tuple[pathlib.Path, 
         raise FileNotFoundError(f"{name}: no such checkpoint directory; pass a directory "
                                 "holding config.json and model.safetensors, or a hub model "
                                 "name such as bert-base-uncased")
-    advice = (f"with no internet, download them elsewhere (e.g. `hf download {name} "
-              f"config.json model.safetensors --local-dir DIR`) and pass the local directory "
-              f"DIR instead")
+    advice = (f"with no internet, download them elsewhere with the tokenizer (e.g. `hf "
+              f"download {name} config.json model.safetensors vocab.txt --local-dir DIR`) "
+              f"and pass the local directory DIR instead")
     try:
         config, weights = net.hub_files(name, [("config.json", "model.safetensors")])
     except net.HubUnavailable as e:

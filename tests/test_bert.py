@@ -274,6 +274,18 @@ def test_missing_pooler_is_initialised_with_a_warning(tiny_tensors):
                                     config)  # fmt: skip
 
 
+def test_cut_short_weights_file_is_one_line(tiny_tensors, tmp_path):
+    config, tensors = tiny_tensors
+    save_file(tensors, str(tmp_path / "whole.safetensors"))
+    whole = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict() | {"model_type": "bert"}))
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors "
+                                         "file .*download or copy it again") as info:
+        load_pretrained_bert(tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def test_unreachable_hub_says_how_to_use_a_local_directory(monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -289,6 +301,9 @@ def test_unreachable_hub_says_how_to_use_a_local_directory(monkeypatch):
     monkeypatch.setattr(net, "can_reach", lambda host, timeout=5.0: False)
     with pytest.raises(OSError, match="could not fetch 'bert-base-uncased'.*cannot reach "
                                       r"huggingface\.co.*local directory"):
+        load_pretrained_bert("bert-base-uncased")
+    # The advice fetches the tokenizer too: the encoder's folder is where it is read from.
+    with pytest.raises(OSError, match="config.json model.safetensors vocab.txt --local-dir"):
         load_pretrained_bert("bert-base-uncased")
     # The host answers but the download fails: the client's error, in one line.
     monkeypatch.setattr(net, "can_reach", lambda host, timeout=5.0: True)

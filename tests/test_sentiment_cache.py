@@ -367,13 +367,17 @@ def test_predict_from_the_workdir(cached_run):
         assert abs(p - trained[text]) < 1e-6
 
 
-def test_predict_names_a_missing_encoder_file(cached_run, tmp_path):
+def test_predict_names_a_missing_or_damaged_encoder_file(cached_run, tmp_path):
     import shutil
 
     wd = tmp_path / "copy"
     shutil.copytree(cached_run["workdir"], wd)
-    for f in wd.glob("encoder-*.safetensors"):
-        f.unlink()
+    (encoder_file,) = wd.glob("encoder-*.safetensors")
+    encoder_file.write_bytes(encoder_file.read_bytes()[:1000])  # a copy cut short
+    rc, _, err = run_main(["predict", "--workdir", str(wd), "good"])
+    assert rc == 2
+    assert err.count("\n") == 1 and "is not a readable safetensors file" in err
+    encoder_file.unlink()
     rc, _, err = run_main(["predict", "--workdir", str(wd), "good"])
     assert rc == 2
     assert err.count("\n") == 1 and "--cache-encoder" in err

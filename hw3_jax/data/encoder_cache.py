@@ -43,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hw3_jax.bert import BertConfig, BertEncoder
+from hw3_jax.bert_weights import unreadable_safetensors
 from hw3_jax.data.batching import SPLITS, BucketedBatches, full_rows, prefetch, split_name
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData
@@ -95,9 +96,13 @@ def save_encoder_params(directory: str | os.PathLike, params: Any, digest: str) 
 
 def load_encoder_params(path: str | os.PathLike) -> dict:
     """The params tree written by `save_encoder_params` (float32 jax arrays)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    flat = load_file(str(path))
+    try:
+        flat = load_file(str(path))
+    except SafetensorError as e:
+        raise DataError(unreadable_safetensors(path, e)) from None
     return jax.tree.map(jnp.asarray, flax.traverse_util.unflatten_dict(flat, sep="/"))
 
 
