@@ -53,7 +53,7 @@ from hw3_jax.train.workdir import Workdir
 PROG = "python -m experiments.cnn_vs_rnn"
 DEFAULT_CONFIG = "configs.cnn_vs_rnn"
 SHIFT_DIRECTIONS = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
-# The shift distances (pixels) the report and docs/templates/q1.md compare.
+# The shift distances (pixels) the report and experiments/report/templates/q1.md compare.
 REPORTED_SHIFTS = (1, 2)
 # The command-line shortcuts, each onto one config field, in the order a command lists them.
 SHORTCUTS = {

@@ -11,7 +11,7 @@ model (`jax.eval_shape`, nothing allocated). `collect` writes a finished run's
 `WORKDIR/metrics.json` (per-epoch losses and accuracies, test result) to `results/` with the
 run's `WORKDIR/config.json` under "run_config", the command that repeats it and the model's
 predictions on the notebook's two sentences and two more, and copies its `curves.png`.
-`experiments.report.q4` fills docs/templates/q4.md from those files
+`experiments.report.q4` fills experiments/report/templates/q4.md from those files
 (`python -m experiments.report`).
 """
 

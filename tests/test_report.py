@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shlex
 import shutil
@@ -305,3 +306,31 @@ def test_run_command():
         "--attention performer --config.model.performer_features=64")
     config, _, _ = build_config(shlex.split(command)[3:])  # the command parses back
     assert (config.model.attention, config.model.performer_features) == ("performer", 64)
+
+
+def test_an_installed_copy_renders_the_report_from_its_own_templates(tmp_path):
+    """pip installs the packages alone (the notebook on Colab installs from git, with no
+    checkout): the templates must come with them. Built from a copy of the sources with the
+    venv's setuptools (no download), installed into a folder, run from elsewhere."""
+    src = tmp_path / "src"
+    for package in ("hw3_jax", "experiments", "benchmarks", "configs"):
+        shutil.copytree(ROOT / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
+                    src], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("hw3_jax-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel],
+                   check=True, capture_output=True)
+    code = ("import json, sys; from experiments.report import cnn_tables; "
+            "print(cnn_tables.__file__); "
+            "print(cnn_tables.markdown_report(json.load(open(sys.argv[1]))), end='')")
+    proc = subprocess.run([sys.executable, "-c", code, RESULTS / "cnn_vs_rnn.json"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, table = proc.stdout.split("\n", 1)
+    assert where.startswith(str(tmp_path / "site"))  # the installed copy, not the checkout
+    assert table == (RESULTS / "cnn_vs_rnn.md").read_text()

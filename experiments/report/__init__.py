@@ -6,7 +6,7 @@ from the numbers.
     python -m experiments.report --print q3 # one section to stdout (e.g. from --results DIR)
 
 docs/answers.md keeps its hand-written parts; each question's body sits between
-`<!-- BEGIN qN -->` and `<!-- END qN -->` and is docs/templates/qN.md filled with the named
+`<!-- BEGIN qN -->` and `<!-- END qN -->` and is templates/qN.md filled with the named
 values that experiments/report/qN.py computes from results JSON:
 
 - Q1 results/cnn_vs_rnn.json (and the GPU run in results/cnn_vs_rnn_h100/),
@@ -15,7 +15,7 @@ values that experiments/report/qN.py computes from results JSON:
 - Q4 results/sentiment_facts.json and the collected runs results/sentiment_*.json.
 
 A section whose results file does not exist yet says which command produces it. The Q1
-experiment's tables, results/cnn_vs_rnn.md (docs/templates/cnn_vs_rnn.md), are rebuilt and
+experiment's tables, results/cnn_vs_rnn.md (templates/cnn_vs_rnn.md), are rebuilt and
 checked the same way.
 """
 

@@ -1,4 +1,4 @@
-"""results/cnn_vs_rnn.md: the Q1 experiment's full tables (docs/templates/cnn_vs_rnn.md) from
+"""results/cnn_vs_rnn.md: the Q1 experiment's full tables (templates/cnn_vs_rnn.md) from
 its JSON; `python -m experiments.cnn_vs_rnn` writes it beside the JSON, and
 `python -m experiments.report` rebuilds it."""
 

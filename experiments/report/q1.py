@@ -1,4 +1,4 @@
-"""Q1 (CNN vs RNN on images): the values of docs/templates/q1.md from results/cnn_vs_rnn.json
+"""Q1 (CNN vs RNN on images): the values of templates/q1.md from results/cnn_vs_rnn.json
 and, when present, the GPU run in results/cnn_vs_rnn_h100/.
 
 The template reads the measurements straight from the JSON (`cnn`, `rnn`, `config`, the
@@ -15,7 +15,7 @@ GPU_DIR = "cnn_vs_rnn_h100"  # the GPU run's folder in results/
 
 
 def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The values of docs/templates/q1.md.
+    """The values of templates/q1.md.
 
     r: the default (CPU) run's results; gpu: optionally the same experiment's results on a GPU
     (written with `--out results/GPU_DIR`), for the latency-against-size evidence."""

@@ -1,4 +1,4 @@
-"""Q2 (the scalar RNN): the named values of docs/templates/q2.md from results/recurrence.json.
+"""Q2 (the scalar RNN): the named values of templates/q2.md from results/recurrence.json.
 
 The algebra and the wording are in the template, which reads most numbers straight from the
 JSON's parts (`even`, `odd`, `setup`, ...); the values here are the ones derived from them."""
@@ -54,7 +54,7 @@ def _accuracy_sentence(acc: dict[str, Any]) -> str:
 
 
 def q2_values(r: dict[str, Any]) -> dict[str, Any]:
-    """The values of docs/templates/q2.md, from `recurrence.json` (`r`)."""
+    """The values of templates/q2.md, from `recurrence.json` (`r`)."""
     check, t = r["scan_vs_closed_form"], r["training"]
     even, odd, limit = check["even"], check["odd"], check["float32_limit"]
     inside, beyond = limit["inside_2^24"], limit["beyond_2^24"]

@@ -1,4 +1,4 @@
-"""Q3 (linear-time attention): docs/templates/q3.md filled from results/attention_scaling.json.
+"""Q3 (linear-time attention): templates/q3.md filled from results/attention_scaling.json.
 
 The template holds the theory and the wording of the measured paragraph (or the command that
 measures it), reading the config and targets straight from the JSON; the values here are the
@@ -122,7 +122,7 @@ def _error_values(err: dict[str, Any]) -> dict[str, Any]:
 
 
 def q3_values(r: dict[str, Any]) -> dict[str, Any]:
-    """The values of docs/templates/q3.md."""
+    """The values of templates/q3.md."""
     recs, lengths, targets = r["records"], r["config"]["lengths"], r.get("targets", {})
     favor = targets.get("favor_fwd_over_softmax_fwd_at_8192", {})
     memory = targets.get("performer_temp_over_softmax_temp_at_8192", {})

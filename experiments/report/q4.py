@@ -1,4 +1,4 @@
-"""Q4 (sentiment analysis): docs/templates/q4.md filled from results/sentiment_facts.json and the
+"""Q4 (sentiment analysis): templates/q4.md filled from results/sentiment_facts.json and the
 collected runs results/sentiment_NAME.json (`python -m experiments.sentiment_answers`).
 
 The template reads the facts and each run's metrics straight from the JSON; the values here

@@ -1,6 +1,6 @@
 """Text helpers of the report: templates, filling, re-wrapping and number formats.
 
-A template is a Markdown file of docs/templates/ rendered by Jinja2 with angle-bracket
+A template is a Markdown file of templates/ rendered by Jinja2 with angle-bracket
 delimiters (LaTeX's braces in the answers' math rule out Jinja's `{{ }}`):
 
 - `<< cnn.params >>` is a value (a results JSON's entry, say) and `<< x|fmt(',') >>` one
@@ -26,9 +26,7 @@ from typing import Any
 
 import jinja2
 
-from hw3_jax.timing import ROOT
-
-TEMPLATES = ROOT / "docs" / "templates"
+TEMPLATES = pathlib.Path(__file__).parent / "templates"  # package data, installed with the code
 
 # Blocks left exactly as written: tables, headings, display math, HTML comments, code.
 _VERBATIM = ("|", "#", "$$", "<!--", "```", "<img")
@@ -43,7 +41,7 @@ def read_json(path: pathlib.Path) -> Any:
 
 
 def fill(name: str, values: Mapping[str, Any]) -> str:
-    """docs/templates/NAME filled with `values`.
+    """templates/NAME filled with `values`.
 
     Raises jinja2.UndefinedError naming a value the template needs and `values` lacks, or
     jinja2.TemplateSyntaxError (both jinja2.TemplateError)."""
@@ -51,7 +49,7 @@ def fill(name: str, values: Mapping[str, Any]) -> str:
 
 
 def render(name: str, values: Mapping[str, Any] | None, width: int = 92) -> str:
-    """The body of docs/templates/NAME filled with `values` and re-wrapped; `measured` is
+    """The body of templates/NAME filled with `values` and re-wrapped; `measured` is
     true there unless `values` is None (no results yet)."""
     values = {"measured": False} if values is None else {"measured": True, **values}
     return reflow(fill(name, values), width)
