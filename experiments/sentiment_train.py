@@ -336,6 +336,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     else:
         result = train(model, params, data, train_cfg, wd, trainable_mask=mask,
                        metadata=metadata, report=report)
-    _say(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) on "
-         f"{data.num_examples('test')} reviews; metrics in {wd.metrics}")
+    if result.test_accuracy is None:  # train.test_split=None: no test evaluation
+        _say(f"trained without a test evaluation; metrics in {wd.metrics}")
+    else:
+        _say(f"test accuracy {100 * result.test_accuracy:.2f}% (loss {result.test_loss:.4f}) "
+             f"on {data.num_examples('test')} reviews; metrics in {wd.metrics}")
     return result

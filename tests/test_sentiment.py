@@ -497,3 +497,14 @@ def test_bad_input_real_process(tmp_path):
         err = proc.stderr.decode()
         assert_one_error_line(proc.returncode, err)
         assert word in err
+
+
+def test_a_run_without_a_test_split_ends_cleanly(tmp_path):
+    """train.test_split=None (no test evaluation) trains, keeps its best and says so."""
+    rc, out, err = run_main([*TINY, "--epochs", "1", "--workdir", str(tmp_path / "w"),
+                             "--config.train.test_split=None"])
+    assert rc == 0, err[-3000:]
+    assert "trained without a test evaluation" in out and "test accuracy" not in out
+    metrics = metrics_of(tmp_path / "w")
+    assert metrics["status"] == "completed" and metrics["test_loss"] is None
+    assert metrics["best"]["epoch"] == 1
