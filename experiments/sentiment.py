@@ -174,8 +174,11 @@ def _parse_train(argv: Sequence[str]) -> tuple[argparse.Namespace, ml_collection
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(given)}"
     base = cli.load_config(spec)
     config = copy.deepcopy(base)
-    if given["data.imdb_url"] is not None and given["data.imdb_archive"] is None:
-        config.data.imdb_archive = None  # a mirror URL replaces the variant's archive
+    if given["data.imdb_archive"] is None and (given["data.imdb_url"] is not None
+                                               or args.config is None):
+        # A mirror URL replaces the variant's archive; IMDB asked for by --data alone is the
+        # official download (--data's help), not the imdb_scratch variant's shared copy.
+        config.data.imdb_archive = None
     return args, cli.apply_flags(config, args, SHORTCUTS, overrides), spec, base
 
 

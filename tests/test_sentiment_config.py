@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shlex
 
 import pytest
 
@@ -78,6 +79,14 @@ def test_the_flags_imply_the_variant():
     config, _, _ = build_config(["--config", "configs/sentiment.py:imdb_scratch",
                                  "--imdb-url", "http://x/a.tar.gz"])
     assert config.data.imdb_archive is None  # so with the variant named, too
+    # --data imdb alone is the official download (its help), with imdb_scratch's recipe; the
+    # variant named keeps its shared archive. The recorded command rebuilds the download.
+    config, spec, workdir = build_config(["--data", "imdb"])
+    assert spec == "configs.sentiment:imdb_scratch" and config.data.imdb_archive is None
+    again, _, _ = build_config(shlex.split(command_line(spec, config, workdir))[3:])
+    assert cli.flatten(again) == cli.flatten(config)
+    config, _, _ = build_config(["--config", "configs/sentiment.py:imdb_scratch"])
+    assert config.data.imdb_archive == get_config("imdb_scratch").data.imdb_archive
 
 
 URL = "http://x/a.tar.gz"
