@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -290,9 +291,11 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, ob
 
 
 def override(dotted: str, value: object) -> str:
-    """`--config.a.b=V` that sets the field `dotted` to `value` (V: its repr, without spaces,
-    which `set_field` parses back)."""
-    return f"{OVERRIDE_PREFIX}{dotted}={value!r}".replace(" ", "")
+    """`--config.a.b=V`, shell text that sets the field `dotted` to `value`: V is its repr
+    (a string's quotes keep spaces and `&` for the shell; other values are quoted where
+    their repr needs it, e.g. a tuple's), which `set_field` parses back."""
+    text = repr(value) if isinstance(value, str) else shlex.quote(repr(value))
+    return f"{OVERRIDE_PREFIX}{dotted}={text}"
 
 
 def command_line(prefix: str, config: ml_collections.ConfigDict,
@@ -317,7 +320,7 @@ def format_command(prefix: str, fields: Mapping[str, object],
         if dotted in fields:
             value = fields[dotted]
             items = value if isinstance(value, tuple | list) else (value,)
-            parts.append(" ".join([flag, *map(str, items)]))
+            parts.append(" ".join([flag, *(shlex.quote(str(v)) for v in items)]))
     parts += [override(k, v) for k, v in fields.items() if k not in flags.values()]
     return " ".join(parts)
 
