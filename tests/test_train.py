@@ -387,12 +387,20 @@ def test_max_steps_mid_epoch_then_resume_is_exact(tmp_path, ref_run):
 
 
 def test_resume_with_changed_settings_warns(tmp_path, capsys):
-    """Settings that change the run are named; a decaying schedule changes with its length."""
-    run(tmp_path / "a", epochs=2, max_steps=5, lr_schedule="linear")
-    run(tmp_path / "a", epochs=2, resume=True, lr_schedule="linear", learning_rate=2e-2,
-        verbose=True)
+    """Settings that change the run are named, the experiment's config (metadata) too; a
+    decaying schedule changes with its length."""
+    model, data = BagModel(), TinyData()
+
+    def train(metadata, **kw):
+        L.train(model, init_params(model, data), data, cfg(epochs=2, lr_schedule="linear", **kw),
+                tmp_path / "a", metadata=metadata)
+
+    train({"data": {"batch_size": 12, "buckets": (4, 8)}, "command": "first"}, max_steps=5)
+    train({"data": {"batch_size": 6, "buckets": (4, 8)}, "command": "resumed"}, resume=True,
+          learning_rate=2e-2, verbose=True)
     out = capsys.readouterr().out
-    assert "warning: resuming with changed settings: learning_rate 0.01 -> 0.02" in out
+    assert ("warning: resuming with changed settings: learning_rate 0.01 -> 0.02, "
+            "data.batch_size 12 -> 6\n") in out  # not the command, nor the tuple as a list
     assert "the linear learning-rate schedule now runs over 16 steps instead of 5" in out
     # A constant rate is the same at every length: stopping early and going on is exact.
     run(tmp_path / "b", epochs=2, max_steps=5)

@@ -32,6 +32,7 @@ metrics.jsonl and curves.png.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from flax.traverse_util import flatten_dict
 from tqdm.auto import tqdm
 
 from hw3_jax.models import count_params
@@ -57,7 +59,7 @@ from hw3_jax.train.steps import (
     run_eval,
 )
 from hw3_jax.train.stopping import StopRequested, stop_requests
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import Workdir, json_safe
 
 # Fields that may change between a run and its resumption without a warning.
 _RESUME_FREE_FIELDS = {
@@ -312,21 +314,33 @@ def _restore(run: _Run, p: _Progress) -> _Progress:
     _log(cfg, f"resumed from {store.latest_dir / str(step)} (step {step}, batch "
               f"{step % spe} of epoch {step // spe + 1})"
               + (f"; dropped unfinished best checkpoints {dropped}" if dropped else ""))
+    _warn_changes(run, meta, step, spe)
+    return p
+
+
+def _warn_changes(run: _Run, meta: dict, step: int, spe: int) -> None:
+    """Log what a resumed run changes: the loop's settings, the experiment's config (its
+    metadata, as JSON stores it; its train section is the loop's settings, and its command
+    differs by --resume itself) and the length of a decaying learning-rate schedule."""
+    cfg = run.config
     now = cfg.to_dict()
     changed = {k: (v, now.get(k)) for k, v in meta["config"].items()
                if k not in _RESUME_FREE_FIELDS and now.get(k) != v}
+    was = flatten_dict(meta.get("metadata") or {}, sep=".")
+    now = flatten_dict(json.loads(json.dumps(json_safe(run.metadata))), sep=".")
+    changed |= {k: (v, now.get(k)) for k, v in was.items()
+                if k.split(".")[0] not in ("train", "command") and now.get(k) != v}
     if changed:
         _log(cfg, "warning: resuming with changed settings: "
              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     # A decaying schedule is fixed by the run's length, which epochs and max_steps set.
     old = meta["config"]
-    was = total_steps(dataclasses.replace(cfg, epochs=old.get("epochs", cfg.epochs),
-                                          max_steps=old.get("max_steps", cfg.max_steps)), spe)
-    if cfg.lr_schedule != "constant" and was != total_steps(cfg, spe):
+    steps = total_steps(dataclasses.replace(cfg, epochs=old.get("epochs", cfg.epochs),
+                                            max_steps=old.get("max_steps", cfg.max_steps)), spe)
+    if cfg.lr_schedule != "constant" and steps != total_steps(cfg, spe):
         _log(cfg, f"warning: the {cfg.lr_schedule} learning-rate schedule now runs over "
-                  f"{total_steps(cfg, spe)} steps instead of {was}, so the run from step {step} "
-                  "on differs from an uninterrupted run of either length")
-    return p
+                  f"{total_steps(cfg, spe)} steps instead of {steps}, so the run from step "
+                  f"{step} on differs from an uninterrupted run of either length")
 
 
 # --------------------------------------------------------------------------- outputs
