@@ -79,8 +79,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
     return args
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """`FILE.py[:ARG]` or `package.module[:ARG]` -> that module's `get_config(ARG)`."""
+def load_config(spec: str, like: ml_collections.ConfigDict | None = None
+                ) -> ml_collections.ConfigDict:
+    """`FILE.py[:ARG]` or `package.module[:ARG]` -> that module's `get_config(ARG)`; with
+    `like` (the experiment's default config), one with the same top-level fields."""
     target, _, arg = spec.partition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -105,10 +107,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         except ModuleNotFoundError:
             raise UserError(f"no config module {target}: pass a config file, or a module "
                             "such as configs.sentiment") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"config {target} has no get_config(arg): pass a config file, or a "
+                        "module such as configs.sentiment")
     try:
-        return module.get_config(arg or None)
+        config = module.get_config(arg or None)
     except (KeyError, ValueError) as e:
         raise UserError(f"config {spec}: {e}") from None
+    if like is not None and set(config) != set(like):
+        raise UserError(f"config {spec} is another experiment's: its fields are "
+                        f"{', '.join(config)}, this experiment's {', '.join(like)}")
+    return config
 
 
 def parse_value(text: str, field_type: type | None = None) -> Any:
@@ -348,7 +357,7 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     if quick and args.config:
         raise UserError("--quick is the variant :quick of the config: pass --quick or --config")
     spec = args.config or (f"{default_config}:quick" if quick else default_config)
-    base = default if spec == default_config else load_config(spec)
+    base = default if spec == default_config else load_config(spec, like=default)
     # A copy: `base` stays as loaded, for the command line to compare against.
     config = apply_flags(copy.deepcopy(base), args, shortcuts, overrides)
     prefix = (f"{prog} --config {args.config}" if args.config

@@ -164,6 +164,8 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--config", "elsewhere/configs/sentiment.py:minilm"],
      "name the installed module: --config configs.sentiment:minilm"),
     (["--config", "elsewhere/mine.py"], "give an existing file"),
+    (["--config", "configs.recurrence"], "config configs.recurrence is another experiment's"),
+    (["--config", "experiments.cli"], "config experiments.cli has no get_config(arg)"),
     (["--config.model.attention=dense"], "model.attention"),
     (["--config.model.gru_layers=0"], "--config.model.gru_layers"),
     (["--config.model.gru_layers=two"], "--config.model.gru_layers"),  # type-checked
