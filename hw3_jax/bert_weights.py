@@ -211,10 +211,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
                 try:
                     a = f.get_tensor(name)
-                except TypeError:  # NumPy has no bfloat16: read through JAX, which has it
+                except TypeError:  # a safetensors without ml_dtypes' bfloat16 for NumPy
                     with safe_open(str(path), framework="flax") as g:
                         a = np.asarray(g.get_tensor(name).astype(jnp.float32))
-                if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
+                # jnp's test: NumPy does not count ml_dtypes' bfloat16 as floating.
+                if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != np.float32:
                     a = a.astype(np.float32)
                 out[name] = a
     except SafetensorError as e:  # a cut-short or damaged file

@@ -198,6 +198,8 @@ def test_half_precision_tensors_are_upcast(torch_tiny, tmp_path):
             {k: torch.from_numpy(v).to(dtype) for k, v in tensors.items()},
             str(d / "model.safetensors"),
         )
+        assert {a.dtype for a in bert.read_safetensors(d / "model.safetensors").values()} \
+            == {np.dtype(np.float32)}
         _, params = load_pretrained_bert(d)
         for leaf in jax.tree_util.tree_leaves(params):
             assert leaf.dtype == jnp.float32

@@ -61,7 +61,11 @@ def test_archive_order_independent_unsup_and_extracted_folder(tmp_path):
     review = next((tmp_path / "x" / "aclImdb" / "train" / "pos").iterdir())
     review.write_text("A different review")
     os.utime(tmp_path / "x", ns=(top.st_atime_ns, top.st_mtime_ns))
-    assert imdb.archive_identity(tmp_path / "x") != before
+    changed = imdb.archive_identity(tmp_path / "x")
+    assert changed != before
+    # The unlabelled reviews (word vectors' text) are cached under the same name.
+    next((tmp_path / "x" / "aclImdb" / "train" / "unsup").iterdir()).write_text("Another")
+    assert imdb.archive_identity(tmp_path / "x") != changed
 
 
 def test_bad_archives_give_one_clear_data_error(tmp_path):

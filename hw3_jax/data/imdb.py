@@ -177,13 +177,13 @@ def _check_path(path) -> Path:
 
 def archive_identity(path: str | os.PathLike) -> str:
     """The token cache's name for an archive: its resolved path, size and mtime; for an
-    extracted folder, a hash of every labelled review file's name, size and mtime (a
-    folder's own mtime stays when a file in a subfolder changes)."""
+    extracted folder, a hash of every review file's name, size and mtime, the unlabelled
+    ones too (a folder's own mtime stays when a file in a subfolder changes)."""
     p = _check_path(path)
     if p.is_dir():
         files = hashlib.sha256()
         root = p / "aclImdb" if (p / "aclImdb").is_dir() else p
-        for folder in _LABELLED:
+        for folder in (*_LABELLED, "train/unsup"):
             with contextlib.suppress(FileNotFoundError):  # the reader reports a missing one
                 for f in sorted(os.scandir(root / folder), key=lambda f: f.name):
                     fst = f.stat()
