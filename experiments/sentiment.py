@@ -172,7 +172,8 @@ def _parse_train(argv: Sequence[str]) -> tuple[argparse.Namespace, ml_collection
                           command="python -m experiments.sentiment train")
     given = given_fields(args, overrides)
     spec = args.config or f"{CONFIG_MODULE}:{implied_variant(given)}"
-    base = cli.load_config(spec, like=cli.load_config(CONFIG_MODULE))
+    ours = spec.partition(":")[0] in (CONFIG_FILE, CONFIG_MODULE)
+    base = cli.load_config(spec, like=None if ours else cli.load_config(CONFIG_MODULE))
     config = copy.deepcopy(base)
     if given["data.imdb_archive"] is None and (given["data.imdb_url"] is not None
                                                or args.config is None):

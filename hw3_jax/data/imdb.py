@@ -115,12 +115,17 @@ def _open_stream(path: Path):
     return open(path, "rb")
 
 
+def _folder_root(path: Path) -> Path:
+    """The folder holding train/ and test/ of an extracted archive: `path` or its aclImdb/."""
+    return path / "aclImdb" if (path / "aclImdb").is_dir() else path
+
+
 def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes | None]]:
     """Yield (folder "train/pos", file name, bytes) for the files of the wanted folders,
     and (folder, "", None) for every folder seen, wanted or not (for the layout check; a
     folder may be reported more than once)."""
     if path.is_dir():
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+        root = _folder_root(path)
         for folder in sorted({"train/pos", "train/neg", "test/pos", "test/neg", "train/unsup"}):
             d = root / folder
             if d.is_dir():
@@ -182,7 +187,7 @@ def archive_identity(path: str | os.PathLike) -> str:
     p = _check_path(path)
     if p.is_dir():
         files = hashlib.sha256()
-        root = p / "aclImdb" if (p / "aclImdb").is_dir() else p
+        root = _folder_root(p)
         for folder in (*_LABELLED, "train/unsup"):
             with contextlib.suppress(FileNotFoundError):  # the reader reports a missing one
                 for f in sorted(os.scandir(root / folder), key=lambda f: f.name):
