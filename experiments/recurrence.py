@@ -331,15 +331,15 @@ def train(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
 
 
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
-    """Parts (a) and (b); writes OUT/recurrence.json and OUT/recurrence.png and returns what
-    the JSON holds. `command` (what regenerates it) is recorded in it."""
-    out = pathlib.Path(config.out)
+    """Parts (a) and (b); writes OUT/recurrence.json, then OUT/recurrence.png, and returns
+    what the JSON holds. `command` (what regenerates it) is recorded in it."""
+    # One root for every output, `~` expanded (as given otherwise, for the print).
+    out = pathlib.Path(config.out).expanduser()
     folder = Workdir(out)
     folder.check(flag="--out")  # a WorkdirError before any work if it cannot be written
     start, cpu_start = time.perf_counter(), time.process_time()
     scan_check = check_scan(np.random.default_rng(config.seed), config.check)
     training, history = train(config)
-    plot(history, out / "recurrence.png")
     result = {
         "command": command,
         "seed": config.seed,
@@ -350,7 +350,8 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
         # CPU seconds of this process: the wall time above also counts other jobs' load.
         "cpu_time_s": round(time.process_time() - cpu_start, 2),
     }
-    folder.write_json("recurrence.json", result)
+    folder.write_json("recurrence.json", result)  # before the plot: a plot failure keeps it
+    plot(history, out / "recurrence.png")
     print(f"wrote {out / 'recurrence.json'} and {out / 'recurrence.png'} "
           f"in {result['wall_time_s']:.1f} s ({result['cpu_time_s']:.1f} s CPU)")
     even = scan_check["even"]

@@ -238,6 +238,33 @@ def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, 
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+def test_out_with_tilde_and_the_json_before_the_plot(tmp_path, monkeypatch):
+    """`--out ~/q2` is $HOME/q2 for every file; the JSON is written before the plot, so a
+    plot that fails loses no results."""
+    from experiments import recurrence
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(recurrence, "check_scan", lambda rng, cfg: {"even": {}})
+    monkeypatch.setattr(recurrence, "train", lambda config: ({"w_rec": [-1.0]}, {}))
+    plotted = []
+
+    def plot(history, path):
+        plotted.append(path)
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(recurrence, "plot", plot)
+    config, command = recurrence.parse_args(["--quick", "--out", "~/q2"])
+    with pytest.raises(RuntimeError, match="no display"):
+        recurrence.run(config, command)
+    assert plotted == [home / "q2" / "recurrence.png"]
+    written = json.loads((home / "q2" / "recurrence.json").read_text())
+    assert written["training"] == {"w_rec": [-1.0]}
+    assert not list(cwd.iterdir())
+
+
 def test_labelled_sequences_pad_by_even_counts_only():
     """An odd pad would flip every position's parity, so the closed form would be wrong."""
     rng = np.random.default_rng(0)
