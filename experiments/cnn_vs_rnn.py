@@ -48,7 +48,7 @@ from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
 from hw3_jax.timing import blocking, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import Workdir, atomic_path
 
 PROG = "python -m experiments.cnn_vs_rnn"
 DEFAULT_CONFIG = "configs.cnn_vs_rnn"
@@ -381,11 +381,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
 
 def _main(argv: list[str] | None) -> int:
     config, command = parse_args(argv)
-    folder = Workdir(config.out)
+    # One root for every output, `~` expanded (as given otherwise, for the print).
+    out = pathlib.Path(config.out).expanduser()
+    folder = Workdir(out)
     results = run(config, command, folder)
-    out = pathlib.Path(config.out)  # as given, not absolute as `folder` holds it: for the print
     folder.write_json("cnn_vs_rnn.json", results)
-    (out / "cnn_vs_rnn.md").write_text(markdown_report(results))
+    with atomic_path(out / "cnn_vs_rnn.md") as tmp:
+        tmp.write_text(markdown_report(results))
     names = ["cnn_vs_rnn.json", "cnn_vs_rnn.md", *plot(results, out)]
     print(f"wrote {', '.join(str(out / n) for n in names)} in {results['wall_time_s']:.0f} s")
     return 0

@@ -314,6 +314,23 @@ def test_unwritable_out_is_one_line_before_training(tmp_path, monkeypatch, capsy
     assert out.read_text() == "not a folder"
 
 
+def test_out_with_tilde_writes_every_file_under_home(tmp_path, monkeypatch):
+    """`--out ~/q1`: the JSON, the tables and the plots all land in $HOME/q1."""
+    from hw3_jax.timing import RESULTS
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    results = json.loads((RESULTS / "cnn_vs_rnn.json").read_text())
+    monkeypatch.setattr(exp, "run", lambda config, command, folder: results)
+    assert exp.main(["--out", "~/q1"]) == 0
+    assert sorted(p.name for p in (home / "q1").iterdir()) == [
+        "cnn_vs_rnn.json", "cnn_vs_rnn.md", "cnn_vs_rnn_accuracy.png", "cnn_vs_rnn_shift.png",
+        "cnn_vs_rnn_speed.png"]
+    assert not list(cwd.iterdir())
+
+
 @pytest.mark.slow
 def test_experiment_end_to_end(tmp_path):
     out = tmp_path / "out"
