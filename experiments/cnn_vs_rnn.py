@@ -218,8 +218,12 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
     side, so each side gets a freshly initialised RNN of that width (timing does not depend on
     the weights' values); its hidden size stays the same. Side inputs are random images; at
     the test images' own side the row is the 1-test-image measurement (the same computation).
-    The repetitions are interleaved in a rotating order (`time_interleaved`).
+    The repetitions are interleaved in a rotating order (`time_interleaved`). Every case
+    runs on one device: the training loop returns parameters replicated over all devices,
+    and a program over several would not be comparable with the freshly initialised RNNs.
     """
+    device = jax.local_devices()[0]  # where jnp.asarray and init_params put their arrays
+    trained = jax.device_put(trained, device)
     x1, xb = jnp.asarray(test_x[:1]), jnp.asarray(test_x[:batch])
     cases: dict[Any, tuple[Callable, tuple]] = {}
     rows = []
