@@ -48,7 +48,7 @@ from hw3_jax.data.images import ImageData, load_digits_splits, load_mnist_splits
 from hw3_jax.models import count_params
 from hw3_jax.timing import blocking, machine_info, time_interleaved
 from hw3_jax.train.loop import TrainConfig, train
-from hw3_jax.train.workdir import Workdir, atomic_path
+from hw3_jax.train.workdir import TrainingError, Workdir, atomic_path
 
 PROG = "python -m experiments.cnn_vs_rnn"
 DEFAULT_CONFIG = "configs.cnn_vs_rnn"
@@ -398,9 +398,9 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0; 2 after one line on stderr for bad input, missing data or an output
-    folder that cannot be written."""
-    return cli.run_main(lambda: _main(argv))
+    """Exit status 0; 2 after one line on stderr for bad input, missing data, an output
+    folder that cannot be written or a training run that cannot go on (a non-finite loss)."""
+    return cli.run_main(lambda: _main(argv), (TrainingError,))
 
 
 if __name__ == "__main__":

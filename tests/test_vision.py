@@ -319,6 +319,19 @@ def test_unwritable_out_is_one_line_before_training(tmp_path, monkeypatch, capsy
     assert out.read_text() == "not a folder"
 
 
+def test_training_error_is_one_line(tmp_path, monkeypatch, capsys):
+    """A run that cannot go on (a non-finite loss) ends in one line, not a traceback."""
+    from hw3_jax.train.workdir import TrainingError
+
+    def fail(*args):
+        raise TrainingError("non-finite training loss at step 3 (epoch 1)")
+
+    monkeypatch.setattr(exp, "run", fail)
+    assert exp.main(["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: non-finite training loss at step 3 (epoch 1)\n"
+
+
 def test_out_with_tilde_writes_every_file_under_home(tmp_path, monkeypatch):
     """`--out ~/q1`: the JSON, the tables and the plots all land in $HOME/q1."""
     from hw3_jax.timing import RESULTS
