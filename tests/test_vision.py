@@ -272,6 +272,22 @@ def test_bad_arguments_exit_2(capsys):
     # A field without a shortcut flag is named by its override.
     (["--config.latency_batch=0"], "--config.latency_batch must be at least 1"),
     (["--config.eval_batch=0"], "--config.eval_batch must be at least 1"),
+    # Whole pixels only: a fractional shift would fail after training.
+    (["--config.shift_distances=(0,1,2,1.5)"],
+     "--config.shift_distances must be pixel counts >= 0 (whole numbers)"),
+    # scikit-learn's and NumPy's seeds are unsigned 32-bit.
+    (["--seed", "-1"], "--seed must be a whole number in 0..2**32-1, got -1"),
+    (["--seed", str(2**32)], "--seed must be a whole number in 0..2**32-1"),
+    (["--learning-rate", "inf"], "--learning-rate must be positive and finite, got inf"),
+    (["--learning-rate", "0"], "--learning-rate must be positive and finite"),
+    # Any field can be set to None: refused by name, not a TypeError later.
+    (["--out", "None"], "--out must be a folder, got None"),
+    (["--config.eval_batch=None"], "--config.eval_batch must be at least 1"),
+    (["--config.epochs=None"], "--epochs must be at least 1"),
+    (["--config.seed=None"], "--seed must be a whole number"),
+    (["--config.learning_rate=None"], "--learning-rate must be positive and finite"),
+    (["--config.shift_distances=None"], "--config.shift_distances must be pixel counts"),
+    (["--config.sides=(8,None)"], "--sides must be positive whole numbers"),
 ])
 def test_config_checks_name_the_field(argv, needle):
     with pytest.raises(exp.cli.UserError) as e:
