@@ -19,10 +19,12 @@ and weights over training).
 
 from __future__ import annotations
 
+import math
 import pathlib
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -375,10 +377,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
     return config, command
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check(config: ml_collections.ConfigDict) -> None:
-    """A value no run can use is a UserError naming its flag."""
-    if config.train.steps < 1:
-        raise cli.UserError(f"--steps must be at least 1, got {config.train.steps}")
+    """A value no run can use is a UserError naming its flag. Any field can be set to None
+    (`--config.train.steps=None`), so each is checked for its type too."""
+    if not isinstance(config.out, str) or not config.out:
+        raise cli.UserError(f"--out must be a folder, got {config.out!r}")
+    # NumPy's seeds are unsigned, JAX's keys take 32 bits of them.
+    if not _is_int(config.seed) or not 0 <= config.seed < 2**32:
+        raise cli.UserError(f"--seed must be a whole number in 0..2**32-1, got {config.seed!r}")
+    counts = {"--steps": config.train.steps,
+              "--config.check.n_sequences": config.check.n_sequences,
+              "--config.train.n_inits": config.train.n_inits,
+              "--config.train.n_per_length": config.train.n_per_length,
+              "--config.train.batch_size": config.train.batch_size,
+              "--config.eval.n_per_length": config.eval.n_per_length}
+    for flag, value in counts.items():
+        if not _is_int(value) or value < 1:
+            raise cli.UserError(f"{flag} must be at least 1 (a whole number), got {value!r}")
+    lr = config.train.learning_rate
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or not (
+            math.isfinite(lr) and lr > 0):
+        raise cli.UserError(f"--config.train.learning_rate must be positive and finite, "
+                            f"got {lr!r}")
     # Sequences of one group are left-padded to one length by an even number of zeros.
     lengths = {"check.max_length": (config.check.max_length,),
                "train.lengths": config.train.lengths,
@@ -386,8 +410,10 @@ def check(config: ml_collections.ConfigDict) -> None:
                "eval.odd_lengths": config.eval.odd_lengths}
     for name, values in lengths.items():
         parity = "odd" if name == "eval.odd_lengths" else "even"
-        if not values or any(t < 1 or t % 2 != (parity == "odd") for t in values):
-            raise cli.UserError(f"--config.{name} must be {parity} lengths >= 1")
+        if not values or any(not _is_int(t) or t < 1 or t % 2 != (parity == "odd")
+                             for t in values):
+            raise cli.UserError(f"--config.{name} must be {parity} lengths >= 1, got "
+                                f"{values[0] if name == 'check.max_length' else values!r}")
     if max(config.train.lengths) > max(config.eval.unseen_lengths):
         raise cli.UserError("--config.eval.unseen_lengths must reach the longest of "
                             "--config.train.lengths (the seen lengths are padded to it)")

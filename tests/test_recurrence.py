@@ -238,6 +238,33 @@ def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, 
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--seed", "-1"], "--seed must be a whole number in 0..2**32-1, got -1"),
+    (["--seed", str(2**32)], "--seed must be a whole number in 0..2**32-1"),
+    (["--config.check.n_sequences=0"], "--config.check.n_sequences must be at least 1"),
+    (["--config.train.n_inits=0"], "--config.train.n_inits must be at least 1"),
+    (["--config.train.batch_size=0"], "--config.train.batch_size must be at least 1"),
+    (["--config.train.n_per_length=0"], "--config.train.n_per_length must be at least 1"),
+    (["--config.eval.n_per_length=0"], "--config.eval.n_per_length must be at least 1"),
+    (["--config.train.learning_rate=0"], "--config.train.learning_rate must be positive"),
+    (["--config.train.learning_rate=1e999"], "--config.train.learning_rate must be positive "
+                                             "and finite, got inf"),
+    # Any field can be set to None: refused by name, not a TypeError later.
+    (["--out", "None"], "--out must be a folder, got None"),
+    (["--config.train.steps=None"], "--steps must be at least 1 (a whole number), got None"),
+    (["--config.train.learning_rate=None"], "--config.train.learning_rate must be positive"),
+    (["--config.check.max_length=None"], "--config.check.max_length must be even lengths"),
+    (["--config.train.lengths=(2,4.0)"], "--config.train.lengths must be even lengths"),
+])
+def test_experiment_bad_values_are_one_line_errors(argv, needle, tmp_path, capsys):
+    from experiments import recurrence
+
+    assert recurrence.main(["--quick", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_out_with_tilde_and_the_json_before_the_plot(tmp_path, monkeypatch):
     """`--out ~/q2` is $HOME/q2 for every file; the JSON is written before the plot, so a
     plot that fails loses no results."""
