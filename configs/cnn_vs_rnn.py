@@ -12,8 +12,10 @@ r"""Q1: a small CNN against a row-by-row GRU on real handwritten digits.
     # (results/cnn_vs_rnn_h100/): 1-image latency from side 8 to 256, CNN 0.315 -> 0.365 ms,
     # RNN 0.337 -> 3.942 ms (its depth grows with the rows).
 
-Variants (`arg`): None (the default above), "gpu" (latency up to side 256), "mnist" (28x28
-MNIST through tensorflow-datasets, which needs internet once; not measured in results/).
+Variants (`arg`): None (the default above, written to results/), "gpu" (latency up to side
+256, written to results/cnn_vs_rnn_h100/), "mnist" (28x28 MNIST through tensorflow-datasets,
+which needs internet once; not measured in results/: written to runs/cnn_vs_rnn_mnist/). Each
+variant has its own folder, so that none overwrites the default run's results.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import ml_collections
 from configs import apply_variant
 
 # The variants, each as its differences from the default (dotted field -> value).
-VARIANTS = {"gpu": {"sides": (8, 16, 32, 64, 128, 256)}, "mnist": {"data": "mnist"}}
+VARIANTS = {"gpu": {"sides": (8, 16, 32, 64, 128, 256), "out": "results/cnn_vs_rnn_h100"},
+            "mnist": {"data": "mnist", "out": "runs/cnn_vs_rnn_mnist"}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ r"""Q2: the scalar RNN against its closed form, and learning its weights back.
 
     python -m experiments.recurrence --quick
     # = --config configs/recurrence.py:quick: the same measurements at small sizes, in seconds
-    # (a smoke run; not recorded in results/).
+    # (a smoke run), written to runs/recurrence_quick/ so results/ keeps the full run's.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import ml_collections
 from configs import apply_variant
 
 # The variants as their differences from the default (dotted field -> value): quick, the
-# same measurements at small sizes.
+# same measurements at small sizes, written outside results/ (runs/ is not committed).
 VARIANTS = {"quick": {"check.n_sequences": 512, "train.steps": 200, "train.n_inits": 4,
-                      "train.n_per_length": 256}}
+                      "train.n_per_length": 256, "out": "runs/recurrence_quick"}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

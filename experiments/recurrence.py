@@ -14,7 +14,7 @@
     the recovered weights and held-out accuracy, also at lengths never seen in training.
 
 Settings: `configs/recurrence.py`. Writes OUT/recurrence.json and OUT/recurrence.png (loss
-and weights over training).
+and weights over training); OUT is results/, for the quick variant runs/recurrence_quick/.
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
     config, command = cli.parse_flags(
         PROG, __doc__.split("\n\n")[0], argv, default_config=DEFAULT_CONFIG,
         shortcuts=SHORTCUTS, quick_help="the config's quick variant: small sizes, for a smoke "
-        "test (seconds)", skip=("out",))
+        "test (seconds), written to runs/recurrence_quick/", skip=("out",))
     check(config)
     return config, command
 

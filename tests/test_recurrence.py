@@ -292,6 +292,15 @@ def test_out_with_tilde_and_the_json_before_the_plot(tmp_path, monkeypatch):
     assert not list(cwd.iterdir())
 
 
+def test_quick_variant_writes_outside_results():
+    """The smoke run must not overwrite the committed results/recurrence.json."""
+    from configs.recurrence import get_config
+    from experiments import recurrence
+
+    assert get_config().out == "results"
+    assert recurrence.parse_args(["--quick"])[0].out == "runs/recurrence_quick"
+
+
 def test_labelled_sequences_pad_by_even_counts_only():
     """An odd pad would flip every position's parity, so the closed form would be wrong."""
     rng = np.random.default_rng(0)

@@ -303,6 +303,9 @@ def test_config_variant_overrides_and_command():
     assert config.sides == (8, 16, 32, 64, 128, 256) and config.epochs == 3
     assert command == ("python -m experiments.cnn_vs_rnn --config configs/cnn_vs_rnn.py:gpu "
                        "--epochs 3 --seed 0 --batch-size 32")
+    # Each variant writes its own folder: none overwrites the default run's results/.
+    assert config.out == "results/cnn_vs_rnn_h100"
+    assert get_config().out == "results" and get_config("mnist").out.startswith("runs/")
     config, command = exp.parse_args(["--config.latency_batch=8", "--out", "elsewhere"])
     assert config.latency_batch == 8 and config.out == "elsewhere"
     assert command == ("python -m experiments.cnn_vs_rnn --epochs 30 --seed 0 "
