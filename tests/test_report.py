@@ -46,6 +46,27 @@ def test_check_fails_on_a_drifted_number_and_rewrite_fixes_it(tmp_path, capsys):
     assert report.main(["--check", *args]) == 0
 
 
+def test_a_write_that_fails_midway_leaves_the_old_text(tmp_path, monkeypatch, capsys):
+    """docs/answers.md is replaced whole or not at all: a run killed (here: failing) while
+    writing cannot leave it truncated."""
+    answers = tmp_path / "answers.md"
+    drifted = (ROOT / "docs" / "answers.md").read_text().replace(
+        "8,192 sequences of even length", "8,000 sequences of even length")
+    answers.write_text(drifted)
+
+    def half_then_fail(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[:len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_fail)
+    assert report.main(["--answers", str(answers), "--results", str(RESULTS),
+                        "--only", "q2"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert answers.read_text() == drifted
+    assert [p.name for p in tmp_path.iterdir()] == ["answers.md"]  # no temporary file left
+
+
 def test_text_outside_the_markers_is_kept(tmp_path):
     answers = tmp_path / "answers.md"
     answers.write_text("# Title\n\nfree text\n\n## Q3\n\n<!-- BEGIN q3 -->\nold\n<!-- END q3 -->\n"

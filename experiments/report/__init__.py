@@ -37,6 +37,7 @@ from experiments.report.q3 import q3_from_results
 from experiments.report.q4 import q4_from_results
 from experiments.report.text import read_json
 from hw3_jax.timing import RESULTS, ROOT
+from hw3_jax.train.workdir import atomic_path
 
 ANSWERS = ROOT / "docs" / "answers.md"
 SECTIONS: dict[str, Callable[[pathlib.Path], str]] = {
@@ -108,7 +109,9 @@ def _main(argv: list[str] | None) -> int:
         return _check(files)
     for path, (old, new) in files.items():
         if new != old:
-            path.write_text(new)
+            # Through a temporary file: a run killed mid-write leaves the old text whole.
+            with atomic_path(path) as tmp:
+                tmp.write_text(new)
             print(f"updated {path}")
         else:
             print(f"{path} already up to date")
