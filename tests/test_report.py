@@ -67,6 +67,21 @@ def test_a_write_that_fails_midway_leaves_the_old_text(tmp_path, monkeypatch, ca
     assert [p.name for p in tmp_path.iterdir()] == ["answers.md"]  # no temporary file left
 
 
+def test_q1_with_a_gpu_run_of_one_side():
+    """A GPU run measured at one image side has no latency growth to report: the section
+    renders as without it, not a division by zero."""
+    from experiments.report.q1 import GPU_DIR, q1_markdown
+
+    r = json.loads((RESULTS / "cnn_vs_rnn.json").read_text())
+    gpu = json.loads((RESULTS / GPU_DIR / "cnn_vs_rnn.json").read_text())
+    def words(text: str) -> str:  # the rendered text, its line breaks as spaces
+        return " ".join(text.split())
+
+    assert "us per row" in words(q1_markdown(r, gpu)) and "us per row" not in words(q1_markdown(r))
+    gpu["latency_vs_side"] = gpu["latency_vs_side"][:1]
+    assert q1_markdown(r, gpu) == q1_markdown(r)
+
+
 def test_text_outside_the_markers_is_kept(tmp_path):
     answers = tmp_path / "answers.md"
     answers.write_text("# Title\n\nfree text\n\n## Q3\n\n<!-- BEGIN q3 -->\nold\n<!-- END q3 -->\n"

@@ -18,7 +18,10 @@ def q1_values(r: dict[str, Any], gpu: dict[str, Any] | None = None) -> dict[str,
     """The values of templates/q1.md.
 
     r: the default (CPU) run's results; gpu: optionally the same experiment's results on a GPU
-    (written with `--out results/GPU_DIR`), for the latency-against-size evidence."""
+    (written with `--out results/GPU_DIR`), for the latency-against-size evidence; a GPU run
+    of one image side has none (no growth to show), so it is left out as if absent."""
+    if gpu and len(gpu["latency_vs_side"]) < 2:
+        gpu = None
     c, n = r["models"]["cnn"], r["models"]["rnn"]
     h, w = r["config"]["image_shape"]
     last = r["latency_vs_side"][-1]
