@@ -9,7 +9,8 @@ r"""Q3: time, memory and accuracy of exact softmax attention against O(T) attent
 
     python -m experiments.attention_scaling --quick
     # = --config configs/attention_scaling.py:quick: T = 256 .. 1024, few features and
-    # repetitions (a smoke run; not recorded in results/).
+    # repetitions (a smoke run: it writes to runs/attention_scaling_quick/, which git
+    # ignores, so results/ keeps the recorded run).
 
 Shapes: batch 1, 8 heads, head_dim 64, float32 (fixed by the experiment).
 """
@@ -21,9 +22,10 @@ import ml_collections
 from configs import apply_variant
 
 # The variants as their differences from the default (dotted field -> value): quick, a
-# smoke run.
+# smoke run, written under runs/ (git-ignored) so it never replaces the recorded results/.
 VARIANTS = {"quick": {"max_t": 1024, "reps": 2, "growth_rounds": 1, "error.features": (16, 64),
-                      "error.length": 128, "error.draws": 2}}
+                      "error.length": 128, "error.draws": 2,
+                      "out": "runs/attention_scaling_quick"}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -1,7 +1,8 @@
 """Q3: time, memory and accuracy of exact vs O(T) attention as the sequence grows.
 
     python -m experiments.attention_scaling            # full run (T = 256 .. 32768)
-    python -m experiments.attention_scaling --quick    # smoke run (T = 256 .. 1024)
+    python -m experiments.attention_scaling --quick    # smoke run (T = 256 .. 1024) into
+                                                       # runs/attention_scaling_quick/
 
 For T = 256, 512, ..., 32768 (batch 1, 8 heads, head_dim 64, float32) it measures forward and
 forward+backward wall time (compiled, warmed up, median of several repetitions) and the
@@ -367,7 +368,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
     config, command = cli.parse_flags(
         PROG, "Time, memory and error of softmax vs Performer vs local attention.", argv,
         default_config=DEFAULT_CONFIG, shortcuts=SHORTCUTS,
-        quick_help="the config's quick variant: T = 256..1024, few features, few repetitions",
+        quick_help="the config's quick variant: T = 256..1024, few features, few repetitions, "
+                   "into runs/attention_scaling_quick",
         skip=("out",))
     if config.min_t < 16 or config.max_t < config.min_t:
         raise cli.UserError(f"need 16 <= --min-t <= --max-t, got --min-t {config.min_t} "

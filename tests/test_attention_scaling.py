@@ -57,3 +57,10 @@ def test_local_flops_count_the_blocks_local_attention_computes(t, padded, span):
     """FLOPs of local attention (window 128) follow the library's own blocking: whole scan
     steps of 512 queries, each query block against its (2r + 1) key blocks."""
     assert forward_flops("local", t, 64, 128) == 4.0 * BATCH * HEADS * padded * span * HEAD_DIM
+
+
+def test_quick_variant_writes_under_runs_not_results():
+    """A smoke run must not replace the recorded results/attention_scaling.json and plots."""
+    assert attention_scaling.parse_args(["--quick"])[0].out == "runs/attention_scaling_quick"
+    assert attention_scaling.parse_args([])[0].out == "results"
+    assert attention_scaling.parse_args(["--quick", "--out", "x"])[0].out == "x"
