@@ -241,10 +241,12 @@ def _performer_key_sums(
         # -inf -> feature exactly 0; its gradient is g * exp(-inf) = 0, never NaN.
         arg = jnp.where(keep, arg, -jnp.inf)
         vc = jnp.where(keep, vc, 0.0)  # padded values cannot leak in, even as inf/NaN
+        # The carried shift stays -inf until a real key arrives, so chunks of padding
+        # before it cannot pin the shift at a value the real keys' features underflow under.
         new = lax.stop_gradient(jnp.maximum(shift, jnp.max(arg, axis=(1, 3))))  # [B, N]
-        new = jnp.where(jnp.isfinite(new), new, 0.0)  # no real key seen yet
-        rescale = jnp.exp(shift - new)  # exp(-inf) = 0 on the first real chunk
-        phi = jnp.exp(arg - new[:, None, :, None])  # [B, c, N, m], entries <= 1
+        finite = jnp.where(jnp.isfinite(new), new, 0.0)  # for the exps: no real key seen yet
+        rescale = jnp.exp(shift - finite)  # exp(-inf) = 0 on the first real chunk
+        phi = jnp.exp(arg - finite[:, None, :, None])  # [B, c, N, m], entries <= 1
         kv = kv * rescale[..., None, None] + jnp.einsum("btnm,btnh->bnmh", phi, vc)
         k_sum = k_sum * rescale[..., None] + jnp.sum(phi, axis=1)
         return (kv, k_sum, new), None

@@ -194,6 +194,18 @@ def test_performer_stable_for_large_norms():
     assert float(jnp.abs(out).max()) <= float(jnp.abs(v).max()) * (1 + 1e-5)
 
 
+def test_performer_output_does_not_depend_on_where_the_padding_sits():
+    # Whole chunks of padding before the first real key: the key shift must still come
+    # from the real keys alone (large norms: their features underflow under any other shift).
+    q, k, v = _qkv(10, shape=(1, 16, N, H), scale=10.0)
+    real = jnp.arange(16) >= 8  # [16]: 8 padded positions (two chunks of 4), then 8 real
+    left = att.performer_attention(q, k, v, PROJ, real[None], chunk_size=4)
+    roll = functools.partial(jnp.roll, shift=-8, axis=1)  # the same keys, padding on the right
+    right = att.performer_attention(q, roll(k), roll(v), PROJ, roll(real[None]), chunk_size=4)
+    assert float(jnp.abs(right).max()) > 0.1
+    np.testing.assert_allclose(np.asarray(left), np.asarray(right), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("sampler", [att.orthogonal_random_features, att.iid_random_features])
 def test_performer_kernel_estimate_is_unbiased(sampler):
     d, m, draws = 8, 8, 3000
