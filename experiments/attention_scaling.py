@@ -45,8 +45,10 @@ from experiments.attention_scaling_analysis import (
     METHODS,
     MODES,
     crossover,
+    find_record,
     forward_flops,
     growth_lengths,
+    linear_skip,
     random_inputs,
     targets,
 )
@@ -135,10 +137,19 @@ def compile_attention(method: str, mode: str, window: int, inputs: tuple) -> tup
 # ---------------------------------------------------------------- Experiment 1: scaling with T.
 
 
+def buffer_bytes(compiled: Any) -> dict[str, int]:
+    """{"temp_bytes", "argument_bytes", "output_bytes"} of a compiled call (XLA's
+    `memory_analysis`, known before it runs)."""
+    ma = compiled.memory_analysis()
+    return {"temp_bytes": int(ma.temp_size_in_bytes),
+            "argument_bytes": int(ma.argument_size_in_bytes),
+            "output_bytes": int(ma.output_size_in_bytes)}
+
+
 def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
                  max_call_s: float) -> str | None:
-    """Why a compiled point is not run (it would not fit, or one call would take too
-    long), or None to run it."""
+    """Why a compiled point (`buffer_bytes`' fields) is not run (it would not fit, or one
+    call would take too long), or None to run it."""
     need = rec["temp_bytes"] + rec["argument_bytes"] + rec["output_bytes"]
     if budget_bytes is not None and need > budget_bytes:
         return (f"compiled buffers need {need / 2**30:.1f} GiB > budget "
@@ -170,12 +181,8 @@ def scaling(config: ml_collections.ConfigDict, lengths: list[int], budget_bytes:
     last: dict[tuple[str, str], tuple[int, float]] = {}  # (method, mode) -> (T, one call s)
     for t, method, mode, inputs, compiled, info in compiled_points(config, lengths, METHODS,
                                                                    proj, rng, bar):
-        ma = compiled.memory_analysis()
         rec = {
-            "method": method, "mode": mode, "T": t, **info,
-            "temp_bytes": int(ma.temp_size_in_bytes),
-            "argument_bytes": int(ma.argument_size_in_bytes),
-            "output_bytes": int(ma.output_size_in_bytes),
+            "method": method, "mode": mode, "T": t, **info, **buffer_bytes(compiled),
             "flops": forward_flops(method, t, config.features, config.window) * (
                 1 if mode == "fwd" else 3),
         }
@@ -248,14 +255,34 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
             "times_s": {f"{m}_{mode}_{t}": v for (m, mode, t), v in times.items()}}
 
 
-def _baseline(config: ml_collections.ConfigDict, t_base: int, proj, rng, bar) -> dict:
-    """Our chunked Performer against the unchunked FAVOR+ dataflow at T = t_base."""
+def baseline_length(lengths: list[int], records: list[dict]) -> int | None:
+    """The length of the unchunked-FAVOR+ baseline: the largest up to 8192 (else the
+    smallest) at which the scaling run measured the Performer's forward; None where it
+    measured it at none (a length skipped there would be as much too big or slow here)."""
+    ran = [t for t in lengths
+           if (r := find_record(records, "performer", "fwd", t)) and r["status"] == "ok"]
+    return max([t for t in ran if t <= 8192], default=min(ran, default=None))
+
+
+def _baseline(config: ml_collections.ConfigDict, t_base: int | None, budget_bytes: int | None,
+              proj, rng, bar) -> dict:
+    """Our chunked Performer against the unchunked FAVOR+ dataflow at T = t_base; {"T",
+    "not_measured": why} where there is no such length or a compiled call would not fit in
+    `budget_bytes` (the unchunked one holds whole [B, T, N, m] feature maps)."""
+    if t_base is None:
+        return {"T": None, "not_measured": "the Performer's forward was measured at no length"}
     q, k, v = random_inputs(rng, t_base, 3)
     bar.set_postfix_str(f"baseline: ours vs unchunked FAVOR+ T={t_base}")
     args = (q, k, v, proj)
     calls = {n: (compile_timed(jax.jit(f), *args)[0], args)
              for n, f in (("ours", att.performer_attention), ("unchunked", favor_unchunked))}
-    temp = {n: int(c.memory_analysis().temp_size_in_bytes) for n, (c, _) in calls.items()}
+    sizes = {n: buffer_bytes(c) for n, (c, _) in calls.items()}
+    for n, size in sizes.items():
+        # No time rule: "ours" ran at t_base in the scaling run; unchunked is ~2x slower.
+        reason = _skip_reason(size, None, budget_bytes, config.max_call_s)
+        if reason is not None:
+            return {"T": t_base, "not_measured": f"{n}: {reason}"}
+    temp = {n: size["temp_bytes"] for n, size in sizes.items()}
     times = interleaved(calls, 2 * config.growth_rounds + 1, bar)
     ratio = statistics.median(a / b for a, b in zip(times["ours"], times["unchunked"], strict=True))
     return {
@@ -288,19 +315,36 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
                                           HEAD_DIM)
     big = growth_lengths(lengths)
     cfg = config.error
+
+    def growth_points(n: int) -> int:  # progress steps of the growth rounds over n lengths
+        return config.growth_rounds * len(LINEAR) * len(MODES) * n if n >= 2 else 0
+
+    baseline_points = 2 * (2 * config.growth_rounds + 1)
     total = (
         len(lengths) * len(METHODS) * len(MODES)
         + 2 * len(cfg.features) * len(cfg.sigmas)
-        + (config.growth_rounds * 4 * len(big) if len(big) >= 2 else 0)
-        + 2 * (2 * config.growth_rounds + 1)
+        + growth_points(len(big))
+        + baseline_points
     )
     with tqdm(total=total, desc="attention_scaling", unit="pt") as bar:
         records = scaling(config, lengths, budget, proj, bar)
-        # Interleaved measurements behind two targets: growth per doubling and the baseline.
+        # Interleaved measurements behind two targets: growth per doubling and the baseline,
+        # only where the scaling run measured the points they repeat (there, memory and
+        # predicted time were checked; a skipped point could take the process down here).
         rng = np.random.default_rng(config.seed + 2)
-        extra = {"rounds": config.growth_rounds, **_growth_per_step(config, big, proj, rng, bar)}
-        t_base = max([t for t in lengths if t <= 8192], default=lengths[0])
-        extra["baseline"] = _baseline(config, t_base, proj, rng, bar)
+        timed = growth_lengths(lengths, records)
+        timed = timed if len(timed) >= 2 else []
+        bar.total -= growth_points(len(big)) - growth_points(len(timed))
+        extra = {"rounds": config.growth_rounds,
+                 **_growth_per_step(config, timed, proj, rng, bar)}
+        left = {str(t): linear_skip(records, t) or "not in an unbroken run of two or more "
+                "measured lengths" for t in big if t not in timed}
+        if left:
+            extra["growth_not_measured"] = left
+        extra["baseline"] = _baseline(config, baseline_length(lengths, records), budget, proj,
+                                      rng, bar)
+        if "not_measured" in extra["baseline"]:
+            bar.total -= baseline_points
         err = error_vs_features(config, bar)
     return records, extra, err
 

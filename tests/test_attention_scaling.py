@@ -1,13 +1,25 @@
-"""Smoke test of `python -m experiments.attention_scaling --quick`."""
+"""The Q3 attention-scaling experiment: a smoke run of `--quick`, its flags, and the pieces
+that decide what is measured and how it is reported."""
 
 from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import attention_scaling
-from experiments.attention_scaling_analysis import BATCH, HEAD_DIM, HEADS, forward_flops
+from experiments.attention_scaling_analysis import (
+    BATCH,
+    HEAD_DIM,
+    HEADS,
+    forward_flops,
+    growth_lengths,
+    linear_skip,
+    targets,
+)
+from hw3_jax import attention as att
 
 
 @pytest.mark.slow
@@ -64,3 +76,62 @@ def test_quick_variant_writes_under_runs_not_results():
     assert attention_scaling.parse_args(["--quick"])[0].out == "runs/attention_scaling_quick"
     assert attention_scaling.parse_args([])[0].out == "results"
     assert attention_scaling.parse_args(["--quick", "--out", "x"])[0].out == "x"
+
+
+def _records(lengths, skipped=lambda method, mode, t: False):
+    """Scaling records of every method and mode at `lengths`; `skipped(method, mode, T)` says
+    which were skipped for memory."""
+    recs = []
+    for t in lengths:
+        for m in ("softmax", "performer", "local"):
+            for mode in ("fwd", "fwd_bwd"):
+                rec = {"method": m, "mode": mode, "T": t, "temp_bytes": 2**20 * t // 256,
+                       "flops": 1e9 * t / 256}
+                if skipped(m, mode, t):
+                    rec.update(status="skipped",
+                               reason="compiled buffers need 9.0 GiB > budget 1.0 GiB")
+                else:
+                    rec.update(status="ok", median_s=1e-3 * t / 256)
+                recs.append(rec)
+    return recs
+
+
+class _Bar:
+    """A stand-in for the tqdm progress bar."""
+
+    def set_postfix_str(self, _):
+        pass
+
+    def update(self, _):
+        pass
+
+
+def test_growth_and_baseline_run_only_where_the_scaling_run_measured():
+    """Neither the interleaved growth rounds nor the baseline run a length whose scaling
+    point was skipped (too big or too slow): e.g. --max-memory-gib so small that nothing ran."""
+    lengths = [2048, 4096, 8192, 16384]
+    recs = _records(lengths, lambda m, mode, t: (m, mode, t) == ("performer", "fwd_bwd", 16384))
+    assert growth_lengths(lengths) == [4096, 8192, 16384]
+    assert growth_lengths(lengths, recs) == [4096, 8192]
+    assert linear_skip(recs, 16384).startswith("performer fwd_bwd: compiled buffers")
+    assert linear_skip(recs, 8192) is None
+    assert attention_scaling.baseline_length(lengths, recs) == 8192
+    nothing = _records(lengths, lambda *_: True)
+    assert growth_lengths(lengths, nothing) == []
+    assert attention_scaling.baseline_length(lengths, nothing) is None
+    assert attention_scaling.baseline_length([16384, 32768], _records([16384, 32768])) == 16384
+    config = attention_scaling.parse_args(["--quick"])[0]
+    base = attention_scaling._baseline(config, None, None, None, None, _Bar())
+    assert base["T"] is None and "not_measured" in base
+    tgt = targets(nothing, {}, {"rounds": 1, "baseline": base})
+    assert tgt["performer_over_unchunked_favor"]["value"] is None
+    assert tgt["max_growth_per_doubling_from_4096"]["met"] is None
+
+
+def test_baseline_checks_its_compiled_buffers_against_the_budget():
+    """Each call of the baseline (the unchunked one holds whole [B, T, N, m] feature maps) is
+    compiled, then not run when its buffers exceed the memory budget."""
+    config = attention_scaling.parse_args(["--quick", "--features", "16"])[0]
+    proj = att.orthogonal_random_features(jax.random.PRNGKey(0), 16, HEAD_DIM)
+    base = attention_scaling._baseline(config, 64, 1024, proj, np.random.default_rng(0), _Bar())
+    assert base["T"] == 64 and "compiled buffers need" in base["not_measured"]

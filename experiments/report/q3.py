@@ -73,7 +73,7 @@ def _paired_growth(r: dict[str, Any]) -> dict[str, Any] | None:
     steps = interleaved.get("growth_per_step") or {}
     if not all(f"{m}_fwd" in steps for m in LINEAR):
         return None
-    big = growth_lengths(r["config"]["lengths"])
+    big = growth_lengths(r["config"]["lengths"], r["records"])  # the lengths the rounds timed
     spans = {m: (min(steps[f"{m}_fwd"].values()), max(steps[f"{m}_fwd"].values()))
              for m in LINEAR}
     return {"rounds": interleaved["rounds"], "t_a": big[0], "t_b": big[-1], **spans}
