@@ -41,7 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.reps = 5  # timed calls per point after one warm-up
     config.point_budget_s = 30.0  # timed seconds per point: slow points get fewer reps (>= 1)
     config.max_call_s = 60.0  # skip a point whose one call is predicted to take longer
-    # Skip a point whose compiled buffers exceed this; None: memory_fraction of MemAvailable.
+    # Skip a point whose compiled buffers exceed this; None: memory_fraction of the memory
+    # free at start: on a GPU/TPU its allocator's bytes_limit - bytes_in_use, on a CPU the
+    # host's MemAvailable (the rest is headroom for the run's other arrays).
     config.max_memory_gib = ml_collections.config_dict.placeholder(float)
     config.memory_fraction = 0.6
     # Interleaved rounds behind the growth-per-doubling and the unchunked-baseline ratios.

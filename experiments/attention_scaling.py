@@ -83,8 +83,9 @@ SHORTCUTS = {
     "--max-call-s": cli.Shortcut("max_call_s", "skip a point whose one call is predicted (from "
                                  "the previous length) to take longer than this", type=float),
     "--max-memory-gib": cli.Shortcut("max_memory_gib", "skip a point whose compiled buffers "
-                                     "exceed this; None: memory_fraction of MemAvailable at "
-                                     "start", type=float),
+                                     "exceed this; None: memory_fraction of the free memory "
+                                     "at start (the accelerator's, else the host's "
+                                     "MemAvailable)", type=float),
     "--seed": cli.Shortcut("seed", type=int),
 }
 
@@ -298,13 +299,32 @@ def _baseline(config: ml_collections.ConfigDict, t_base: int | None, budget_byte
 # ------------------------------------------------------- The run: flags, measurements, outputs.
 
 
-def memory_budget(config: ml_collections.ConfigDict) -> int | None:
-    """Bytes of compiled buffers a point may need: --max-memory-gib, else a fraction of the
-    memory available now (None where that is unknown: no point is skipped for memory)."""
+def free_memory() -> tuple[int | None, str]:
+    """(bytes free to this process's buffers now, where that figure comes from). On an
+    accelerator whose allocator reports them (`Device.memory_stats()`: GPU, TPU), its
+    bytes_limit - bytes_in_use, as the buffers live there and the host's RAM says nothing of
+    what fits; else (CPU, where memory_stats() is None) the host's MemAvailable (None where
+    unknown)."""
+    if jax.default_backend() != "cpu":
+        dev = jax.devices()[0]
+        stats = dev.memory_stats() or {}
+        if stats.get("bytes_limit", -1) > 0:  # -1: a statistic the platform does not keep
+            free = stats["bytes_limit"] - max(stats.get("bytes_in_use", 0), 0)
+            return free, f"{dev.platform} bytes_limit - bytes_in_use"
+    return mem_available_bytes(), "host MemAvailable"
+
+
+def memory_budget(config: ml_collections.ConfigDict) -> tuple[int | None, str]:
+    """(bytes of compiled buffers a point may need, where that comes from): --max-memory-gib,
+    else memory_fraction of `free_memory()` now, the rest kept as headroom for the arrays
+    the run holds besides and the allocator's fragmentation (None where the free memory is
+    unknown: no point is skipped for memory)."""
     if config.max_memory_gib is not None:
-        return int(config.max_memory_gib * 2**30)
-    avail = mem_available_bytes()
-    return None if avail is None else int(config.memory_fraction * avail)
+        return int(config.max_memory_gib * 2**30), "--max-memory-gib"
+    free, source = free_memory()
+    if free is None:
+        return None, f"unknown ({source} not available)"
+    return int(config.memory_fraction * free), f"{config.memory_fraction} x {source}"
 
 
 def measure(config: ml_collections.ConfigDict, lengths: list[int],
@@ -356,11 +376,12 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     folder = Workdir(out)
     folder.check(flag="--out")  # a WorkdirError before any measurement if it cannot be written
     lengths = [config.min_t * 2**i for i in range((config.max_t // config.min_t).bit_length())]
-    budget = memory_budget(config)
+    budget, budget_source = memory_budget(config)
     t_start = time.perf_counter()
     info = machine_info()
     print(f"attention_scaling: T={lengths}, on {info['device']}, "
-          f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB", flush=True)
+          f"memory budget {budget / 2**30 if budget else float('nan'):.1f} GiB "
+          f"({budget_source})", flush=True)
     calib = calibrate(config.seed)
     records, extra, err = measure(config, lengths, budget)
     crossovers = {f"{m}_{mode}": crossover(records, m, mode) for m in LINEAR for mode in MODES}
@@ -379,6 +400,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
             "reps": config.reps,
             "point_budget_s": config.point_budget_s,
             "memory_budget_bytes": budget,
+            "memory_budget_source": budget_source,
             "seed": config.seed,
             "max_call_s": config.max_call_s,
             "timing": "compiled executable, 1 warm-up, then the median of up to `reps` timed "

@@ -135,3 +135,26 @@ def test_baseline_checks_its_compiled_buffers_against_the_budget():
     proj = att.orthogonal_random_features(jax.random.PRNGKey(0), 16, HEAD_DIM)
     base = attention_scaling._baseline(config, 64, 1024, proj, np.random.default_rng(0), _Bar())
     assert base["T"] == 64 and "compiled buffers need" in base["not_measured"]
+
+
+class _Accelerator:
+    """A jax device whose allocator reports its limit and use, as a GPU's does."""
+
+    platform = "gpu"
+
+    def memory_stats(self):
+        return {"bytes_limit": 40 * 2**30, "bytes_in_use": 8 * 2**30}
+
+
+def test_memory_budget_comes_from_the_accelerator_not_the_host(monkeypatch):
+    """On a GPU/TPU the buffers live in its memory: the budget is memory_fraction of its
+    allocator's bytes_limit - bytes_in_use; on a CPU, of the host's MemAvailable."""
+    config = attention_scaling.parse_args(["--config.memory_fraction=0.5"])[0]
+    monkeypatch.setattr(attention_scaling, "mem_available_bytes", lambda: 100 * 2**30)
+    assert attention_scaling.memory_budget(config) == (50 * 2**30, "0.5 x host MemAvailable")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "devices", lambda *_: [_Accelerator()])
+    budget, source = attention_scaling.memory_budget(config)
+    assert budget == 16 * 2**30 and "bytes_limit" in source
+    config.max_memory_gib = 2.0
+    assert attention_scaling.memory_budget(config) == (2 * 2**30, "--max-memory-gib")
