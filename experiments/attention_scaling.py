@@ -369,6 +369,17 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
     return records, extra, err
 
 
+def write_outputs(folder: Workdir, out: Path, result: dict) -> Path:
+    """Write `folder`/attention_scaling.json, then the plots into `out` (the same folder as
+    given), then the JSON again with their paths under "plots": the JSON first, so that a
+    plot that fails loses none of the measurements. Returns the JSON's path."""
+    path = folder.write_json("attention_scaling.json", result)
+    result["plots"] = make_plots(result["records"], result["config"]["lengths"],
+                                 result["error"], result["machine"]["device"], out)
+    folder.write_json(path.name, result)
+    return out / path.name
+
+
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Measure, write OUT/attention_scaling.json and the plots, print the crossovers and
     targets."""
@@ -415,9 +426,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
         "error": err,
         "wall_s": time.perf_counter() - t_start,
     }
-    result["plots"] = make_plots(records, lengths, err, info["device"], out)
-    path = out / "attention_scaling.json"
-    folder.write_json(path.name, result)
+    path = write_outputs(folder, out, result)
     print(f"wrote {path} and {', '.join(result['plots'])} in {result['wall_s']:.0f} s")
     for name, c in crossovers.items():
         print(f"crossover {name}: " + (c.get("note") or f"T ~ {c['T']:.0f}"))
@@ -443,7 +452,49 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
     if config.features < 1 or config.window < 0 or config.reps < 1 or config.growth_rounds < 1:
         raise cli.UserError("--features, --reps and --growth-rounds must be >= 1 and "
                             "--window >= 0")
+    _check_limits(config)
+    _check_error_settings(config.error)
     return config, command
+
+
+def _positive(x: Any) -> bool:
+    """Whether `x` is a finite number > 0 (NaN, inf, a bool or a string is not)."""
+    return (isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            and x > 0)
+
+
+def _check_limits(config: ml_collections.ConfigDict) -> None:
+    """A UserError for a seed numpy cannot take or a limit that skips or runs nothing as it
+    should (checked here, before minutes of measurements)."""
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
+        raise cli.UserError(f"--seed must be an integer in [0, 2**32), got {config.seed}")
+    if config.max_memory_gib is not None and not _positive(config.max_memory_gib):
+        raise cli.UserError(f"--max-memory-gib must be a finite number > 0, got "
+                            f"{config.max_memory_gib}")
+    if not (_positive(config.memory_fraction) and config.memory_fraction <= 1):
+        raise cli.UserError(f"--config.memory_fraction must be in (0, 1], got "
+                            f"{config.memory_fraction}")
+    for flag, value in (("--max-call-s", config.max_call_s),
+                        ("--point-budget-s", config.point_budget_s)):
+        if not _positive(value):
+            raise cli.UserError(f"{flag} must be a finite number > 0, got {value}")
+
+
+def _check_error_settings(cfg: ml_collections.ConfigDict) -> None:
+    """A UserError for error-experiment settings (`config.error`) it cannot run or plot."""
+    feats = tuple(cfg.features)
+    if not feats or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1
+                            for m in feats):
+        raise cli.UserError(f"--config.error.features must be one or more integers >= 1, "
+                            f"got {feats}")
+    sigmas = tuple(cfg.sigmas)
+    if not sigmas or not all(_positive(x) for x in sigmas):
+        raise cli.UserError(f"--config.error.sigmas must be one or more finite numbers > 0, "
+                            f"got {sigmas}")
+    if cfg.draws < 1:
+        raise cli.UserError(f"--config.error.draws must be >= 1, got {cfg.draws}")
+    if cfg.length < 2:
+        raise cli.UserError(f"--config.error.length must be >= 2, got {cfg.length}")
 
 
 def main(argv: list[str] | None = None) -> int:

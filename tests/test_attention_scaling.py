@@ -20,6 +20,7 @@ from experiments.attention_scaling_analysis import (
     targets,
 )
 from hw3_jax import attention as att
+from hw3_jax.train.workdir import Workdir
 
 
 @pytest.mark.slow
@@ -158,3 +159,39 @@ def test_memory_budget_comes_from_the_accelerator_not_the_host(monkeypatch):
     assert budget == 16 * 2**30 and "bytes_limit" in source
     config.max_memory_gib = 2.0
     assert attention_scaling.memory_budget(config) == (2 * 2**30, "--max-memory-gib")
+
+
+@pytest.mark.parametrize("arg, flag", [
+    ("--config.error.features=(0, 16)", "--config.error.features"),
+    ("--config.error.features=()", "--config.error.features"),
+    ("--config.error.features=(16.5,)", "--config.error.features"),
+    ("--config.error.sigmas=()", "--config.error.sigmas"),
+    ("--config.error.sigmas=(1.0, -0.5)", "--config.error.sigmas"),
+    ("--config.error.draws=0", "--config.error.draws"),
+    ("--config.error.length=1", "--config.error.length"),
+    ("--seed=-1", "--seed"),
+    ("--seed=4294967296", "--seed"),
+    ("--max-memory-gib=0", "--max-memory-gib"),
+    ("--max-memory-gib=inf", "--max-memory-gib"),
+    ("--config.memory_fraction=1.5", "--config.memory_fraction"),
+    ("--config.memory_fraction=0", "--config.memory_fraction"),
+    ("--max-call-s=0", "--max-call-s"),
+])
+def test_settings_no_run_can_use_are_one_line_before_measuring(arg, flag, capsys):
+    assert attention_scaling.main(["--quick", arg]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and flag in err[0], err
+
+
+def test_json_is_written_before_the_plots(tmp_path, monkeypatch):
+    """A plot that fails leaves the measurements on disk."""
+    def broken(*_):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(attention_scaling, "make_plots", broken)
+    result = {"config": {"lengths": [256]}, "records": [], "error": {},
+              "machine": {"device": "CPU"}}
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        attention_scaling.write_outputs(Workdir(tmp_path), tmp_path, result)
+    assert json.loads((tmp_path / "attention_scaling.json").read_text())["config"] == {
+        "lengths": [256]}
