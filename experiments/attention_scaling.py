@@ -8,11 +8,12 @@ For T = 256, 512, ..., 32768 (batch 1, 8 heads, head_dim 64, float32) it measure
 forward+backward wall time (compiled, warmed up, median of several repetitions) and the
 compiled temporary memory (`jax.jit(f).lower(...).compile().memory_analysis()`) of
 `softmax_attention`, `performer_attention` (256 orthogonal features) and `local_attention`
-(window 128). Softmax is skipped where its compiled buffers would not fit in memory (decided
-from `memory_analysis` before anything runs). It then measures the Performer's error against
-exact attention for 16..1024 features, orthogonal vs i.i.d., and computes the crossover
-lengths and the targets (`experiments/attention_scaling_analysis.py`) as ratios measured in
-this one run.
+(window 128). A point is skipped where its compiled buffers would not fit in the memory
+budget (decided from `memory_analysis` before it runs) or where one call is predicted, from
+the previous length, to take longer than max_call_s; its record's reason says which. It
+then measures the Performer's error against exact attention for 16..1024 features,
+orthogonal vs i.i.d., and computes the crossover lengths and the targets
+(`experiments/attention_scaling_analysis.py`) as ratios measured in this one run.
 
 Settings: `configs/attention_scaling.py`. Writes `<out>/attention_scaling.json` and
 `<out>/attention_scaling_{time,memory,error}.png` (`experiments/attention_scaling_plots.py`),
@@ -44,6 +45,8 @@ from experiments.attention_scaling_analysis import (
     LINEAR,
     METHODS,
     MODES,
+    SKIP_MEMORY,
+    SKIP_TIME,
     crossover,
     find_record,
     forward_flops,
@@ -153,10 +156,10 @@ def _skip_reason(rec: dict, predicted: float | None, budget_bytes: int | None,
     call would take too long), or None to run it."""
     need = rec["temp_bytes"] + rec["argument_bytes"] + rec["output_bytes"]
     if budget_bytes is not None and need > budget_bytes:
-        return (f"compiled buffers need {need / 2**30:.1f} GiB > budget "
+        return (f"{SKIP_MEMORY} {need / 2**30:.1f} GiB > budget "
                 f"{budget_bytes / 2**30:.1f} GiB")
     if predicted is not None and predicted > max_call_s:
-        return f"one call predicted to take {predicted:.0f} s > --max-call-s {max_call_s:.0f}"
+        return f"{SKIP_TIME} to take {predicted:.0f} s > --max-call-s {max_call_s:.0f}"
     return None
 
 

@@ -24,6 +24,10 @@ GROWTH_FROM = 4096  # the interleaved rounds time each doubling of T from here o
 # features) at T=8192 on this CPU; not re-run here, as its code is not vendored.
 QUOTED_REFERENCE_FAVOR_MS_8192 = 150.0
 
+# How a skipped record's "reason" opens (`experiments.attention_scaling._skip_reason`): its
+# compiled buffers exceed the memory budget, or one call is predicted to exceed max_call_s.
+SKIP_MEMORY, SKIP_TIME = "compiled buffers need", "one call predicted"
+
 # What the O(T) methods are held to, each a ratio measured within one run.
 TARGETS = {
     "favor_fwd_over_softmax_fwd_at_8192": 0.05,
@@ -83,6 +87,16 @@ def ok_times(records: list[dict], method: str, mode: str) -> dict[int, float]:
         for r in records
         if r["method"] == method and r["mode"] == mode and r["status"] == "ok"
     }
+
+
+def skip_cause(record: dict) -> str | None:
+    """Why a record was not measured: "memory", "time" or "other" (from its reason); None
+    for one that was."""
+    if record["status"] == "ok":
+        return None
+    reason = record.get("reason", "")
+    return ("memory" if reason.startswith(SKIP_MEMORY) else "time"
+            if reason.startswith(SKIP_TIME) else "other")
 
 
 def find_record(records: list[dict], method: str, mode: str, t: int) -> dict | None:

@@ -24,10 +24,23 @@ from experiments.attention_scaling_analysis import (  # noqa: E402
     METHODS,
     MODES,
     ok_times,
+    skip_cause,
 )
 from hw3_jax.train.plots import save_figure  # noqa: E402
 
 COLORS = {"softmax": "tab:red", "performer": "tab:blue", "local": "tab:green"}
+# What a skipped point's dotted vertical means, by `skip_cause`.
+SKIP_WORDS = {"memory": "would not fit", "time": "one call predicted over max_call_s",
+              "other": "see the JSON's reasons"}
+
+
+def skip_note(records: list[dict]) -> str:
+    """The time plot's legend for its dotted verticals, naming why points were skipped
+    ("skipped, would not fit"); "" when none was."""
+    causes = {skip_cause(r) for r in records} - {None}
+    if not causes:
+        return ""
+    return "skipped, " + " or ".join(w for c, w in SKIP_WORDS.items() if c in causes)
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -67,10 +80,11 @@ def plot_time(records: list[dict], lengths: list[int], device: str, out: Path) -
         _time_panel(ax, records, lengths, mode)
     axes[0].set_ylabel("wall time per call (s, median)")
     axes[0].legend()
+    note = skip_note(records)
     fig.suptitle(
         f"Attention time on {device}\n"
-        f"(batch {BATCH}, {HEADS} heads, head_dim {HEAD_DIM}, float32; "
-        "dotted verticals: skipped, would not fit)"
+        f"(batch {BATCH}, {HEADS} heads, head_dim {HEAD_DIM}, float32"
+        + (f"; dotted verticals: {note})" if note else ")")
     )
     return _save(fig, out / "attention_scaling_time.png")
 

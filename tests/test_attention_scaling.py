@@ -19,6 +19,8 @@ from experiments.attention_scaling_analysis import (
     linear_skip,
     targets,
 )
+from experiments.attention_scaling_plots import skip_note
+from experiments.report.q3 import q3_markdown
 from hw3_jax import attention as att
 from hw3_jax.train.workdir import Workdir
 
@@ -79,18 +81,22 @@ def test_quick_variant_writes_under_runs_not_results():
     assert attention_scaling.parse_args(["--quick", "--out", "x"])[0].out == "x"
 
 
+MEMORY_SKIP = "compiled buffers need 9.0 GiB > budget 1.0 GiB"
+TIME_SKIP = "one call predicted to take 80 s > --max-call-s 60"
+
+
 def _records(lengths, skipped=lambda method, mode, t: False):
     """Scaling records of every method and mode at `lengths`; `skipped(method, mode, T)` says
-    which were skipped for memory."""
+    which were skipped: True for memory, else the reason (a false value: measured)."""
     recs = []
     for t in lengths:
         for m in ("softmax", "performer", "local"):
             for mode in ("fwd", "fwd_bwd"):
                 rec = {"method": m, "mode": mode, "T": t, "temp_bytes": 2**20 * t // 256,
                        "flops": 1e9 * t / 256}
-                if skipped(m, mode, t):
-                    rec.update(status="skipped",
-                               reason="compiled buffers need 9.0 GiB > budget 1.0 GiB")
+                why = skipped(m, mode, t)
+                if why:
+                    rec.update(status="skipped", reason=MEMORY_SKIP if why is True else why)
                 else:
                     rec.update(status="ok", median_s=1e-3 * t / 256)
                 recs.append(rec)
@@ -195,3 +201,35 @@ def test_json_is_written_before_the_plots(tmp_path, monkeypatch):
         attention_scaling.write_outputs(Workdir(tmp_path), tmp_path, result)
     assert json.loads((tmp_path / "attention_scaling.json").read_text())["config"] == {
         "lengths": [256]}
+
+
+def _q3_result(recs, lengths):
+    """A hand-made attention_scaling.json of `recs` with what templates/q3.md reads."""
+    rows = [{"sampler": s, "features": m, "rel_error_mean": 0.5, "tv_mean": 0.1}
+            for s in ("orthogonal", "iid") for m in (16, 64)]
+    return {"command": "python -m experiments.attention_scaling", "records": recs,
+            "config": {"lengths": lengths, "batch": 1, "heads": 8, "head_dim": 64,
+                       "dtype": "float32", "performer_features": 256, "local_window": 128,
+                       "reps": 2, "max_call_s": 60.0},
+            "machine": {"device": "CPU"}, "crossover": {}, "targets": {}, "wall_s": 42.0,
+            "error": {"T": 1024, "draws": 2, "features": [16, 64],
+                      "regimes": [{"sigma": 0.5, "logit_std": 0.25, "local_window": 128,
+                                   "local_rel_error": 0.05, "local_tv": 0.01, "rows": rows}]}}
+
+
+@pytest.mark.parametrize("why, says", [
+    (True, "on: its compiled buffers would not fit in memory."),
+    (TIME_SKIP, "on: one call was predicted to take longer than 60 s (`--max-call-s`)."),
+])
+def test_skipped_points_are_explained_by_their_own_reason(why, says):
+    """The answer and the time plot say why exact attention was skipped: its memory, or the
+    predicted time of one call (the record's reason), not memory whatever the cause."""
+    lengths = [256, 512, 1024]
+    recs = _records(lengths, lambda m, mode, t: m == "softmax" and t == 1024 and why)
+    flat = " ".join(q3_markdown(_q3_result(recs, lengths)).split())
+    assert f"Exact attention was not run from $T = 1{{,}}024$ {says}" in flat
+    assert ("would not fit" in flat) == (why is True)
+    note = skip_note(recs)
+    assert note == ("skipped, would not fit" if why is True
+                    else "skipped, one call predicted over max_call_s")
+    assert skip_note(_records(lengths)) == ""

@@ -11,7 +11,7 @@ import math
 import pathlib
 from typing import Any
 
-from experiments.attention_scaling_analysis import LINEAR, find_record, growth_lengths
+from experiments.attention_scaling_analysis import LINEAR, find_record, growth_lengths, skip_cause
 from experiments.report.text import and_list, read_json, render, row, tex_int
 
 METHODS = {"softmax": "exact softmax", "performer": "Performer", "local": "local"}
@@ -79,6 +79,25 @@ def _paired_growth(r: dict[str, Any]) -> dict[str, Any] | None:
     return {"rounds": interleaved["rounds"], "t_a": big[0], "t_b": big[-1], **spans}
 
 
+def _skip_why(r: dict[str, Any], skipped: list[int]) -> str | None:
+    """Why exact attention's forward was not run at the lengths `skipped`, from its records'
+    reasons (memory budget, predicted time or both); None when none was skipped."""
+    if not skipped:
+        return None
+    recs = [find_record(r["records"], "softmax", "fwd", t) for t in skipped]
+    causes = {skip_cause(rec) for rec in recs}
+    limit = r["config"].get("max_call_s")
+    slow = ("one call was predicted to take longer than "
+            + (f"{limit:g} s" if limit is not None else "the time limit") + " (`--max-call-s`)")
+    if causes == {"memory"}:
+        return "its compiled buffers would not fit in memory"
+    if causes == {"time"}:
+        return slow
+    if causes == {"memory", "time"}:
+        return f"its compiled buffers would not fit in memory, or {slow}"
+    return "; ".join(rec.get("reason", "skipped") for rec in recs)
+
+
 def _time_values(r: dict[str, Any]) -> dict[str, Any]:
     """Growth over the whole range, skipped lengths, doubling and crossovers."""
     recs, lengths = r["records"], r["config"]["lengths"]
@@ -98,7 +117,8 @@ def _time_values(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "paired": _paired_growth(r),
         "t_lo": t_lo, "t_hi": t_hi, "span": t_hi // t_lo, "growths": and_list(growths),
-        "t_skip": skipped[0] if skipped else None, "doubling": doubling,
+        "t_skip": skipped[0] if skipped else None, "skip_why": _skip_why(r, skipped),
+        "doubling": doubling,
         "crossover": {k: _crossover_text(c) for k, c in (r.get("crossover") or {}).items()},
     }
 
