@@ -399,7 +399,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
     calib = calibrate(config.seed)
     records, extra, err = measure(config, lengths, budget)
     crossovers = {f"{m}_{mode}": crossover(records, m, mode) for m in LINEAR for mode in MODES}
-    tgt = targets(records, calib, extra)
+    tgt = targets(records, calib, extra, info["device"])
     result = {
         "command": command,
         "config": {

@@ -22,6 +22,7 @@ from experiments.attention_scaling_analysis import (
 from experiments.attention_scaling_plots import skip_note
 from experiments.report.q3 import q3_markdown
 from hw3_jax import attention as att
+from hw3_jax.timing import RESULTS
 from hw3_jax.train.workdir import Workdir
 
 
@@ -233,3 +234,20 @@ def test_skipped_points_are_explained_by_their_own_reason(why, says):
     assert note == ("skipped, would not fit" if why is True
                     else "skipped, one call predicted over max_call_s")
     assert skip_note(_records(lengths)) == ""
+
+
+def test_quoted_reference_is_compared_only_on_its_own_machine():
+    """The quoted 150 ms of the reference FAVOR+ is a time on one CPU: another machine's
+    measurement gets no ratio to it; the recorded run's targets come out as recorded."""
+    r = json.loads((RESULTS / "attention_scaling.json").read_text())
+    args = r["records"], r["calibration"], r["interleaved"]
+    same = targets(*args, r["machine"]["device"])
+    floor = same["performer_fwd_8192_vs_floor"]
+    recorded = r["targets"]["performer_fwd_8192_vs_floor"]
+    assert floor["measured_over_quoted_reference"] == recorded["measured_over_quoted_reference"]
+    for key in ("quoted_reference_device", "note"):
+        floor.pop(key), recorded.pop(key, None)
+    assert same == r["targets"]
+    other = targets(*args, "NVIDIA H100 80GB HBM3 (GPU)")["performer_fwd_8192_vs_floor"]
+    assert other["measured_over_quoted_reference"] is None
+    assert other["measured_over_floor"] == floor["measured_over_floor"]
