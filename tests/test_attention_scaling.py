@@ -251,3 +251,15 @@ def test_quoted_reference_is_compared_only_on_its_own_machine():
     other = targets(*args, "NVIDIA H100 80GB HBM3 (GPU)")["performer_fwd_8192_vs_floor"]
     assert other["measured_over_quoted_reference"] is None
     assert other["measured_over_floor"] == floor["measured_over_floor"]
+
+
+def test_fwd_bwd_at_32768_is_not_judged_where_that_length_was_not_run():
+    """--min-t 384 doubles from 24,576 to 49,152: T = 32768 is never tried, so the target is
+    not measured (None), not failed; a point tried and skipped there fails it."""
+    run = targets(_records([24576, 49152]), {}, {})["fwd_bwd_runs_at_32768"]
+    assert run["met"] is None and run["performer"] is None and "not measured" in run["note"]
+    skipped = _records([16384, 32768], lambda m, mode, t: (m, mode, t) == ("local", "fwd_bwd",
+                                                                          32768))
+    run = targets(skipped, {}, {})["fwd_bwd_runs_at_32768"]
+    assert run == {"performer": True, "local": False, "met": False}
+    assert targets(_records([16384, 32768]), {}, {})["fwd_bwd_runs_at_32768"]["met"] is True
