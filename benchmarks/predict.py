@@ -30,6 +30,7 @@ import numpy as np
 from benchmarks.inputs import BenchmarkParser, existing_file, run, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
 from configs.sentiment import get_config
+from experiments import cli
 from experiments.cli import add_data_options
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
@@ -82,8 +83,9 @@ def measure_latency(predictors: dict[int, SentimentPredictor], typical: str, *, 
 
 
 def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[str],
-                       lengths: list[int], *, warmup: int) -> dict[str, dict]:
-    """`score(texts)` as they come, sorted by length by the caller, and with batch_size 1."""
+                       lengths: list[int], *, warmup: int, repeats: int) -> dict[str, dict]:
+    """`score(texts)` as they come, sorted by length by the caller, and with batch_size 1;
+    each `warmup` calls untimed, then the median of `repeats` timed ones."""
     print("[predict] throughput ...", flush=True)
     # The same texts sorted by length by the caller: each batch pads to its own longest
     # text, so grouping similar lengths shows what sorting inside `score` would save.
@@ -98,7 +100,7 @@ def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[st
     out = {}
     for key, (bs, inputs, extra) in cases.items():
         t = timing.time_calls(lambda p=predictors[bs], x=inputs: p.score(x), warmup=warmup,
-                              repeats=2)
+                              repeats=repeats)
         out[key] = {**t, "texts_per_s": len(texts) / t["median_s"], **extra}
     return out
 
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
                 minimum=None)
     p.add_sized("--texts", "reviews in the throughput call")
     args = p.parse(argv)
+    if args.warmup < 1:  # the first call of each shape compiles it: that must not be timed
+        raise cli.UserError(f"--warmup must be 1 or more here (the warm-up call compiles "
+                            f"every shape), got {args.warmup}")
     vocab = existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt")
     texts, source = _texts(args)
     predictors, tok, cfg = _predictors(args.encoder, vocab)
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     typical = texts[typical_idx]
 
     latency = measure_latency(predictors, typical, warmup=args.warmup, repeats=args.repeats)
-    throughputs = measure_throughput(predictors, texts, lengths, warmup=args.warmup)
+    throughputs = measure_throughput(predictors, texts, lengths, warmup=args.warmup,
+                                     repeats=args.repeats)
     result = {
         **timing.benchmark_header("predict", args.quick),
         "encoder": args.encoder, "bert": cfg.to_dict(), "texts_source": source,
