@@ -386,7 +386,7 @@ def write_outputs(folder: Workdir, out: Path, result: dict) -> Path:
 def run(config: ml_collections.ConfigDict, command: str) -> dict:
     """Measure, write OUT/attention_scaling.json and the plots, print the crossovers and
     targets."""
-    out = Path(config.out)
+    out = Path(config.out).expanduser()  # one root for every output
     folder = Workdir(out)
     folder.check(flag="--out")  # a WorkdirError before any measurement if it cannot be written
     lengths = [config.min_t * 2**i for i in range((config.max_t // config.min_t).bit_length())]
@@ -449,55 +449,37 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
         quick_help="the config's quick variant: T = 256..1024, few features, few repetitions, "
                    "into runs/attention_scaling_quick",
         skip=("out",))
-    if config.min_t < 16 or config.max_t < config.min_t:
-        raise cli.UserError(f"need 16 <= --min-t <= --max-t, got --min-t {config.min_t} "
-                            f"--max-t {config.max_t}")
-    if config.features < 1 or config.window < 0 or config.reps < 1 or config.growth_rounds < 1:
-        raise cli.UserError("--features, --reps and --growth-rounds must be >= 1 and "
-                            "--window >= 0")
-    _check_limits(config)
-    _check_error_settings(config.error)
+    check(config)
     return config, command
 
 
-def _positive(x: Any) -> bool:
-    """Whether `x` is a finite number > 0 (NaN, inf, a bool or a string is not)."""
-    return (isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            and x > 0)
-
-
-def _check_limits(config: ml_collections.ConfigDict) -> None:
-    """A UserError for a seed numpy cannot take or a limit that skips or runs nothing as it
-    should (checked here, before minutes of measurements)."""
-    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
-        raise cli.UserError(f"--seed must be an integer in [0, 2**32), got {config.seed}")
-    if config.max_memory_gib is not None and not _positive(config.max_memory_gib):
-        raise cli.UserError(f"--max-memory-gib must be a finite number > 0, got "
-                            f"{config.max_memory_gib}")
-    if not (_positive(config.memory_fraction) and config.memory_fraction <= 1):
-        raise cli.UserError(f"--config.memory_fraction must be in (0, 1], got "
-                            f"{config.memory_fraction}")
+def check(config: ml_collections.ConfigDict) -> None:
+    """A value no run can use is a UserError naming its flag, before minutes of measurements
+    (any field can be set to None, so each is checked for its type too)."""
+    require, err = cli.require, config.error
+    require(cli.whole(config.min_t, 16) and cli.whole(config.max_t, config.min_t),
+            "--min-t and --max-t", "whole numbers with 16 <= --min-t <= --max-t",
+            (config.min_t, config.max_t))
+    for flag, value in (("--features", config.features), ("--reps", config.reps),
+                        ("--growth-rounds", config.growth_rounds),
+                        ("--config.error.draws", err.draws)):
+        require(cli.whole(value, 1), flag, "at least 1 (a whole number)", value)
+    require(cli.whole(config.window), "--window", "a whole number >= 0", config.window)
+    require(cli.whole(err.length, 2), "--config.error.length", "at least 2 (a whole number)",
+            err.length)
+    cli.check_seed(config.seed)
     for flag, value in (("--max-call-s", config.max_call_s),
                         ("--point-budget-s", config.point_budget_s)):
-        if not _positive(value):
-            raise cli.UserError(f"{flag} must be a finite number > 0, got {value}")
-
-
-def _check_error_settings(cfg: ml_collections.ConfigDict) -> None:
-    """A UserError for error-experiment settings (`config.error`) it cannot run or plot."""
-    feats = tuple(cfg.features)
-    if not feats or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1
-                            for m in feats):
-        raise cli.UserError(f"--config.error.features must be one or more integers >= 1, "
-                            f"got {feats}")
-    sigmas = tuple(cfg.sigmas)
-    if not sigmas or not all(_positive(x) for x in sigmas):
-        raise cli.UserError(f"--config.error.sigmas must be one or more finite numbers > 0, "
-                            f"got {sigmas}")
-    if cfg.draws < 1:
-        raise cli.UserError(f"--config.error.draws must be >= 1, got {cfg.draws}")
-    if cfg.length < 2:
-        raise cli.UserError(f"--config.error.length must be >= 2, got {cfg.length}")
+        require(cli.positive(value), flag, "a finite number > 0", value)
+    require(config.max_memory_gib is None or cli.positive(config.max_memory_gib),
+            "--max-memory-gib", "a finite number > 0", config.max_memory_gib)
+    require(cli.positive(config.memory_fraction) and config.memory_fraction <= 1,
+            "--config.memory_fraction", "in (0, 1]", config.memory_fraction)
+    require(err.features and all(cli.whole(m, 1) for m in err.features),
+            "--config.error.features", "one or more whole numbers >= 1", err.features)
+    require(err.sigmas and all(cli.positive(x) for x in err.sigmas), "--config.error.sigmas",
+            "one or more finite numbers > 0", err.sigmas)
+    require(isinstance(config.out, str) and config.out, "--out", "a folder", config.out)
 
 
 def main(argv: list[str] | None = None) -> int:

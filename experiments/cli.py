@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
+import math
 import shlex
 import sys
 import traceback
@@ -118,6 +119,29 @@ def load_config(spec: str, like: ml_collections.ConfigDict | None = None
         raise UserError(f"config {spec} is another experiment's: its fields are "
                         f"{', '.join(config)}, this experiment's {', '.join(like)}")
     return config
+
+
+def whole(value: Any, least: int = 0) -> bool:
+    """Whether `value` is an int >= `least`: not a bool (an int field of a ConfigDict takes
+    one) nor None (any field takes `--config.x=None`)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def positive(value: Any) -> bool:
+    """Whether `value` is a finite number > 0 (not a bool, None, NaN or inf)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def require(ok: Any, flag: str, what: str, value: Any) -> None:
+    """A UserError "FLAG must be WHAT, got VALUE" unless `ok`."""
+    if not ok:
+        raise UserError(f"{flag} must be {what}, got {value!r}")
+
+
+def check_seed(seed: Any, flag: str = "--seed") -> None:
+    """A UserError unless `seed` is one NumPy and scikit-learn take (32 bits, unsigned)."""
+    require(whole(seed) and seed < 2**32, flag, "a whole number in 0..2**32-1", seed)
 
 
 def parse_value(text: str, field_type: type | None = None) -> Any:

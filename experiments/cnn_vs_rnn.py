@@ -26,7 +26,6 @@ tensorflow-datasets, which needs internet once.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 import statistics
 import sys
@@ -354,43 +353,32 @@ def run(config: ml_collections.ConfigDict, command: str, folder: Workdir) -> dic
 # ----------------------------------------------------------------------------------------- flags
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check(config: ml_collections.ConfigDict) -> None:
-    """A value no run can use is a UserError naming its flag. Any field can be set to None
-    (`--config.epochs=None`), so each is checked for its type too."""
+    """A value no run can use is a UserError naming its flag (any field can be set to None,
+    `--config.epochs=None`, so each is checked for its type too)."""
     flags = {s.field: flag for flag, s in SHORTCUTS.items()}
 
     def flag(name: str) -> str:  # named by its shortcut flag, else by its override
         return flags.get(name, f"{cli.OVERRIDE_PREFIX}{name}")
 
-    if config.data not in ("digits", "mnist"):
-        raise cli.UserError(f"--data must be digits or mnist, got {config.data!r}")
-    if not isinstance(config.out, str) or not config.out:
-        raise cli.UserError(f"--out must be a folder, got {config.out!r}")
-    # scikit-learn's and NumPy's seeds are 32-bit and unsigned.
-    if not _is_int(config.seed) or not 0 <= config.seed < 2**32:
-        raise cli.UserError(f"--seed must be a whole number in 0..2**32-1, got {config.seed!r}")
+    require = cli.require
+    require(config.data in ("digits", "mnist"), "--data", "digits or mnist", config.data)
+    require(isinstance(config.out, str) and config.out, "--out", "a folder", config.out)
+    cli.check_seed(config.seed)
     for name in ("epochs", "batch_size", "latency_reps", "latency_batch", "eval_batch"):
-        if not _is_int(config[name]) or config[name] < 1:
-            raise cli.UserError(f"{flag(name)} must be at least 1 (a whole number), got "
-                                f"{config[name]!r}")
-    lr = config.learning_rate
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not (
-            math.isfinite(lr) and lr > 0):
-        raise cli.UserError(f"--learning-rate must be positive and finite, got {lr!r}")
+        require(cli.whole(config[name], 1), flag(name), "at least 1 (a whole number)",
+                config[name])
+    require(cli.positive(config.learning_rate), "--learning-rate", "positive and finite",
+            config.learning_rate)
     shifts = config.shift_distances
-    if not shifts or not all(_is_int(d) and d >= 0 for d in shifts):
-        raise cli.UserError(f"--config.shift_distances must be pixel counts >= 0 (whole "
-                            f"numbers), got {shifts!r}")
+    require(shifts and all(cli.whole(d) for d in shifts), "--config.shift_distances",
+            "pixel counts >= 0 (whole numbers)", shifts)
     if not set(REPORTED_SHIFTS) <= set(shifts):
         raise cli.UserError(
             f"--config.shift_distances must include {' and '.join(map(str, REPORTED_SHIFTS))} "
             f"(the report compares those shifts), got {tuple(shifts)}")
-    if not config.sides or not all(_is_int(side) and side >= 1 for side in config.sides):
-        raise cli.UserError(f"--sides must be positive whole numbers, got {config.sides!r}")
+    require(config.sides and all(cli.whole(side, 1) for side in config.sides), "--sides",
+            "positive whole numbers", config.sides)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict, str]:

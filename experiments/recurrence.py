@@ -19,12 +19,10 @@ and weights over training); OUT is results/, for the quick variant runs/recurren
 
 from __future__ import annotations
 
-import math
 import pathlib
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -377,18 +375,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict
     return config, command
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check(config: ml_collections.ConfigDict) -> None:
-    """A value no run can use is a UserError naming its flag. Any field can be set to None
-    (`--config.train.steps=None`), so each is checked for its type too."""
-    if not isinstance(config.out, str) or not config.out:
-        raise cli.UserError(f"--out must be a folder, got {config.out!r}")
-    # NumPy's seeds are unsigned, JAX's keys take 32 bits of them.
-    if not _is_int(config.seed) or not 0 <= config.seed < 2**32:
-        raise cli.UserError(f"--seed must be a whole number in 0..2**32-1, got {config.seed!r}")
+    """A value no run can use is a UserError naming its flag (any field can be set to None,
+    `--config.train.steps=None`, so each is checked for its type too)."""
+    cli.require(isinstance(config.out, str) and config.out, "--out", "a folder", config.out)
+    cli.check_seed(config.seed)  # JAX's keys take 32 bits of it
     counts = {"--steps": config.train.steps,
               "--config.check.n_sequences": config.check.n_sequences,
               "--config.train.n_inits": config.train.n_inits,
@@ -396,13 +387,9 @@ def check(config: ml_collections.ConfigDict) -> None:
               "--config.train.batch_size": config.train.batch_size,
               "--config.eval.n_per_length": config.eval.n_per_length}
     for flag, value in counts.items():
-        if not _is_int(value) or value < 1:
-            raise cli.UserError(f"{flag} must be at least 1 (a whole number), got {value!r}")
-    lr = config.train.learning_rate
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not (
-            math.isfinite(lr) and lr > 0):
-        raise cli.UserError(f"--config.train.learning_rate must be positive and finite, "
-                            f"got {lr!r}")
+        cli.require(cli.whole(value, 1), flag, "at least 1 (a whole number)", value)
+    cli.require(cli.positive(config.train.learning_rate), "--config.train.learning_rate",
+                "positive and finite", config.train.learning_rate)
     # Sequences of one group are left-padded to one length by an even number of zeros.
     lengths = {"check.max_length": (config.check.max_length,),
                "train.lengths": config.train.lengths,
@@ -410,7 +397,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                "eval.odd_lengths": config.eval.odd_lengths}
     for name, values in lengths.items():
         parity = "odd" if name == "eval.odd_lengths" else "even"
-        if not values or any(not _is_int(t) or t < 1 or t % 2 != (parity == "odd")
+        if not values or any(not cli.whole(t, 1) or t % 2 != (parity == "odd")
                              for t in values):
             raise cli.UserError(f"--config.{name} must be {parity} lengths >= 1, got "
                                 f"{values[0] if name == 'check.max_length' else values!r}")

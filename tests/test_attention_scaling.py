@@ -183,6 +183,9 @@ def test_memory_budget_comes_from_the_accelerator_not_the_host(monkeypatch):
     ("--config.memory_fraction=1.5", "--config.memory_fraction"),
     ("--config.memory_fraction=0", "--config.memory_fraction"),
     ("--max-call-s=0", "--max-call-s"),
+    ("--config.min_t=None", "--min-t"),
+    ("--config.window=-1", "--window"),
+    ("--config.out=None", "--out"),
 ])
 def test_settings_no_run_can_use_are_one_line_before_measuring(arg, flag, capsys):
     assert attention_scaling.main(["--quick", arg]) == 2
