@@ -266,36 +266,3 @@ def test_fwd_bwd_at_32768_is_not_judged_where_that_length_was_not_run():
     run = targets(skipped, {}, {})["fwd_bwd_runs_at_32768"]
     assert run == {"performer": True, "local": False, "met": False}
     assert targets(_records([16384, 32768]), {}, {})["fwd_bwd_runs_at_32768"]["met"] is True
-
-
-# ------------------------------------------- benchmarks.predict: its warm-up and repetitions.
-
-
-class _Predictor:
-    """Stands in for a SentimentPredictor: counts its score calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def score(self, texts):
-        self.calls += 1
-        return [0.5] * len(texts)
-
-
-def test_predict_throughput_takes_the_repeats_flag():
-    from benchmarks import predict
-
-    preds = {predict.BATCH_SIZE: _Predictor(), 1: _Predictor()}
-    out = predict.measure_throughput(preds, ["a b", "c"], [2, 1], warmup=1, repeats=4)
-    assert all(len(out[k]["times_s"]) == 4 for k in out)
-    assert preds[1].calls == 1 + 4  # warm-up, then the timed calls
-
-
-def test_predict_needs_a_warm_up_call(tmp_path, capsys):
-    """Zero warm-up calls would time the compilation of every shape."""
-    from benchmarks import inputs, predict
-
-    argv = ["--quick", "--warmup", "0", "--out-dir", str(tmp_path)]
-    assert inputs.run(lambda: predict.main(argv)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --warmup"), err

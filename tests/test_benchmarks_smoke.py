@@ -145,3 +145,36 @@ def test_unwritable_out_dir_is_one_line(tmp_path, capsys):
     not_a_dir.write_text("")
     err = _one_line_error(["--out-dir", str(not_a_dir)], capsys)
     assert err == [f"error: {not_a_dir} is not writable (File exists): choose another --out-dir"]
+
+
+# benchmarks.predict: its warm-up and repetitions.
+
+
+class _Predictor:
+    """Stands in for a SentimentPredictor: counts its score calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, texts):
+        self.calls += 1
+        return [0.5] * len(texts)
+
+
+def test_predict_throughput_takes_the_repeats_flag():
+    from benchmarks import predict
+
+    preds = {predict.BATCH_SIZE: _Predictor(), 1: _Predictor()}
+    out = predict.measure_throughput(preds, ["a b", "c"], [2, 1], warmup=1, repeats=4)
+    assert all(len(out[k]["times_s"]) == 4 for k in out)
+    assert preds[1].calls == 1 + 4  # warm-up, then the timed calls
+
+
+def test_predict_needs_a_warm_up_call(tmp_path, capsys):
+    """Zero warm-up calls would time the compilation of every shape."""
+    from benchmarks import inputs, predict
+
+    argv = ["--quick", "--warmup", "0", "--out-dir", str(tmp_path)]
+    assert inputs.run(lambda: predict.main(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --warmup"), err
