@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -289,31 +288,33 @@ def _run_all(runs: list[tuple[Path, str, list[str]]]) -> list[str]:
     return [run[0][1] for run in results]
 
 
-@pytest.mark.slow  # seven short trainings, each compiling the model's step
+@pytest.mark.slow  # six short trainings, three of them compiling the model's step
 def test_checkpoints_resume_across_device_and_process_counts(tmp_path):
-    # Stopped after 4 of the epoch's 7 steps on one layout, finished on another. The global
-    # batch is the same on every layout, so every finish must train the same run. The runs
-    # of each round are independent, so they run side by side.
-    stop = [*SMOKE, "--config.train.max_steps=4"]
-    written = {layout: tmp_path / layout for layout in ("8dev", "1dev", "2proc")}
-    _run_all([(wd, layout, stop) for layout, wd in written.items()])
+    # One run of the epoch's 7 steps, stopped after each of steps 3 to 6 and resumed on
+    # another layout: 8 devices -> 1 -> 8 -> two processes -> 8, so each way between one
+    # and several devices, and between one process and two, restores a checkpoint written
+    # on the other. The global batch is the same on every layout, so it must train what an
+    # uninterrupted run trains (on 1 device, side by side with the first part: it compiles
+    # the step for the second part meanwhile).
+    chain, ref = tmp_path / "chain", tmp_path / "uninterrupted"
+    parts = [("8dev", 3), ("1dev", 4), ("8dev", 5), ("2proc", 6), ("8dev", None)]
+    with _reaped([_single(ref, SMOKE, 1)]) as (uninterrupted,):
+        for i, (layout, stop) in enumerate(parts):
+            args = [*SMOKE, *([f"--config.train.max_steps={stop}"] if stop else []),
+                    *(["--resume"] if i else [])]
+            (out,) = _run_all([(chain, layout, args)])
+            assert not i or f"resumed from {chain}" in out and f"(step {parts[i - 1][1]}," \
+                in out, out[-2000:]
+        rc, _, err = _finish(uninterrupted)
+    assert rc == 0, err[-3000:]
 
-    resumed = {}
-    for src, dst in (("8dev", "1dev"), ("8dev", "2proc"), ("1dev", "8dev"), ("2proc", "8dev")):
-        wd = tmp_path / f"{src}-to-{dst}"
-        shutil.copytree(written[src], wd)
-        resumed[wd] = dst
-    outs = _run_all([(wd, dst, [*SMOKE, "--resume"]) for wd, dst in resumed.items()])
-    finished = {}
-    for wd, out in zip(resumed, outs, strict=True):
-        assert "resumed from" in out and "(step 4," in out, out[-2000:]
-        finished[wd.name] = json.loads((wd / "metrics.json").read_text())
-
-    (first, a), *others = finished.items()
-    for name, b in others:
-        assert b["steps"] == a["steps"] == 7, name
-        for k in ("test_loss", "test_accuracy", "val_loss", "val_accuracy"):
-            assert b[k] == pytest.approx(a[k], abs=1e-5), (first, name, k)
-    layouts = {(m["devices"]["num_devices"], m["devices"]["process_count"])
-               for m in finished.values()}
-    assert layouts == {(1, 1), (2, 2), (8, 1)}
+    a, b = (json.loads((wd / "metrics.json").read_text()) for wd in (ref, chain))
+    assert b["steps"] == a["steps"] == 7
+    (ha,), (hb,) = _history(a), _history(b)
+    for k, v in ha.items():
+        assert hb[k] == pytest.approx(v, abs=1e-5), k
+    for k in ("test_loss", "test_accuracy", "val_loss", "val_accuracy"):
+        assert b[k] == pytest.approx(a[k], abs=1e-5), k
+    for text, p in a["predictions"].items():
+        assert b["predictions"][text] == pytest.approx(p, abs=1e-5), text
+    assert (b["devices"]["num_devices"], b["devices"]["process_count"]) == (8, 1)
