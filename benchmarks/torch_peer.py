@@ -2,13 +2,15 @@
 process of its own.
 
     python -m benchmarks.torch_peer '{"size": "small", "length": 256, "batch": 8,
-                                      "warmup": 1, "repeats": 5, "components": false}'
+                                      "warmup": 1, "repeats": 5, "compile": false,
+                                      "components": false}'
 
 prints one JSON line: the eval-mode logit difference against this project's model (same
 weights), the training step's timings in float32 and under `torch.autocast("cpu",
-torch.bfloat16)`, and with "components": true the encoder forward, the GRU forward +
-backward and the feed-forward GEMM (float32 and bfloat16) alone. Why a process of its own:
-docs/architecture.md; `benchmarks.train_step` starts one per OMP_WAIT_POLICY.
+torch.bfloat16)` (with "compile": true, of the model under `torch.compile`; the loss,
+backward and Adam stay eager), and with "components": true the encoder forward, the GRU
+forward + backward and the feed-forward GEMM (float32 and bfloat16) alone. Why a process of
+its own: docs/architecture.md; `benchmarks.train_step` starts one per setting.
 """
 
 from __future__ import annotations
@@ -150,6 +152,10 @@ def measure(spec: dict) -> dict:
         "attn_implementation": tmodel.bert.config._attn_implementation,
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
+    if spec.get("compile"):
+        # TorchInductor over the whole forward (after the eager logit check above); each
+        # dtype compiles in its warm-up call, which time_interleaved does not time.
+        tmodel = torch.compile(tmodel)
     steps = {d: train_step(tmodel, batch, d) for d in DTYPES}
     out["steps"] = timing.time_interleaved(steps, warmup=spec["warmup"],
                                            repeats=spec["repeats"], rotate=True)

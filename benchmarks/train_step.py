@@ -16,10 +16,12 @@ linear layer to one logit; BCE-with-logits; Adam on the GRU and the head only.
 - PyTorch (`benchmarks.torch_peer`): `transformers.BertModel` + `torch.nn.GRU` + `Dropout`
   + `Linear` (the notebook's class), train mode, the encoder under `torch.no_grad()`,
   `torch.optim.Adam`, the same weights; float32 and under `torch.autocast("cpu",
-  torch.bfloat16)`. It runs in processes of its own, one per threading setting: "default"
-  (as a PyTorch user runs it: one thread per core, OpenMP's own waiting, which spins) and
-  "passive" (`OMP_WAIT_POLICY=PASSIVE`: threads sleep between parallel regions, which is
-  kinder to other processes sharing the cores). Ratios are against the fastest of the four.
+  torch.bfloat16)`. It runs in processes of its own, one per setting: "default" (as a
+  PyTorch user runs it: one thread per core, OpenMP's own waiting, which spins), "passive"
+  (`OMP_WAIT_POLICY=PASSIVE`: threads sleep between parallel regions, which is kinder to
+  other processes sharing the cores) and "compiled" (the default threading, the model under
+  `torch.compile`: TorchInductor's fused kernels; compiled in the warm-up calls, which are
+  not timed). Ratios are against the fastest of the six.
 
 Batches hold `batch` sequences of exactly `length` real tokens (random ids), so the
 project's length-aware GRU and the notebook's GRU over the padded tensor do the same work.
@@ -73,7 +75,9 @@ from hw3_jax.models import BertGRUSentiment
 
 TARGET_RATIO = 2.0  # this project's float32 examples/s over the fastest PyTorch's
 DTYPES = ("float32", "bfloat16")
-TORCH_SETTINGS = {"default": None, "passive": "PASSIVE"}  # name -> OMP_WAIT_POLICY
+# name -> (OMP_WAIT_POLICY, whether the model runs under torch.compile)
+TORCH_SETTINGS = {"default": (None, False), "passive": ("PASSIVE", False),
+                  "compiled": (None, True)}
 FULL = dict(sizes=["small", "bert-base"], lengths=[128, 256], batch=8, repeats=5)
 QUICK = dict(sizes=["tiny"], lengths=[32], batch=4, repeats=2)
 BERT_BASE_MAX_REPEATS = 3  # --repeats is capped at this at bert-base size
@@ -97,9 +101,9 @@ def run_case(size: str, length: int, batch_size: int, *, warmup: int, repeats: i
         {**{f"jax_{d}": s for d, s in jsteps.items()}, "jax_cached_head": head},
         warmup=warmup, repeats=repeats)
     peers = {name: _torch_peer(policy, size=size, length=length, batch=batch_size,
-                               warmup=warmup, repeats=repeats,
+                               warmup=warmup, repeats=repeats, compile=compiled,
                                components=profile and name == "default")
-             for name, policy in TORCH_SETTINGS.items()}
+             for name, (policy, compiled) in TORCH_SETTINGS.items()}
     row = {"encoder": size, "bert": {k: getattr(cfg, k) for k in SIZES["bert-base"]},
            "length": length, "batch": batch_size,
            "eval_max_abs_logit_diff": peers["default"]["eval_max_abs_logit_diff"],
@@ -220,8 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         **timing.benchmark_header(
             "train_step", args.quick,
-            torch_settings={k: {"OMP_WAIT_POLICY": v, "threads": os.cpu_count()}
-                            for k, v in TORCH_SETTINGS.items()}),
+            torch_settings={k: {"OMP_WAIT_POLICY": v, "torch_compile": c,
+                                "threads": os.cpu_count()}
+                            for k, (v, c) in TORCH_SETTINGS.items()}),
         "target": "this project (float32) >= 2x the fastest PyTorch examples/s "
                   "(notebook recipe, same work)",
         "target_met": all(r["ratio_jax_over_torch"] >= TARGET_RATIO for r in rows),
@@ -238,6 +243,7 @@ def _notes(result: dict) -> list[str]:
     """The tables' legend and the CPU's bfloat16 flags."""
     cached = result["rows"][0]["jax_cached_encoder"]
     lines = ["torch default: OpenMP's own waiting; passive: OMP_WAIT_POLICY=PASSIVE; "
+             "compiled: default waiting, the model under torch.compile; "
              "cached-enc: the --cache-encoder recipe, head step + one deterministic encoder "
              f"pass per review over {cached['epochs']} epochs; {cached['note']}"]
     if "profile_markdown" in result:
