@@ -230,9 +230,10 @@ def favor_unchunked(q, k, v, w):
 def interleaved(calls: dict, rounds: int, bar) -> dict:
     """{name: [seconds per round]} of compiled calls {name: (compiled, args)}, timed once per
     round (`hw3_jax.timing.time_interleaved`): the median over rounds of a per-round ratio is
-    far steadier on a shared CPU than a ratio of two medians measured minutes apart."""
+    far steadier on a shared CPU than a ratio of two medians measured minutes apart. Each
+    round starts at another call, so none always runs first."""
     timed = time_interleaved({name: blocking(c, *a) for name, (c, a) in calls.items()},
-                             warmup=1, repeats=rounds)
+                             warmup=1, repeats=rounds, rotate=True)
     bar.update(rounds * len(calls))
     return {name: s["times_s"] for name, s in timed.items()}
 
