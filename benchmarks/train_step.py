@@ -131,8 +131,9 @@ def _torch_peer(omp_wait_policy: str | None, **spec: Any) -> dict:
         return timing.in_fresh_process(["-m", "benchmarks.torch_peer", json.dumps(spec)],
                                        {"OMP_WAIT_POLICY": omp_wait_policy})
     except RuntimeError as e:
-        raise UserError(f"the PyTorch peer failed ({e}): pip install torch==2.13.0 "
-                        "'hw3-jax[torch]'") from None
+        fix = (": pip install torch==2.13.0 'hw3-jax[torch]'" if "No module named" in str(e)
+               else "")
+        raise UserError(f"the PyTorch peer failed ({e}){fix}") from None
 
 
 def _step_timings(timed: dict, peers: dict, info: dict, batch_size: int) -> dict:

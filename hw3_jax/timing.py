@@ -226,11 +226,15 @@ def in_fresh_process(argv: Sequence[str], env: Mapping[str, str | None]) -> dict
     changed by `env` (a None value unsets the variable), and the JSON object its last line
     of stdout holds. For settings read once when a library loads (OpenMP's OMP_WAIT_POLICY,
     XLA_FLAGS), and to keep one framework's threads out of another's timings.
-    Raises RuntimeError with the last line of the process's stderr when it fails."""
+    Raises RuntimeError with the last line of the process's stderr when it fails, or when it
+    prints no JSON object."""
     full = {k: v for k, v in os.environ.items() if k not in env}
     full.update({k: v for k, v in env.items() if v is not None})
     proc = subprocess.run([sys.executable, *argv], env=full, cwd=ROOT, capture_output=True,
                           text=True)
-    if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["(no output)"])[-1])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    if proc.returncode != 0 or not last.startswith("{"):
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}, no "
+                                                    "output"])[-1]
+        raise RuntimeError(why)
+    return json.loads(last)

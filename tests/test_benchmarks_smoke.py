@@ -178,3 +178,39 @@ def test_predict_needs_a_warm_up_call(tmp_path, capsys):
     assert inputs.run(lambda: predict.main(argv)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --warmup"), err
+
+
+# The peers' processes: a failure is one error, with the install hint only when torch is missing.
+
+
+@pytest.mark.parametrize("code, message", [
+    ("pass", "exit status 0, no output"),
+    ("import sys; print('done'); sys.exit(0)", "exit status 0, no output"),
+    ("import sys; sys.exit('Killed')", "Killed"),
+])
+def test_a_peer_without_its_json_line_is_a_runtime_error(code, message):
+    from hw3_jax import timing
+
+    with pytest.raises(RuntimeError) as e:
+        timing.in_fresh_process(["-c", code], {})
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("stderr, hint", [
+    ("ModuleNotFoundError: No module named 'torch'", True),
+    ("RuntimeError: out of memory", False),
+])
+def test_the_torch_peer_suggests_installing_torch_only_when_it_is_missing(stderr, hint,
+                                                                         monkeypatch):
+    from benchmarks import train_step
+    from experiments.cli import UserError
+    from hw3_jax import timing
+
+    def fail(argv, env):
+        raise RuntimeError(stderr)
+
+    monkeypatch.setattr(timing, "in_fresh_process", fail)
+    with pytest.raises(UserError) as e:
+        train_step._torch_peer(None, size="tiny")
+    assert str(e.value).startswith(f"the PyTorch peer failed ({stderr})")
+    assert ("pip install torch" in str(e.value)) == hint
