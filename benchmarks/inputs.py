@@ -46,7 +46,8 @@ class BenchmarkParser(cli.ArgumentParser):
         self.add_argument("--out-dir", help=f"where bench_{name}.json goes "
                                             f"(default {timing.RESULTS})")
         self.add_sized("--repeats", "timed repetitions, of which the median is reported")
-        self.add_sized("--warmup", "untimed calls before timing", minimum=0)
+        # At least one: the first call of each program compiles it, which must not be timed.
+        self.add_sized("--warmup", "untimed calls before timing", minimum=1)
 
     def add_sized(self, flag: str, text: str, *, minimum: int | None = 1,
                   **kwargs: Any) -> None:

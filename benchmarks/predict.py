@@ -30,7 +30,6 @@ import numpy as np
 from benchmarks.inputs import BenchmarkParser, existing_file, run, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
 from configs.sentiment import get_config
-from experiments import cli
 from experiments.cli import add_data_options
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
@@ -112,9 +111,6 @@ def main(argv: list[str] | None = None) -> dict:
                 minimum=None)
     p.add_sized("--texts", "reviews in the throughput call")
     args = p.parse(argv)
-    if args.warmup < 1:  # the first call of each shape compiles it: that must not be timed
-        raise cli.UserError(f"--warmup must be 1 or more here (the warm-up call compiles "
-                            f"every shape), got {args.warmup}")
     vocab = existing_file(args.vocab, "vocabulary", "--vocab PATH/vocab.txt")
     texts, source = _texts(args)
     predictors, tok, cfg = _predictors(args.encoder, vocab)

@@ -132,7 +132,7 @@ def test_bad_flag_value_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--repeats", "0"], "--repeats must be 1 or more, got 0"),
     (["--lengths", "512", "-8"], "--lengths must be 1 or more, got -8"),
-    (["--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+    (["--warmup", "0"], "--warmup must be 1 or more, got 0"),  # it would time compiling
 ])
 def test_count_out_of_range_is_one_line(flags, message, tmp_path, capsys):
     err = _one_line_error([*flags, "--out-dir", str(tmp_path)], capsys)
