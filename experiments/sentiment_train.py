@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.cli import OVERRIDE_PREFIX, UserError, flatten
+from experiments.cli import OVERRIDE_PREFIX, UserError, check_seed, flatten
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
 from hw3_jax.data import encoder_cache as ec
@@ -99,6 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Every check that needs no data, on a resolved config: one-line UserErrors."""
     data, model, values = config.data, config.model, flatten(config)
     pretrained = factory.is_pretrained(model)
+    check_seed(config.seed)  # the range both NumPy and scikit-learn take
     for flag, value in (("--imdb-archive", data.imdb_archive), ("--imdb-url", data.imdb_url)):
         if value is not None and data.source != "imdb":
             raise UserError(f"{flag} goes with --data imdb (or leave --data out)")

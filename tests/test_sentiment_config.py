@@ -174,6 +174,7 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--epochs", "-1"], "--config.train.epochs must be >= 0"),
     (["--limit", "-5"], "--limit must be >= 1"),  # a slice [:-5] would drop 5 of each split
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--seed", "-1"], "--seed must be a whole number in 0..2**32-1"),  # NumPy's range
     (["--config.data.buckets=x"], "--config.data.buckets"),
     (["--config.model.word_vector_std=0"], "--config.model.word_vector_std"),
     # A field without a shortcut flag is set with --config.SECTION.FIELD=VALUE alone.
