@@ -119,8 +119,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not model.word_vector_std > 0:
         raise UserError("--config.model.word_vector_std must be positive, got "
                         f"{model.word_vector_std}")
-    if model.gru_layers < 1:
-        raise UserError(f"--config.model.gru_layers must be >= 1, got {model.gru_layers}")
+    for name in ("gru_layers", "gru_hidden"):
+        if model[name] < 1:
+            raise UserError(f"--config.model.{name} must be >= 1, got {model[name]}")
     if not 0.0 <= model.dropout < 1.0:
         raise UserError(f"--config.model.dropout must be in [0, 1), got {model.dropout}")
     if model.readout not in HEAD_READOUTS[model.head]:

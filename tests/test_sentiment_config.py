@@ -169,6 +169,7 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--config.model.attention=dense"], "model.attention"),
     (["--config.model.gru_layers=0"], "--config.model.gru_layers"),
     (["--config.model.gru_layers=two"], "--config.model.gru_layers"),  # type-checked
+    (["--config.model.gru_hidden=0"], "--config.model.gru_hidden must be >= 1"),
     (["--config.model.dropout=1.0"], "--config.model.dropout"),
     (["--config.train.warmup_steps=-5"], "--config.train.warmup_steps"),
     (["--epochs", "-1"], "--config.train.epochs must be >= 0"),
