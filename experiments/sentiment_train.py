@@ -34,10 +34,10 @@ from hw3_jax.data.token_cache import TRUNCATIONS, load_or_encode
 from hw3_jax.data.tokenizer import SPECIAL_TOKENS, tokenizer_fingerprint
 from hw3_jax.models import HEAD_READOUTS, HEADS, READOUTS
 from hw3_jax.predict import SentimentPredictor
+from hw3_jax.train import sharding
 from hw3_jax.train.checkpoints import claim_workdir
 from hw3_jax.train.config import TrainConfig
 from hw3_jax.train.loop import TrainResult, train
-from hw3_jax.train.sharding import check_same_across_processes, initialize_distributed
 from hw3_jax.train.workdir import TrainingError, Workdir
 
 # What a run raises that is the user's to fix, beside the UserError, DataError and
@@ -129,7 +129,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
     try:
         TrainConfig(**config.train.to_dict())  # the train section's checks
-    except ValueError as e:  # TrainConfig's messages start with the field's name
+        sharding.data_parallel(config.train.num_devices)  # at most the devices there are
+    except ValueError as e:  # the messages start with the field's name
         raise UserError(f"{OVERRIDE_PREFIX}train.{e}") from None
     try:
         normalise_buckets(data.buckets, data.max_length)  # bad buckets fail before the data
@@ -175,7 +176,7 @@ def _open_workdir(config: ml_collections.ConfigDict, workdir: str) -> Workdir:
 def _data_digest(data) -> dict[str, str]:
     """What every process must derive alike from the seed: the tokenizer and the order
     and lengths of the first epoch's training batches (text, for
-    `check_same_across_processes`)."""
+    `sharding.check_same_across_processes`)."""
     plan = hashlib.sha256()
     for length, idx in data.train_plan(0):
         plan.update(np.int64(length).tobytes() + np.asarray(idx, np.int64).tobytes())
@@ -290,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metrics.json the data's facts ("data"), the word vectors' or the encoder cache's, the
     notebook sentences' "predictions" and `extra`.
     Raises UserError, DataError, TrainingError or OSError, each a one-line message."""
-    initialize_distributed()  # before JAX touches a device; a no-op unless launched so
+    sharding.initialize_distributed()  # before JAX touches a device; a no-op unless launched
     config = resolve(config)
     validate(config)
     wd = _open_workdir(config, workdir)
@@ -298,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              if factory.is_pretrained(config.model) else (None, None))
     bars = config.train.progress and jax.process_index() == 0
     data = get_datasets(config, wd, progress=bars)
-    check_same_across_processes(_data_digest(data))
+    sharding.check_same_across_processes(_data_digest(data))
     if bert_cfg is None:
         bert_cfg = factory.encoder_config(config.model, data.vocab_size, data.pad_id,
                                           config.data.max_length)
