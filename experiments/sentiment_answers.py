@@ -257,8 +257,9 @@ def _main(argv: list[str] | None) -> int:
         path = Workdir(args.out).write_json(FACTS_FILE, facts)
         print(f"wrote {path} in {facts['wall_time_s']:.0f} s")
     else:
-        if not args.name.replace("_", "").replace("-", "").isalnum():
-            raise cli.UserError(f"--name {args.name!r}: use letters, digits, - and _ only")
+        if not args.name.replace("_", "").replace("-", "").isalnum() or args.name == "facts":
+            raise cli.UserError(f"--name {args.name!r}: use letters, digits, - and _ only, "
+                                f"and not 'facts' (results/{FACTS_FILE} holds the facts)")
         paths = collect(args.workdir, args.name, args.out, predict=not args.no_predict)
         print("wrote " + ", ".join(str(x) for x in paths))
     return 0

@@ -226,6 +226,11 @@ def test_q4_with_a_collected_run(tmp_path, capsys):
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "running"),
                                    "--name", "x", "--out", str(results)]) == 2
     assert "not completed" in capsys.readouterr().err
+    # NAME "facts" is refused: its file would replace the facts the report reads.
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
+                                   "facts", "--out", str(results), "--no-predict"]) == 2
+    assert "not 'facts'" in capsys.readouterr().err
+    assert "tokenizer" in json.loads((results / "sentiment_facts.json").read_text())
     # A workdir without its config.json is refused too.
     (tmp_path / "run" / "config.json").unlink()
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
