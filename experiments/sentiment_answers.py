@@ -36,7 +36,7 @@ from hw3_jax.bert import BertConfig
 from hw3_jax.data import imdb
 from hw3_jax.data.tokenizer import load_pretrained_tokenizer
 from hw3_jax.predict import SentimentPredictor
-from hw3_jax.train.workdir import Workdir
+from hw3_jax.train.workdir import Workdir, atomic_path
 
 FACTS_FILE = "sentiment_facts.json"
 
@@ -195,7 +195,8 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
     paths = [out.write_json(f"sentiment_{name}.json", metrics)]
     if wd.curves.is_file():
         paths.append(out.root / f"sentiment_{name}_curves.png")
-        shutil.copyfile(wd.curves, paths[-1])
+        with atomic_path(paths[-1]) as tmp:  # a copy cut short leaves the old plot whole
+            shutil.copyfile(wd.curves, tmp)
     return paths
 
 

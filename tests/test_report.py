@@ -238,6 +238,28 @@ def test_q4_with_a_collected_run(tmp_path, capsys):
     assert "config.json does not exist" in capsys.readouterr().err
 
 
+def test_collect_replaces_the_curves_whole_or_not_at_all(tmp_path, monkeypatch, capsys):
+    """A copy of curves.png that fails midway (a full disk, say) leaves the collected plot
+    as it was, and no temporary file."""
+    results = tmp_path / "results"
+    results.mkdir()
+    _fake_run(tmp_path / "run")
+    (tmp_path / "run" / "curves.png").write_bytes(b"new plot" * 1000)
+    (results / "sentiment_x_curves.png").write_bytes(b"old plot")
+
+    def half_then_fail(src, dst, *args, **kwargs):
+        pathlib.Path(dst).write_bytes(pathlib.Path(src).read_bytes()[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", half_then_fail)
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name",
+                                   "x", "--out", str(results), "--no-predict"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (results / "sentiment_x_curves.png").read_bytes() == b"old plot"
+    assert sorted(p.name for p in results.iterdir()) == ["sentiment_x.json",
+                                                         "sentiment_x_curves.png"]
+
+
 def test_q4_names_the_cpu_a_run_timed(tmp_path):
     """A CPU run's epoch times come with the CPU's name; a run collected without one says
     that its CPU is not recorded."""
