@@ -23,9 +23,9 @@
         bert-base-uncased: every review of the shared archive (17,500 / 7,500 / 25,000),
         256 tokens kept head+tail, batch 32, 2 epochs of Adam 1e-3, the encoder's outputs
         computed once (encoder cache; 28 reviews/s, 30 min, on the idle 2-core Intel Xeon
-        with AMX-BF16), head epochs of 8 min: test 86.84% (loss 0.308; validation 87.25%),
-        50 min in all; results/sentiment_minilm_frozen.json (on the AMD EPYC with AVX512-BF16:
-        87.21%, and 84.64% at batch 128). With `--max-length 128
+        with AMX-BF16), head epochs of 8.2 and 7.2 min: test 86.84% (loss 0.308; validation
+        87.25%), 50 min in all; results/sentiment_minilm_frozen.json (on the AMD EPYC with
+        AVX512-BF16: 87.21%, and 84.64% at batch 128). With `--max-length 128
         --limit 2000 --config.data.buckets=None --config.data.truncation='head'` (a random
         2,000 reviews of each split; buckets 32, 64, 128): test 71.75% (validation 74.85%)
         in 4 min 11 s on the Xeon with AMX-BF16; results/sentiment_minilm.json
