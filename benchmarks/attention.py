@@ -79,7 +79,7 @@ def run_case(kind: str, length: int, dims: dict, *, warmup: int, repeats: int,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = BenchmarkParser("attention", __doc__.splitlines()[0], FULL, QUICK)
+    p = BenchmarkParser("attention", __doc__, FULL, QUICK)
     p.add_sized("--lengths", "sequence lengths", nargs="+")
     p.add_argument("--kinds", nargs="+", choices=ATTENTION_KINDS, default=list(ATTENTION_KINDS))
     p.add_sized("--max-gb", "skip a case whose compiled program needs more memory",

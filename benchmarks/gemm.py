@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Imported here: `benchmarks.inputs` loads jax, which a torch worker must not.
     from benchmarks.inputs import BenchmarkParser
 
-    args = BenchmarkParser("gemm", __doc__.splitlines()[0], FULL, QUICK).parse(argv)
+    args = BenchmarkParser("gemm", __doc__, FULL, QUICK).parse(argv)
     spec = dict(shapes=args.shapes, repeats=args.repeats, warmup=args.warmup)
     results: dict[str, Any] = {f"jax, XLA {name}": _worker(flags, framework="jax", **spec)
                                for name, flags in XLA_SETTINGS.items()}

@@ -137,7 +137,7 @@ def measure_consumer(size: str, batch: int, length: int, *, warmup: int, repeats
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = BenchmarkParser("input_pipeline", __doc__.splitlines()[0], FULL, QUICK)
+    p = BenchmarkParser("input_pipeline", __doc__, FULL, QUICK)
     add_data_options(p)
     p.add_sized("--batch", "batch size of the epoch and of the consumer step")
     p.add_sized("--length", "sequence length of the consumer step")

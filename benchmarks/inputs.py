@@ -26,19 +26,19 @@ TEST_FOLDERS = {"test/pos", "test/neg"}
 
 
 class BenchmarkParser(cli.ArgumentParser):
-    """The command line of `python -m benchmarks.NAME`: --quick, --out-dir, --repeats,
-    --warmup and the benchmark's own options, a mistake in any of them one line (a
-    `cli.UserError`).
+    """The command line of `python -m benchmarks.NAME`, described by the first paragraph of
+    its module docstring `doc`: --quick, --out-dir, --repeats, --warmup and the benchmark's
+    own options, a mistake in any of them one line (a `cli.UserError`).
 
     `full` and `quick`: the benchmark's values without --quick and with it, one dict each
     with the same keys, its options' defaults among them (--repeats' always; --warmup's
     where it is not `COMMON`'s); `parse` puts the right one in place of every option left
     out and every value that is no option, so that `args.KEY` is the value in use."""
 
-    def __init__(self, name: str, description: str, full: Mapping[str, Any],
+    def __init__(self, name: str, doc: str, full: Mapping[str, Any],
                  quick: Mapping[str, Any]):
         super().__init__(prog=timing.benchmark_command(name, quick=False),
-                         description=description)
+                         description=" ".join(doc.split("\n\n")[0].split()))
         self.full, self.quick = {**COMMON, **full}, {**COMMON, **quick}
         self.minimum: dict[str, int] = {}
         self.add_argument("--quick", action="store_true",

@@ -105,7 +105,7 @@ def measure_throughput(predictors: dict[int, SentimentPredictor], texts: list[st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = BenchmarkParser("predict", __doc__.splitlines()[0], FULL, QUICK)
+    p = BenchmarkParser("predict", __doc__, FULL, QUICK)
     add_data_options(p)
     p.add_sized("--encoder", "encoder size, small being MiniLM's", type=str, choices=sorted(SIZES),
                 minimum=None)

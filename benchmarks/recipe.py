@@ -331,7 +331,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = BenchmarkParser("recipe", __doc__.splitlines()[0], FULL, QUICK)
+    p = BenchmarkParser("recipe", __doc__, FULL, QUICK)
     p.add_argument("--workdir", default=None,
                    help="where the runs, token caches and the minilm run's encoder cache "
                         "(several GB at full size) go, kept (default a temporary directory, "

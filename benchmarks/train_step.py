@@ -206,7 +206,7 @@ def _profile_row(cfg: BertConfig, batch_size: int, length: int, comp_s: dict,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = BenchmarkParser("train_step", __doc__.splitlines()[0], FULL, QUICK)
+    p = BenchmarkParser("train_step", __doc__, FULL, QUICK)
     p.add_sized("--sizes", "encoder sizes", type=str, nargs="+", choices=sorted(SIZES),
                 minimum=None)
     p.add_sized("--lengths", "sequence lengths", nargs="+")

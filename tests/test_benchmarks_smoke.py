@@ -214,3 +214,17 @@ def test_the_torch_peer_suggests_installing_torch_only_when_it_is_missing(stderr
         train_step._torch_peer(None, size="tiny")
     assert str(e.value).startswith(f"the PyTorch peer failed ({stderr})")
     assert ("pip install torch" in str(e.value)) == hint
+
+
+@pytest.mark.parametrize("name", ["attention", "gemm", "input_pipeline", "predict", "recipe",
+                                  "train_step"])
+def test_help_describes_the_benchmark_in_full(name, capsys):
+    """--help shows the whole first paragraph of the module docstring, not its first line."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    first_paragraph = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert first_paragraph in " ".join(capsys.readouterr().out.split())
