@@ -140,6 +140,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"--config.data.buckets: {e}") from None
     except ValueError as e:  # e.g. hidden_size not a multiple of heads
         raise UserError(f"invalid configuration: {e}") from None
+    if config.train.resume and config.train.overwrite:
+        raise UserError("--resume keeps the run in --workdir, --overwrite discards it: pass one")
     if config.encoder_cache.enabled and not factory.frozen_encoder(model):
         raise UserError("--cache-encoder needs a frozen pretrained encoder: pass --encoder "
                         "NAME_OR_PATH and leave out --unfreeze")
