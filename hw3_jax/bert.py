@@ -246,9 +246,12 @@ class BertSelfAttention(nn.Module):
             # The random projection is a function of (performer_seed, layer index), not a
             # variable: apply stays deterministic, checkpoints hold only "params", and the
             # same config always rebuilds the same features (one draw per layer, shared by
-            # the heads; no redrawing during training).
-            key = jax.random.fold_in(jax.random.PRNGKey(c.performer_seed), self.layer_index)
-            projection = attn.orthogonal_random_features(key, c.performer_features, c.head_dim)
+            # the heads; no redrawing during training). Drawn when tracing, it enters the
+            # program as a constant: no QR per step, and no jaxlib CPU QR kernels running side
+            # by side, which deadlock its thread pool (a hang from 4 layers on 2 cores).
+            with jax.ensure_compile_time_eval():
+                key = jax.random.fold_in(jax.random.PRNGKey(c.performer_seed), self.layer_index)
+                projection = attn.orthogonal_random_features(key, c.performer_features, c.head_dim)
             ctx = attn.performer_attention(q, k, v, jax.lax.stop_gradient(projection), mask)
         ctx = ctx.reshape(batch, length, c.hidden_size)
         # Deviation from PyTorch BERT: it drops attention *probabilities*; the attention

@@ -447,6 +447,13 @@ def test_performer_seed_changes_the_features(tiny_params):
     assert not np.allclose(a[0], b[0])
 
 
+def test_performer_projections_are_constants_of_the_compiled_program(tiny_params):
+    # No QR in the program: the features depend on the config alone, and jaxlib's CPU QR
+    # kernels, several running at once (one per layer), deadlock its thread pool.
+    config = BertConfig(**TINY, attention="performer", performer_features=32)
+    ids, mask, _ = _padded_batch(np.random.default_rng(3), 500, [8, 8], 8)
+    assert "geqrf" not in _apply.lower(config, tiny_params, ids, mask).as_text()
+
 def test_dropout_only_when_not_deterministic(tiny_params):
     config = BertConfig(**TINY)
     ids, mask, _ = _padded_batch(np.random.default_rng(4), 500, [9, 5], 9)
