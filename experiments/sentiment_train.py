@@ -103,6 +103,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for flag, value in (("--imdb-archive", data.imdb_archive), ("--imdb-url", data.imdb_url)):
         if value is not None and data.source != "imdb":
             raise UserError(f"{flag} goes with --data imdb (or leave --data out)")
+    if not pretrained and data.vocab is not None:
+        raise UserError("--config.data.vocab is for a pretrained --encoder: a scratch encoder "
+                        "trains its own vocabulary (--config.data.vocab_size)")
     if pretrained and model.init_embeddings == "ppmi-svd":
         raise UserError("--config.model.init_embeddings=ppmi-svd is for --encoder scratch: "
                         "a pretrained encoder brings its own word embeddings")

@@ -175,6 +175,8 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--config.train.num_devices=0"], "--config.train.num_devices=0, but"),
     (["--config", "configs.sentiment:smoke", "--max-steps", "1", "--resume", "--overwrite"],
      "--overwrite discards it: pass one"),
+    (["--config", "configs.sentiment:smoke", "--max-steps", "1",  # short if not refused
+      "--config.data.vocab=../shared/data/bert-base-uncased/vocab.txt"], "a scratch encoder"),
     (["--epochs", "-1"], "--config.train.epochs must be >= 0"),
     (["--limit", "-5"], "--limit must be >= 1"),  # a slice [:-5] would drop 5 of each split
     (["--limit", "0"], "--limit must be >= 1"),
