@@ -101,7 +101,9 @@ class GRUHead(nn.Module):
         if self.readout == "concat":
             real = (attention_mask != 0)[..., None]  # [B, L, 1]
             out32 = outputs.astype(jnp.float32)  # [B, L, D * hidden_dim]
-            pooled_max = jnp.max(jnp.where(real, out32, -jnp.inf), axis=1)
+            # GRU outputs lie in [-1, 1]: filling with -1 keeps every max exact and a row
+            # without real tokens finite (-1; its mean is 0).
+            pooled_max = jnp.max(jnp.where(real, out32, -1.0), axis=1)
             pooled_mean = _masked_mean(out32, real)
             hidden = jnp.concatenate(
                 [hidden.astype(jnp.float32), pooled_max, pooled_mean], axis=-1

@@ -16,6 +16,7 @@ from hw3_jax.bert import BertConfig, BertEncoder, bert_param_shapes, bert_params
 from hw3_jax.gru import GRU, from_torch_gru
 from hw3_jax.models import (
     BertGRUSentiment,
+    GRUHead,
     count_params,
     init_params,
     param_shapes,
@@ -290,6 +291,16 @@ class TinyModelTest(chex.TestCase):
         with pytest.raises(ValueError, match="readout"):
             _tiny_model(readout="sum").apply({"params": params}, short_ids, short_mask)
 
+
+def test_concat_readout_of_a_row_without_real_tokens_is_finite():
+    head = GRUHead(8, 1, dropout=0.0, readout="concat")
+    feats = jax.random.normal(jax.random.key(0), (2, 5, 4))
+    mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+    params = head.init(jax.random.key(1), feats, mask)
+    logits = head.apply(params, feats, mask)
+    grads = jax.grad(lambda p: head.apply(p, feats, mask).sum())(params)
+    chex.assert_tree_all_finite((logits, grads))
+    np.testing.assert_allclose(logits[0], head.apply(params, feats[:1], mask[:1])[0], rtol=1e-6)
 
 def test_with_pretrained_encoder_drops_in_and_checks_shapes():
     model = _tiny_model()
