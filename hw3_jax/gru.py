@@ -234,14 +234,14 @@ class GRU(nn.Module):
 
 def _to_numpy(t: Any) -> np.ndarray:
     if hasattr(t, "detach"):  # a torch tensor, without importing torch
-        t = t.detach().cpu().numpy()
+        t = t.detach().cpu().float().numpy()  # NumPy has no bfloat16 of torch's
     return np.asarray(t)
 
 
 def from_torch_gru(
     state_dict: Mapping[str, Any], num_layers: int, bidirectional: bool, prefix: str = ""
 ) -> dict:
-    """Params for `GRU` from a `torch.nn.GRU` state dict (torch tensors or NumPy arrays).
+    """float32 params for `GRU` from a `torch.nn.GRU` state dict (torch or NumPy, any dtype).
 
     `prefix` selects the GRU inside a bigger model's state dict (e.g. "rnn."); other keys
     are then ignored. Raises ValueError listing missing or unexpected tensors.
@@ -263,7 +263,7 @@ def from_torch_gru(
         )
     params: dict = {}
     for key, (module, name) in expected.items():
-        params.setdefault(module, {})[name] = jnp.asarray(_to_numpy(state_dict[key]))
+        params.setdefault(module, {})[name] = jnp.asarray(_to_numpy(state_dict[key]), jnp.float32)
     g, hidden = params["l0"]["weight_hh"].shape
     bad = [
         f"{prefix}{name}_{module}: {tuple(w.shape)}"

@@ -132,6 +132,13 @@ def test_from_torch_gru_accepts_numpy_and_prefix_and_rejects_mismatch():
         from_torch_gru(tg.state_dict(), 1, True)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_from_torch_gru_takes_half_precision_tensors_as_float32(dtype):
+    sd = {k: v.to(getattr(torch, dtype)) for k, v in _torch_gru().state_dict().items()}
+    params = from_torch_gru(sd, 2, True)
+    chex.assert_trees_all_equal_dtypes(params, jax.tree.map(lambda _: jnp.float32(0), params))
+    np.testing.assert_array_equal(params["l1"]["weight_ih"], sd["weight_ih_l1"].float().numpy())
+
 def test_cell_matches_torch_gru_cell():
     torch.manual_seed(0)
     cell = torch.nn.GRUCell(F, H)
