@@ -172,6 +172,8 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--config.model.gru_hidden=0"], "--config.model.gru_hidden must be >= 1"),
     (["--config.model.dropout=1.0"], "--config.model.dropout"),
     (["--config.train.warmup_steps=-5"], "--config.train.warmup_steps"),
+    (["--max-steps", "-1"], "--config.train.max_steps must be >= 0, got -1"),  # trained none
+    (["--config.train.keep_latest=0"], "--config.train.keep_latest must be >= 1"),  # kept none
     (["--config.train.num_devices=0"], "--config.train.num_devices=0, but"),
     (["--config", "configs.sentiment:smoke", "--max-steps", "1", "--resume", "--overwrite"],
      "--overwrite discards it: pass one"),

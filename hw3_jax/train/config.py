@@ -60,8 +60,12 @@ class TrainConfig:
         make_optimizer(self.learning_rate, optimizer=self.optimizer, weight_decay=0.0)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        # Counts; 0 means none (every_steps: never). keep_latest 0 would keep no checkpoint.
+        for name, least in (("warmup_steps", 0), ("max_steps", 0), ("log_every_steps", 0),
+                            ("checkpoint_every_steps", 0), ("keep_latest", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
         # Checks the schedule name (a cosine schedule's length is known only with the data).
         learning_rate_schedule(self.learning_rate, self.lr_schedule, self.warmup_steps, 1)
 
