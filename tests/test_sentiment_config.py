@@ -174,6 +174,7 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--config.train.warmup_steps=-5"], "--config.train.warmup_steps"),
     (["--max-steps", "-1"], "--config.train.max_steps must be >= 0, got -1"),  # trained none
     (["--config.train.keep_latest=0"], "--config.train.keep_latest must be >= 1"),  # kept none
+    (["--workdir", ""], "the folder given is an empty string"),  # not the current folder
     (["--config.train.num_devices=0"], "--config.train.num_devices=0, but"),
     (["--config", "configs.sentiment:smoke", "--max-steps", "1", "--resume", "--overwrite"],
      "--overwrite discards it: pass one"),

@@ -107,6 +107,8 @@ class Workdir:
     Accepted wherever a path is (`os.fspath(workdir)` is its absolute path)."""
 
     def __init__(self, path: str | os.PathLike):
+        if not os.fspath(path):  # e.g. "$WORKDIR" unset: never the current folder unasked
+            raise WorkdirError("the folder given is an empty string: name the folder to use")
         self.root = Path(os.fspath(path)).expanduser().absolute()
 
     def __fspath__(self) -> str:
