@@ -24,7 +24,7 @@ from experiments.cli import OVERRIDE_PREFIX, UserError, check_seed, flatten
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
 from hw3_jax.data import encoder_cache as ec
-from hw3_jax.data.batching import normalise_buckets
+from hw3_jax.data.batching import normalise_buckets, split_name
 from hw3_jax.data.encoder_cache import CACHE_DTYPES
 from hw3_jax.data.errors import DataError
 from hw3_jax.data.imdb import TextSplit, read_imdb_unsup
@@ -135,6 +135,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
         sharding.data_parallel(config.train.num_devices)  # at most the devices there are
     except ValueError as e:  # the messages start with the field's name
         raise UserError(f"{OVERRIDE_PREFIX}train.{e}") from None
+    for name in ("val_split", "test_split"):  # checked before the data is read
+        if config.train[name] is not None:
+            try:
+                split_name(config.train[name])
+            except DataError as e:
+                raise UserError(f"{OVERRIDE_PREFIX}train.{name}: {e}") from None
+    # The model reads input_ids and attention_mask, and gives one logit per review.
+    if (config.train.loss, tuple(config.train.input_keys)) != (TrainConfig.loss,
+                                                               TrainConfig.input_keys):
+        raise UserError(f"{OVERRIDE_PREFIX}train.loss and input_keys are the sentiment model's: "
+                        f"leave them at {TrainConfig.loss!r} and {TrainConfig.input_keys}")
     try:
         normalise_buckets(data.buckets, data.max_length)  # bad buckets fail before the data
         if not pretrained:  # sizes checked before minutes of tokenizing
