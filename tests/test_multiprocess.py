@@ -171,6 +171,31 @@ def test_single_process_helpers_do_nothing():
 # --------------------------------------------------------------------------- real processes
 
 
+_MESH_SCRIPT = """
+import sys
+from hw3_jax.train import sharding
+sharding.initialize_distributed(sharding.launch_from(sys.argv[1], 2, sys.argv[2]))
+print("LOCAL", sharding.data_parallel(2).local_num_devices, flush=True)
+try:
+    sharding.data_parallel(3)
+except ValueError as e:
+    print("REFUSED", e, flush=True)
+"""
+
+
+def test_num_devices_takes_as_many_devices_from_every_process():
+    # Two processes of two devices: a mesh of 2 holds one of each (each feeds its own rows).
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", _MESH_SCRIPT, f"127.0.0.1:{port}", str(i)],
+                              cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    with _reaped(procs, limit_s=120):
+        outs = [p.communicate()[0] for p in procs]
+    for out in outs:
+        assert "LOCAL 1" in out, out[-2000:]
+        assert "over 2 processes (use a multiple of 2)" in out, out[-2000:]
+
+
 def _history(metrics: dict) -> list[dict]:
     return [{k: v for k, v in e.items() if "time" not in k and "per_s" not in k}
             for e in metrics["history"]]

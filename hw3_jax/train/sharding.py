@@ -265,12 +265,14 @@ class DataParallel(NamedTuple):
 
 
 def data_parallel(num_devices: int | None = None) -> DataParallel:
-    """The data-parallel mesh over every device, or the first `num_devices`."""
-    devs = jax.devices()
+    """The data-parallel mesh over every device, or `num_devices`, as many of each process's."""
+    devs, count = jax.devices(), jax.process_count()
     if num_devices is not None:
-        if not 1 <= num_devices <= len(devs):
-            raise ValueError(f"num_devices={num_devices}, but {len(devs)} devices available")
-        devs = devs[:num_devices]
+        if not 1 <= num_devices <= len(devs) or num_devices % count:
+            raise ValueError(f"num_devices={num_devices}, but {len(devs)} devices available"
+                             + f" over {count} processes (use a multiple of {count})" * (count > 1))
+        devs = [d for i in range(count)
+                for d in [d for d in devs if d.process_index == i][:num_devices // count]]
     mesh = Mesh(np.array(devs), (DATA_AXIS,))
     return DataParallel(mesh, NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P()))
 
