@@ -747,6 +747,29 @@ def test_no_free_disk_fails_before_training(tmp_path, monkeypatch):
         run(tmp_path, data=Untouchable())
 
 
+def test_a_figure_write_cut_short_keeps_the_earlier_figure(tmp_path):
+    import resource
+
+    from hw3_jax.train.plots import plot_curves
+
+    entry = {"train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.7, "val_accuracy": 0.8}
+    path = tmp_path / "curves.png"
+    plot_curves([{"epoch": 1, **entry}], path)
+    before = path.read_bytes()
+    # The file-size limit stops the write at 2000 bytes, as a full disk would.
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            plot_curves([{"epoch": 1, **entry}, {"epoch": 2, **entry}], path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.read_bytes() == before and len(before) > 2000
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
 def test_load_best_without_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"no checkpoint .*train with this --workdir"):
         load_best(tmp_path / "nothing")

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from hw3_jax.train.workdir import atomic_path
+
 
 def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> None:
     """Write the curves of `history` (the loop's per-epoch entries: epoch, train_loss,
@@ -35,9 +37,11 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> None:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int) -> None:
-    """Lay out `fig` tightly, write it to `path` (a PNG at `dpi`) and close it."""
+    """Lay out `fig` tightly, write it to `path` (a PNG at `dpi`) through a temporary file,
+    so that a write cut short leaves the earlier figure whole, and close it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1][1:])
     plt.close(fig)
