@@ -40,6 +40,10 @@ def test_pretrained_tokenizer_facts_with_the_real_vocab(shared_data):
                                                             1029, 102]
         assert len(t.encode("word " * 2000).ids) == 512
     assert len(mini.encode("short").ids) == 3  # not padded
+    # A special token written in a text is that token from vocab.txt too, as from tokenizer.json.
+    text = "a [SEP] b [MASK] [PAD] [sep]"
+    assert tok.encode(text).ids == mini.encode(text).ids == [101, 1037, 102, 1038, 103, 0, 1031,
+                                                             19802, 1033, 102]
 
 
 def test_bad_tokenizer_sources(tmp_path, monkeypatch):

@@ -45,6 +45,8 @@ def _configure(tok, max_length: int):
                         f"vocabulary is needed")
     if tok.post_processor is None:
         _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
+        # As in a tokenizer.json: "[SEP]" written in a text is the token, not "[", "sep", "]".
+        tok.add_special_tokens([t for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None])
     tok.no_padding()
     tok.enable_truncation(max_length)
     return tok
