@@ -66,6 +66,12 @@ def test_archive_order_independent_unsup_and_extracted_folder(tmp_path):
     # The unlabelled reviews (word vectors' text) are cached under the same name.
     next((tmp_path / "x" / "aclImdb" / "train" / "unsup").iterdir()).write_text("Another")
     assert imdb.archive_identity(tmp_path / "x") != changed
+    # A dangling link, which the reader skips, hides none of the files after it.
+    pos = tmp_path / "x" / "aclImdb" / "train" / "pos"
+    (pos / "0_0.txt").symlink_to(tmp_path / "gone")
+    changed = imdb.archive_identity(tmp_path / "x")
+    (pos / "1_8.txt").write_text("Changed again")
+    assert imdb.archive_identity(tmp_path / "x") != changed
 
 
 def test_bad_archives_give_one_clear_data_error(tmp_path):

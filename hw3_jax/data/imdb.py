@@ -190,7 +190,8 @@ def archive_identity(path: str | os.PathLike) -> str:
         root = _folder_root(p)
         for folder in (*_LABELLED, "train/unsup"):
             with contextlib.suppress(FileNotFoundError):  # the reader reports a missing one
-                for f in sorted(os.scandir(root / folder), key=lambda f: f.name):
+                for f in sorted(filter(os.DirEntry.is_file, os.scandir(root / folder)),
+                                key=lambda f: f.name):  # the files the reader reads
                     fst = f.stat()
                     files.update(f"{folder}/{f.name}:{fst.st_size}:{fst.st_mtime_ns}\n".encode())
         return f"imdb-folder:{p.resolve()}:{files.hexdigest()[:16]}"
