@@ -695,6 +695,28 @@ class Untouchable(TinyData):
         raise AssertionError("training started")
 
 
+def test_a_second_run_in_a_workdir_in_use_is_refused(tmp_path):
+    """While a run trains in a workdir (another process holding its store open), one started
+    there, even with --overwrite, is one error and changes nothing; once it ends, one may."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom hw3_jax.train.checkpoints import open_store\n"
+         "from hw3_jax.train.workdir import Workdir\n"
+         "open_store(Workdir(sys.argv[1]), keep_latest=1, resume=False, overwrite=False)\n"
+         "print('held', flush=True)\nsys.stdin.read()", str(tmp_path)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (tmp_path / "metrics.json").write_text("{}")
+        for kw in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(WorkdirError, match="is in use by another training run"):
+                run(tmp_path, data=Untouchable(), **kw)
+        assert (tmp_path / "metrics.json").read_text() == "{}"
+    finally:
+        holder.communicate("", timeout=60)
+    res, _, _ = run(tmp_path, epochs=1)
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 8
+
+
 def test_unwritable_workdir_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import logging
 import os
@@ -45,6 +46,7 @@ __all__ = ["CheckpointError", "CheckpointStore", "InferenceCheckpoint", "Trainin
            "WorkdirError", "claim_workdir", "load_best", "open_store"]
 
 FORMAT_VERSION = 1
+_LOCKS: dict[Path, Any] = {}  # workdir -> the open lock file this process holds on it
 
 
 class CheckpointError(TrainingError):
@@ -300,24 +302,36 @@ class CheckpointStore:
                 # Closing must not hide the error that ended the run.
                 with contextlib.suppress(Exception):
                     self.__dict__[name].close()
+        if not self.read_only and self.best_dir.parents[1] in _LOCKS:  # the run has ended
+            _LOCKS.pop(self.best_dir.parents[1]).close()
 
 
 def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
                   also: tuple[Path, ...] = ()) -> None:
     """The one rule for a workdir holding checkpoints of an earlier run: `resume` keeps
     them, `overwrite` deletes them with that run's config, metrics and curves and the files
-    `also` names (the caches stay), neither is a TrainingError."""
-    if workdir.has_checkpoint() and not resume:
-        if not overwrite:
-            raise TrainingError(
-                f"{workdir.root} already holds checkpoints of a run: pass --resume "
-                "(resume=True) to continue it, --overwrite (overwrite=True) to start over, "
-                "or use another --workdir")
-        if jax.process_index() == 0:  # the workdir is shared by every process
-            shutil.rmtree(workdir.checkpoints)
-            for path in (workdir.config, workdir.metrics, workdir.metrics_jsonl,
-                         workdir.curves, *also):
-                path.unlink(missing_ok=True)
+    `also` names (the caches stay), neither is a TrainingError. Process 0 then holds
+    WORKDIR/.lock until the run's store closes (or the process ends): a second run started
+    in the workdir meanwhile is a WorkdirError instead of writing over this one's files."""
+    claimed = workdir.has_checkpoint() and not resume
+    if claimed and not overwrite:
+        raise TrainingError(
+            f"{workdir.root} already holds checkpoints of a run: pass --resume "
+            "(resume=True) to continue it, --overwrite (overwrite=True) to start over, "
+            "or use another --workdir")
+    if jax.process_index() == 0 and workdir.root not in _LOCKS:  # the workdir is shared
+        _LOCKS[workdir.root] = lock = open(workdir.root / ".lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _LOCKS.pop(workdir.root).close()
+            raise WorkdirError(f"{workdir.root} is in use by another training run: wait for "
+                               "it to end, or use another --workdir") from None
+    if claimed and jax.process_index() == 0:  # the workdir is shared by every process
+        shutil.rmtree(workdir.checkpoints)
+        for path in (workdir.config, workdir.metrics, workdir.metrics_jsonl, workdir.curves,
+                     *also):
+            path.unlink(missing_ok=True)
     sync_processes("workdir claimed")  # none may read or open the workdir's files before
 
 

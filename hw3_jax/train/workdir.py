@@ -10,6 +10,7 @@ A workdir holds:
   checkpoints/best/<step>/, checkpoints/latest/<step>/   orbax step folders
   cache/                token and encoder-output caches (unless $HW3_JAX_CACHE is set)
   encoder-<digest>.safetensors   a frozen encoder's params (encoder-cache runs)
+  .lock                 locked (flock) while a run trains here: a second one is refused
 """
 
 from __future__ import annotations
