@@ -717,6 +717,19 @@ def test_a_second_run_in_a_workdir_in_use_is_refused(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 8
 
 
+def test_a_workdir_without_file_locks_still_trains(tmp_path, monkeypatch):
+    from hw3_jax.train import checkpoints
+
+    def no_locks(fd, operation):  # e.g. a network filesystem without lock support
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    fcntl = checkpoints.fcntl  # replaced for this module only (JAX's cache locks too)
+    monkeypatch.setattr(checkpoints, "fcntl", type(fcntl)("fcntl"))
+    vars(checkpoints.fcntl).update(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=no_locks)
+    res, _, _ = run(tmp_path, epochs=1)
+    assert [h["step"] for h in res.history] == [8]
+
+
 def test_unwritable_workdir_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -327,6 +327,8 @@ def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
             _LOCKS.pop(workdir.root).close()
             raise WorkdirError(f"{workdir.root} is in use by another training run: wait for "
                                "it to end, or use another --workdir") from None
+        except OSError:  # a filesystem without locks: nothing to hold
+            _LOCKS.pop(workdir.root).close()
     if claimed and jax.process_index() == 0:  # the workdir is shared by every process
         shutil.rmtree(workdir.checkpoints)
         for path in (workdir.config, workdir.metrics, workdir.metrics_jsonl, workdir.curves,
