@@ -269,10 +269,12 @@ def data_parallel(num_devices: int | None = None) -> DataParallel:
     devs, count = jax.devices(), jax.process_count()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devs) or num_devices % count:
+            where = f" over {count} processes (use a multiple of {count})" if count > 1 else ""
             raise ValueError(f"num_devices={num_devices}, but {len(devs)} devices available"
-                             + f" over {count} processes (use a multiple of {count})" * (count > 1))
+                             f"{where}")
+        # The same number from every process: each feeds its own part of every batch.
         devs = [d for i in range(count)
-                for d in [d for d in devs if d.process_index == i][:num_devices // count]]
+                for d in jax.local_devices(process_index=i)[:num_devices // count]]
     mesh = Mesh(np.array(devs), (DATA_AXIS,))
     return DataParallel(mesh, NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P()))
 
