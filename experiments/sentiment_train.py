@@ -130,22 +130,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if model.readout not in HEAD_READOUTS[model.head]:
         raise UserError(f"--config.model.readout={model.readout} is not one of the "
                         f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
-    try:
-        TrainConfig(**config.train.to_dict())  # the train section's checks
-        sharding.data_parallel(config.train.num_devices)  # at most the devices there are
-    except ValueError as e:  # the messages start with the field's name
-        raise UserError(f"{OVERRIDE_PREFIX}train.{e}") from None
-    for name in ("val_split", "test_split"):  # checked before the data is read
-        if config.train[name] is not None:
-            try:
-                split_name(config.train[name])
-            except DataError as e:
-                raise UserError(f"{OVERRIDE_PREFIX}train.{name}: {e}") from None
-    # The model reads input_ids and attention_mask, and gives one logit per review.
-    if (config.train.loss, tuple(config.train.input_keys)) != (TrainConfig.loss,
-                                                               TrainConfig.input_keys):
-        raise UserError(f"{OVERRIDE_PREFIX}train.loss and input_keys are the sentiment model's: "
-                        f"leave them at {TrainConfig.loss!r} and {TrainConfig.input_keys}")
+    _validate_train(config.train)
     try:
         normalise_buckets(data.buckets, data.max_length)  # bad buckets fail before the data
         if not pretrained:  # sizes checked before minutes of tokenizing
@@ -154,8 +139,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"--config.data.buckets: {e}") from None
     except ValueError as e:  # e.g. hidden_size not a multiple of heads
         raise UserError(f"invalid configuration: {e}") from None
-    if config.train.resume and config.train.overwrite:
-        raise UserError("--resume keeps the run in --workdir, --overwrite discards it: pass one")
     if config.encoder_cache.enabled and not factory.frozen_encoder(model):
         raise UserError("--cache-encoder needs a frozen pretrained encoder: pass --encoder "
                         "NAME_OR_PATH and leave out --unfreeze")
@@ -173,6 +156,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.encoder_cache.enabled and processes > 1:
         raise UserError("--cache-encoder runs in a single process: leave it out to train "
                         f"the full model over the {processes} processes")
+
+
+def _validate_train(train: ml_collections.ConfigDict) -> None:
+    """`validate`'s checks of the train section."""
+    try:
+        TrainConfig(**train.to_dict())  # the train section's checks
+        sharding.data_parallel(train.num_devices)  # at most the devices there are
+    except ValueError as e:  # the messages start with the field's name
+        raise UserError(f"{OVERRIDE_PREFIX}train.{e}") from None
+    for name in ("val_split", "test_split"):
+        if train[name] is not None:
+            try:
+                split_name(train[name])
+            except DataError as e:
+                raise UserError(f"{OVERRIDE_PREFIX}train.{name}: {e}") from None
+    # The model reads input_ids and attention_mask, and gives one logit per review.
+    if (train.loss, tuple(train.input_keys)) != (TrainConfig.loss, TrainConfig.input_keys):
+        raise UserError(f"{OVERRIDE_PREFIX}train.loss and input_keys are the sentiment model's: "
+                        f"leave them at {TrainConfig.loss!r} and {TrainConfig.input_keys}")
+    if train.resume and train.overwrite:
+        raise UserError("--resume keeps the run in --workdir, --overwrite discards it: pass one")
 
 
 # ----------------------------------------------------------------------------- the run
