@@ -454,6 +454,7 @@ def test_performer_projections_are_constants_of_the_compiled_program(tiny_params
     ids, mask, _ = _padded_batch(np.random.default_rng(3), 500, [8, 8], 8)
     assert "geqrf" not in _apply.lower(config, tiny_params, ids, mask).as_text()
 
+
 def test_dropout_only_when_not_deterministic(tiny_params):
     config = BertConfig(**TINY)
     ids, mask, _ = _padded_batch(np.random.default_rng(4), 500, [9, 5], 9)

@@ -139,6 +139,7 @@ def test_from_torch_gru_takes_half_precision_tensors_as_float32(dtype):
     chex.assert_trees_all_equal_dtypes(params, jax.tree.map(lambda _: jnp.float32(0), params))
     np.testing.assert_array_equal(params["l1"]["weight_ih"], sd["weight_ih_l1"].float().numpy())
 
+
 def test_cell_matches_torch_gru_cell():
     torch.manual_seed(0)
     cell = torch.nn.GRUCell(F, H)

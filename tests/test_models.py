@@ -297,10 +297,12 @@ def test_concat_readout_of_a_row_without_real_tokens_is_finite():
     feats = jax.random.normal(jax.random.key(0), (2, 5, 4))
     mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
     params = head.init(jax.random.key(1), feats, mask)
-    logits = head.apply(params, feats, mask)
-    grads = jax.grad(lambda p: head.apply(p, feats, mask).sum())(params)
+    apply = jax.jit(head.apply)  # eagerly, every GRU step would dispatch op by op
+    logits = apply(params, feats, mask)
+    grads = jax.jit(jax.grad(lambda p: apply(p, feats, mask).sum()))(params)
     chex.assert_tree_all_finite((logits, grads))
-    np.testing.assert_allclose(logits[0], head.apply(params, feats[:1], mask[:1])[0], rtol=1e-6)
+    np.testing.assert_allclose(logits[0], apply(params, feats[:1], mask[:1])[0], rtol=1e-6)
+
 
 def test_with_pretrained_encoder_drops_in_and_checks_shapes():
     model = _tiny_model()
