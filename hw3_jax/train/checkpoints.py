@@ -129,6 +129,7 @@ class CheckpointStore:
     def __init__(self, workdir: str | os.PathLike, keep_latest: int | None = None,
                  read_only: bool = False):
         wd = Workdir(workdir)
+        self.root = wd.root
         self.best_dir = wd.checkpoints / "best"
         self.latest_dir = wd.checkpoints / "latest"
         self.read_only = read_only
@@ -302,8 +303,8 @@ class CheckpointStore:
                 # Closing must not hide the error that ended the run.
                 with contextlib.suppress(Exception):
                     self.__dict__[name].close()
-        if not self.read_only and self.best_dir.parents[1] in _LOCKS:  # the run has ended
-            _LOCKS.pop(self.best_dir.parents[1]).close()
+        if not self.read_only and self.root in _LOCKS:  # the run has ended
+            _LOCKS.pop(self.root).close()
 
 
 def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
@@ -320,15 +321,16 @@ def claim_workdir(workdir: Workdir, *, resume: bool, overwrite: bool,
             "(resume=True) to continue it, --overwrite (overwrite=True) to start over, "
             "or use another --workdir")
     if jax.process_index() == 0 and workdir.root not in _LOCKS:  # the workdir is shared
-        _LOCKS[workdir.root] = lock = open(workdir.root / ".lock", "a")
+        lock = open(workdir.root / ".lock", "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _LOCKS[workdir.root] = lock
         except BlockingIOError:
-            _LOCKS.pop(workdir.root).close()
+            lock.close()
             raise WorkdirError(f"{workdir.root} is in use by another training run: wait for "
                                "it to end, or use another --workdir") from None
         except OSError:  # a filesystem without locks: nothing to hold
-            _LOCKS.pop(workdir.root).close()
+            lock.close()
     if claimed and jax.process_index() == 0:  # the workdir is shared by every process
         shutil.rmtree(workdir.checkpoints)
         for path in (workdir.config, workdir.metrics, workdir.metrics_jsonl, workdir.curves,
