@@ -447,6 +447,20 @@ def test_performer_seed_changes_the_features(tiny_params):
     assert not np.allclose(a[0], b[0])
 
 
+def test_performer_draws_its_own_features_in_each_layer(tiny_params, monkeypatch):
+    drawn, performer = [], bert.attn.performer_attention
+
+    def spy(q, k, v, projection, mask):
+        drawn.append(np.asarray(projection))
+        return performer(q, k, v, projection, mask)
+
+    monkeypatch.setattr(bert.attn, "performer_attention", spy)
+    ids, mask, _ = _padded_batch(np.random.default_rng(3), 500, [4], 4)
+    config = BertConfig(**TINY, attention="performer", performer_features=16)
+    BertEncoder(config).apply({"params": tiny_params}, ids, mask)  # eager: the draws are arrays
+    assert len(drawn) == 2 and not np.allclose(drawn[0], drawn[1])
+
+
 def test_performer_projections_are_constants_of_the_compiled_program(tiny_params):
     # No QR in the program: the features depend on the config alone, and jaxlib's CPU QR
     # kernels, several running at once (one per layer), deadlock its thread pool.
