@@ -34,6 +34,7 @@ from hw3_jax.train.checkpoints import (
     load_best,
 )
 from hw3_jax.train.sharding import data_parallel, pad_batch, prepare_batch
+from hw3_jax.train.workdir import Workdir, temp_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "_train_tiny.py"
@@ -803,6 +804,21 @@ def test_a_figure_write_cut_short_keeps_the_earlier_figure(tmp_path):
         signal.signal(signal.SIGXFSZ, handler)
     assert path.read_bytes() == before and len(before) > 2000
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_a_killed_writers_temporary_file_goes_with_the_next_write(tmp_path):
+    """SIGKILL in a write leaves .NAME.PID.tmp (a token cache's can be tens of MB): the next
+    write of NAME removes it, its writer being gone, and leaves a live writer's alone."""
+    wd = Workdir(tmp_path)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os, sys\nfrom hw3_jax.train.workdir import atomic_path\n"
+         "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n"
+         "    os.kill(os.getpid(), 9)", str(wd.metrics)], cwd=ROOT)
+    assert child.returncode == -signal.SIGKILL and len(list(tmp_path.glob(".*.tmp"))) == 1
+    live = temp_path(wd.metrics, os.getppid())
+    live.write_text("x")
+    wd.write_json(wd.metrics.name, {"steps": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "metrics.json"])
 
 
 def test_load_best_without_checkpoint(tmp_path):

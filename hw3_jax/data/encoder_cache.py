@@ -49,7 +49,13 @@ from hw3_jax.data.errors import DataError
 from hw3_jax.data.pipeline import SentimentData
 from hw3_jax.data.token_cache import TokenizedSplit, keyed_path, starts_of, token_index
 from hw3_jax.train.sharding import data_parallel, pad_batch, replicate, shard_batch
-from hw3_jax.train.workdir import atomic_path, check_free_space, temp_files, temp_path
+from hw3_jax.train.workdir import (
+    atomic_path,
+    check_free_space,
+    process_gone,
+    temp_files,
+    temp_path,
+)
 
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_KEYS = ("features", "attention_mask")  # TrainConfig.input_keys of the head
@@ -271,18 +277,8 @@ class _Partial:
     def _gone_writers(self) -> list[Path]:
         """The temporary files of `path` that no pass is writing: their process is gone, or
         it is this one (a notebook's cell stopped, then run again)."""
-        gone = []
-        for tmp, pid in temp_files(self.path):
-            try:
-                if pid != os.getpid():
-                    os.kill(pid, 0)  # raises when no such process
-                    continue
-            except ProcessLookupError:
-                pass
-            except OSError:  # a live process of another user
-                continue
-            gone.append(tmp)
-        return gone
+        return [tmp for tmp, pid in temp_files(self.path)
+                if pid == os.getpid() or process_gone(pid)]
 
     def _note_of(self, tmp: Path) -> dict | None:
         """`tmp`'s note if it is a usable partial pass in this order, else None."""

@@ -81,13 +81,28 @@ def temp_files(path: str | os.PathLike) -> Iterator[tuple[Path, int]]:
         yield tmp, pid
 
 
+def process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this machine (a temporary file's writer that died)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # a live process of another user
+        pass
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path` (`temp_path`) to write to; when the block
     ends without an error, rename it onto `path` with `os.replace`, else remove it. A reader
-    never sees a half-written file under the final name, and a killed run leaves only the
-    temporary file, whose name carries the pid of the process that wrote it."""
+    never sees a half-written file under the final name. A killed run leaves only the
+    temporary file, whose name carries the pid of the process that wrote it: the next write
+    of `path` removes it once that process is gone."""
     path = Path(path)
+    for old, pid in temp_files(path):
+        if process_gone(pid):
+            old.unlink(missing_ok=True)
     tmp = temp_path(path, os.getpid())
     try:
         yield tmp
