@@ -95,7 +95,7 @@ def test_bad_archives_give_one_clear_data_error(tmp_path):
         imdb.read_imdb_archive(make_archive(tmp_path / "empty.tar.gz", no_test,
                                           empty_dirs=("test/pos", "test/neg")))
 
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist: pass --imdb-archive PATH"):
         imdb.read_imdb_archive(tmp_path / "nowhere.tar.gz")
     with pytest.raises(DataError, match="train/unsup is missing"):
         imdb.read_imdb_unsup(make_archive(tmp_path / "nounsup.tar.gz", {

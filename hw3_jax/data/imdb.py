@@ -176,7 +176,8 @@ def _check_path(path) -> Path:
         raise DataError("no IMDB archive given: pass --imdb-archive PATH (aclImdb_v1.tar.gz)")
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"IMDB archive {p} does not exist; pass the path of aclImdb_v1.tar.gz")
+        raise DataError(f"IMDB archive {p} does not exist: pass --imdb-archive PATH "
+                        "(aclImdb_v1.tar.gz)")
     return p
 
 
