@@ -488,6 +488,10 @@ def test_dropout_only_when_not_deterministic(tiny_params):
     chex.assert_trees_all_close(
         _apply(no_dropout, tiny_params, ids, mask, deterministic=False, rngs=rngs), ref, atol=1e-6
     )
+    attention_only = dataclasses.replace(config, hidden_dropout_prob=0.0)
+    assert not np.allclose(
+        _apply(attention_only, tiny_params, ids, mask, deterministic=False, rngs=rngs)[0], ref[0]
+    )
 
 
 def test_bfloat16_compute_is_close_to_float32(torch_tiny):
@@ -510,3 +514,20 @@ def test_too_long_input_is_a_clear_error(tiny_params):
     ids = np.ones((1, 65), np.int32)
     with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
         _apply(BertConfig(**TINY), tiny_params, ids, ids)
+    seq, _ = _apply(BertConfig(**TINY), tiny_params, ids[:, :64], ids[:, :64])  # the longest
+    chex.assert_shape(seq, (1, 64, 64))
+
+
+def test_token_types_default_to_zeros(tiny_params):
+    ids, mask, types = _padded_batch(np.random.default_rng(6), 500, [6, 3], 6)
+    default = _apply(BertConfig(**TINY), tiny_params, ids, mask)
+    chex.assert_trees_all_equal(default, _apply(BertConfig(**TINY), tiny_params, ids, mask,
+                                                np.zeros_like(types)))
+    assert not np.allclose(default[0], _apply(BertConfig(**TINY), tiny_params, ids, mask,
+                                              np.ones_like(types))[0])
+
+
+def test_padding_row_of_the_word_embeddings_starts_at_zero():
+    params = bert.init_bert_params(BertConfig(**TINY, pad_token_id=3), jax.random.PRNGKey(0))
+    table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    assert (table[3] == 0).all() and (table[[0, 4]] != 0).all()
