@@ -45,7 +45,7 @@ from benchmarks.notebook import SIZES
 from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import SHARED_MINILM, get_config
-from experiments.cli import UserError, add_data_options
+from experiments.cli import UserError, add_data_options, given
 from experiments.sentiment_train import RUN_ERRORS, resolve, train_and_evaluate
 from hw3_jax import factory, timing
 from hw3_jax.bert import BertConfig, init_bert_params
@@ -332,7 +332,7 @@ def run_recipe(args, root: Path, command: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = BenchmarkParser("recipe", __doc__, FULL, QUICK)
-    p.add_argument("--workdir", default=None,
+    p.add_argument("--workdir", type=given,
                    help="where the runs, token caches and the minilm run's encoder cache "
                         "(several GB at full size) go, kept (default a temporary directory, "
                         "removed at the end)")

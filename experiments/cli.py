@@ -55,6 +55,14 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def given(text: str) -> str:
+    """An argparse `type` for a file or folder flag: refuses an empty value (an unset shell
+    variable), which would otherwise mean the default or the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty string: name the file or folder")
+    return text
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
                fields: Callable[[], Iterable[str]], command: str | None = None
                ) -> argparse.Namespace:
@@ -371,8 +379,8 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     default = load_config(default_config)
     defaults = flatten(default)
     p = ArgumentParser(prog=prog, description=description)
-    p.add_argument("--config", help=f"config file[:variant] (default {default_config}); "
-                                    "--config.FIELD=VALUE sets any field")
+    p.add_argument("--config", type=given, help=f"config file[:variant] (default "
+                   f"{default_config}); --config.FIELD=VALUE sets any field")
     if quick_help is not None:
         p.add_argument("--quick", action="store_true", help=quick_help)
     add_shortcuts(p, shortcuts, defaults)

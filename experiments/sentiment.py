@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train, keep the best checkpoint, evaluate on test",
                        epilog=TRAIN_EPILOG)
-    t.add_argument("--config", default=None, metavar="FILE.py[:VARIANT]",
+    t.add_argument("--config", type=cli.given, metavar="FILE.py[:VARIANT]",
                    help=f"e.g. {CONFIG_FILE}:imdb_scratch (default: the variant the flags "
                    "imply: notebook with --encoder, imdb_scratch with IMDB, else synthetic)")
     t.add_argument("--workdir", default=DEFAULT_WORKDIR)

@@ -240,11 +240,11 @@ def _main(argv: list[str] | None) -> int:
                          archive_help=_shared_help(timing.SHARED_ARCHIVE),
                          vocab_help="or tokenizer.json or hub name "
                                     + _shared_help(timing.SHARED_VOCAB))
-    f.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
+    f.add_argument("--out", type=cli.given, default=timing.RESULTS)
     c = sub.add_parser("collect", help="a finished run's metrics -> results/sentiment_NAME.json")
     c.add_argument("--workdir", required=True, help="the run's --workdir")
     c.add_argument("--name", required=True, help="NAME in results/sentiment_NAME.json")
-    c.add_argument("--out", type=pathlib.Path, default=timing.RESULTS)
+    c.add_argument("--out", type=cli.given, default=timing.RESULTS)
     c.add_argument("--no-predict", action="store_true",
                    help="keep the run's own predictions (do not load the model)")
     args = p.parse_args(argv)

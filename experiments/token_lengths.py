@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = cli.ArgumentParser(prog="python -m experiments.token_lengths",
                             description=__doc__.splitlines()[0])
     cli.add_data_options(ap)
-    ap.add_argument("--out", default=None, help="also write the statistics as JSON here")
+    ap.add_argument("--out", type=cli.given, help="also write the statistics as JSON here")
     args = ap.parse_args(argv)
     folder = None
     if args.out:  # checked up front: a bad path fails before minutes of tokenizing

@@ -97,6 +97,20 @@ def test_recipe_missing_archive_is_one_line(tmp_path):
     assert not (tmp_path / "bench_recipe.json").exists()
 
 
+def test_recipe_empty_workdir_is_one_line(tmp_path, capsys, monkeypatch):
+    """An empty --workdir (an unset shell variable) is refused, not the current folder."""
+    from benchmarks import recipe
+    from benchmarks.inputs import run
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--quick", "--skip-minilm", "--workdir", "", "--out-dir", str(tmp_path / "out")]
+    assert run(lambda: recipe.main(argv)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: argument --workdir: an empty string: name the file or folder "
+        "(see python -m benchmarks.recipe --help)"]
+    assert not list(tmp_path.iterdir())
+
+
 def test_recipe_run_error_is_one_line(tmp_path, capsys, monkeypatch):
     """A training run's error (here a stand-in for a NaN loss) ends the recipe as the
     sentiment command ends: one line, exit status 2."""

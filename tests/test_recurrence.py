@@ -251,6 +251,7 @@ def test_experiment_bad_lengths_are_one_line_errors(override, needle, tmp_path, 
                                              "and finite, got inf"),
     # Any field can be set to None: refused by name, not a TypeError later.
     (["--out", "None"], "--out must be a folder, got None"),
+    (["--config", ""], "argument --config: an empty string"),  # an unset variable: not the default
     (["--config.train.steps=None"], "--steps must be at least 1 (a whole number), got None"),
     (["--config.train.learning_rate=None"], "--config.train.learning_rate must be positive"),
     (["--config.check.max_length=None"], "--config.check.max_length must be even lengths"),

@@ -109,6 +109,25 @@ def test_missing_markers_and_folders_are_one_line_errors(tmp_path, capsys):
     assert err.startswith("error: argument --only: invalid choice") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("main,argv", [
+    (report.main, ["--results", "", "--check"]),
+    (report.main, ["--answers", "", "--check"]),
+    (sentiment_answers.main, ["facts", "--vocab", "", "--imdb-archive", "", "--out", ""]),
+    (sentiment_answers.main, ["collect", "--workdir", "run", "--name", "x", "--no-predict",
+                              "--out", ""]),
+])
+def test_an_empty_path_is_one_error_line(main, argv, tmp_path, monkeypatch, capsys):
+    """An empty path (an unset shell variable) is refused, not read or written as the
+    current folder."""
+    monkeypatch.chdir(tmp_path)
+    if main is sentiment_answers.main:
+        _fake_run(tmp_path / "run")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --") and "an empty string" in err, err
+    assert err.count("\n") == 1 and not list(tmp_path.glob("*.json")), err
+
+
 def test_every_section_renders_without_results(tmp_path):
     for name, section in report.SECTIONS.items():
         text = section(tmp_path)

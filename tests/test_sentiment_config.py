@@ -175,6 +175,7 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--max-steps", "-1"], "--config.train.max_steps must be >= 0, got -1"),  # trained none
     (["--config.train.keep_latest=0"], "--config.train.keep_latest must be >= 1"),  # kept none
     (["--workdir", ""], "the folder given is an empty string"),  # not the current folder
+    (["--config", "", "--max-steps", "1"], "argument --config: an empty string"),  # not the default
     (["--config.train.val_split=nope"], "--config.train.val_split: unknown split 'nope'"),
     (["--config.train.loss=multiclass"], "train.loss and input_keys are the sentiment model's"),
     (["--config.train.input_keys=('x',)"], "train.loss and input_keys are the sentiment"),

@@ -84,9 +84,10 @@ def _main(argv: list[str] | None) -> int:
                            description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 (with a diff) if a file is not up to date")
-    p.add_argument("--answers", type=pathlib.Path, default=ANSWERS,
+    path = lambda text: pathlib.Path(cli.given(text))  # an empty one: not the current folder
+    p.add_argument("--answers", type=path, default=ANSWERS,
                    help="the answers file (default: docs/answers.md)")
-    p.add_argument("--results", type=pathlib.Path, default=RESULTS,
+    p.add_argument("--results", type=path, default=RESULTS,
                    help="the results folder (default: results/)")
     p.add_argument("--only", nargs="+", choices=sorted(SECTIONS),
                    help="regenerate only these sections (and not results/cnn_vs_rnn.md)")
