@@ -90,8 +90,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
 
 def load_config(spec: str, like: ml_collections.ConfigDict | None = None
                 ) -> ml_collections.ConfigDict:
-    """`FILE.py[:ARG]` or `package.module[:ARG]` -> that module's `get_config(ARG)`; with
-    `like` (the experiment's default config), one with the same top-level fields."""
+    """`FILE.py[:ARG]` or `package.module[:ARG]` -> that module's `get_config(ARG)` (without
+    ARG, `get_config()`); with `like` (the experiment's default config), one with the same
+    top-level fields."""
     target, _, arg = spec.partition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -109,20 +110,28 @@ def load_config(spec: str, like: ml_collections.ConfigDict | None = None
             raise UserError(f"config file {target} not found{where}: {fix}")
         module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except SyntaxError as e:  # the file and line in one line, not a traceback
+            raise UserError(f"config file {target}: {e}") from None
     else:
+        # import_module's TypeError and ValueError: a path without .py ("./x"), or ":VARIANT"
         try:
             module = importlib.import_module(target)
-        except ModuleNotFoundError:
+        except (ModuleNotFoundError, TypeError, ValueError):
             raise UserError(f"no config module {target}: pass a config file, or a module "
                             "such as configs.sentiment") from None
     if not callable(getattr(module, "get_config", None)):
         raise UserError(f"config {target} has no get_config(arg): pass a config file, or a "
                         "module such as configs.sentiment")
     try:
-        config = module.get_config(arg or None)
+        # Without a variant, ml_collections' way: get_config() (which may take no argument).
+        config = module.get_config(arg) if arg else module.get_config()
     except (KeyError, ValueError) as e:
         raise UserError(f"config {spec}: {e}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"config {spec}: get_config returned a {type(config).__name__}, "
+                        "not an ml_collections.ConfigDict")
     if like is not None and set(config) != set(like):
         raise UserError(f"config {spec} is another experiment's: its fields are "
                         f"{', '.join(config)}, this experiment's {', '.join(like)}")

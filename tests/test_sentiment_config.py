@@ -204,6 +204,22 @@ def test_bad_config_is_one_error_line(argv, needle, tmp_path):
     assert not (tmp_path / "w").exists()  # nothing was done
 
 
+def test_a_config_file_loads_or_is_one_error_line(tmp_path):
+    """A config file with a syntax error, or whose get_config returns no ConfigDict, is one
+    line, as is a path without .py; ml_collections' get_config() without an argument loads."""
+    mine = tmp_path / "mine.py"
+    for text, needle in [("def get_config(:\n", r"mine.py: .*line 1"),
+                         ("def get_config(arg=None):\n    return {}\n", "returned a dict")]:
+        mine.write_text(text)
+        with pytest.raises(cli.UserError, match=needle):
+            cli.load_config(str(mine))
+    with pytest.raises(cli.UserError, match="no config module ./configs/sentiment"):
+        cli.load_config("./configs/sentiment")
+    mine.write_text("from configs import sentiment\n\ndef get_config():\n"
+                    "    return sentiment.get_config('smoke')\n")
+    assert cli.load_config(str(mine)).data.max_length == 32
+
+
 @pytest.mark.parametrize("variant,argv", [
     ("synthetic", []),
     ("imdb_scratch", ["--imdb-archive", "../shared/data/aclImdb_v1.tar.gz", "--encoder",
