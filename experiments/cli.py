@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
+import json
 import math
 import shlex
 import sys
@@ -136,6 +137,19 @@ def load_config(spec: str, like: ml_collections.ConfigDict | None = None
         raise UserError(f"config {spec} is another experiment's: its fields are "
                         f"{', '.join(config)}, this experiment's {', '.join(like)}")
     return config
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """The JSON object in the file `path`; another content is a UserError naming the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise UserError(f"{path} is not valid JSON ({e}): write it again with the command "
+                        "that makes it") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object: write it "
+                        "again with the command that makes it")
+    return value
 
 
 def whole(value: Any, least: int = 0) -> bool:

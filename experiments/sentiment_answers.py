@@ -182,11 +182,11 @@ def collect(workdir: str | pathlib.Path, name: str, out: str | pathlib.Path,
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: train into {workdir} first "
                                     "(python -m experiments.sentiment --workdir ...)")
-    metrics = json.loads(wd.metrics.read_text())
+    metrics = cli.read_json(wd.metrics)
     if metrics.get("status") != "completed":
         raise ValueError(f"the run in {workdir} is {metrics.get('status')!r}, not completed: "
                          "finish it (--resume) before collecting")
-    metrics["run_config"] = json.loads(wd.config.read_text())
+    metrics["run_config"] = cli.read_json(wd.config)
     metrics["command"] = run_command(metrics)
     if predict:
         predictor = SentimentPredictor.load(workdir)
@@ -208,7 +208,7 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
     for path in sorted(results_dir.glob("sentiment_*.json")):
         if path.name == FACTS_FILE:  # read by the report itself
             continue
-        m = json.loads(path.read_text())
+        m = cli.read_json(path)
         if "history" not in m:  # not a metrics.json
             continue
         name = path.stem.removeprefix("sentiment_")

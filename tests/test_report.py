@@ -128,6 +128,20 @@ def test_an_empty_path_is_one_error_line(main, argv, tmp_path, monkeypatch, caps
     assert err.count("\n") == 1 and not list(tmp_path.glob("*.json")), err
 
 
+def test_a_malformed_results_file_is_one_line_naming_it(tmp_path, capsys):
+    for content in ("{", "[]"):  # not JSON; JSON but not an object
+        (tmp_path / "recurrence.json").write_text(content)
+        assert report.main(["--print", "q2", "--results", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / 'recurrence.json'} ") and err.count("\n") == 1
+    _fake_run(tmp_path / "run")
+    (tmp_path / "run" / "metrics.json").write_text("{")
+    assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name", "x",
+                                   "--out", str(tmp_path / "out"), "--no-predict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'run' / 'metrics.json'} is not valid JSON"), err
+
+
 def test_every_section_renders_without_results(tmp_path):
     for name, section in report.SECTIONS.items():
         text = section(tmp_path)

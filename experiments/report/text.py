@@ -17,7 +17,6 @@ Numbers change line lengths, so after filling the paragraphs and list items are 
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import textwrap
@@ -25,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
+
+from experiments import cli
 
 TEMPLATES = pathlib.Path(__file__).parent / "templates"  # package data, installed with the code
 
@@ -36,8 +37,8 @@ _ATOMS = re.compile(r"\$[^$]+\$|`[^`]+`")
 
 
 def read_json(path: pathlib.Path) -> Any:
-    """The JSON in `path`, or None when there is no such file (not measured yet)."""
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON object in `path`, or None when there is no such file (not measured yet)."""
+    return cli.read_json(path) if path.is_file() else None
 
 
 def fill(name: str, values: Mapping[str, Any]) -> str:
