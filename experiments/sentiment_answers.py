@@ -248,6 +248,7 @@ def _main(argv: list[str] | None) -> int:
     c.add_argument("--no-predict", action="store_true",
                    help="keep the run's own predictions (do not load the model)")
     args = p.parse_args(argv)
+    Workdir(args.out).check(flag="--out")  # before minutes of measuring
     if args.command == "facts":
         t0 = time.perf_counter()
         facts = {"command": "python -m experiments.sentiment_answers facts",

@@ -142,6 +142,14 @@ def test_a_malformed_results_file_is_one_line_naming_it(tmp_path, capsys):
     assert err.startswith(f"error: {tmp_path / 'run' / 'metrics.json'} is not valid JSON"), err
 
 
+def test_facts_refuses_a_bad_out_before_measuring(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setattr(sentiment_answers, "param_facts", lambda: pytest.fail("measured first"))
+    assert sentiment_answers.main(["facts", "--vocab", "", "--imdb-archive", "", "--out",
+                                   str(tmp_path / "a_file")]) == 2
+    assert "is not writable (File exists): choose another --out" in capsys.readouterr().err
+
+
 def test_every_section_renders_without_results(tmp_path):
     for name, section in report.SECTIONS.items():
         text = section(tmp_path)
