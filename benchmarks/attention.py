@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.inputs import BenchmarkParser, run
+from experiments.cli import positive, require
 from hw3_jax import timing
 from hw3_jax.bert import ATTENTION_KINDS, BertConfig, BertEncoder, init_bert_params
 
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_sized("--max-gb", "skip a case whose compiled program needs more memory",
                 type=float, minimum=None)
     args = p.parse(argv)
+    # 0 or less skips every case (a benchmark of nothing), NaN none.
+    require(positive(args.max_gb), "--max-gb", "a finite number > 0", args.max_gb)
     rows = []
     for length in args.lengths:
         for kind in args.kinds:

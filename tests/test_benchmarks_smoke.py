@@ -147,6 +147,7 @@ def test_bad_flag_value_is_one_line(tmp_path, capsys):
     (["--repeats", "0"], "--repeats must be 1 or more, got 0"),
     (["--lengths", "512", "-8"], "--lengths must be 1 or more, got -8"),
     (["--warmup", "0"], "--warmup must be 1 or more, got 0"),  # it would time compiling
+    (["--max-gb", "0"], "--max-gb must be a finite number > 0, got 0.0"),  # skips every case
 ])
 def test_count_out_of_range_is_one_line(flags, message, tmp_path, capsys):
     err = _one_line_error([*flags, "--out-dir", str(tmp_path)], capsys)
