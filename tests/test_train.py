@@ -470,6 +470,34 @@ def test_signal_saves_the_step_then_resume_is_exact(tmp_path, ref_run, sig):
     assert res.test_loss == ref_run.test_loss
 
 
+class SignalInLastValidation(TinyData):
+    """Sends this process SIGINT as the loop evaluates the validation split after step 16,
+    the last of 2 epochs."""
+
+    step = 0
+
+    def on_batch(self, step, batch):
+        self.step = step
+        return batch
+
+    def eval_batches(self, split):
+        if split == "validation" and self.step == 16:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().eval_batches(split)
+
+
+def test_ctrl_c_in_the_last_validation_stops_before_the_test_evaluation(tmp_path, ref_run):
+    """Ctrl-C as the last epoch is validated stops the run with its last step saved, rather
+    than being dropped while the test evaluation (minutes on IMDB) goes on; --resume then
+    evaluates and ends as the uninterrupted run."""
+    with pytest.raises(L.StopRequested, match="after the last training step"):
+        run(tmp_path, data=SignalInLastValidation(), epochs=2)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "running"
+    res, _, _ = run(tmp_path, epochs=2, resume=True)
+    assert [h["val_loss"] for h in res.history] == [h["val_loss"] for h in ref_run.history]
+    assert res.test_loss == ref_run.test_loss
+
+
 def test_an_ignored_signal_stays_ignored(tmp_path, ref_run):
     """A script's background job ignores SIGINT: Ctrl-C neither stops its training nor
     changes what it trains."""

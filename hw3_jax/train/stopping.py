@@ -29,7 +29,8 @@ class StopRequested(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_requests() -> Iterator[Callable[[int], bool]]:
     """Yield `requested(step) -> bool`: whether the run should save and stop after global
-    step `step`; call it after every step. Signal handlers are in place only inside."""
+    step `step`; call it after every step. Signal handlers are in place only inside; a
+    request that no call saw raises StopRequested on leaving."""
     if is_multiprocess():
         enabled = jax.config.jax_enable_preemption_service  # else there is no sync manager
         yield multihost_utils.reached_preemption_sync_point if enabled else lambda step: False
@@ -60,3 +61,6 @@ def stop_requests() -> Iterator[Callable[[int], bool]]:
         yield lambda step: received.is_set()
     finally:
         restore()
+    if received.is_set():  # came after the last step's check: in its evaluation or save
+        raise StopRequested("stopped after the last training step (saved), before the test "
+                            "evaluation")
