@@ -194,6 +194,16 @@ def test_performer_stable_for_large_norms():
     assert float(jnp.abs(out).max()) <= float(jnp.abs(v).max()) * (1 + 1e-5)
 
 
+def test_performer_ignores_inf_and_nan_at_padded_keys():
+    q, k, v = _qkv(5)
+    mask = _mask([T, 19])
+    pad = ~mask[:, :, None, None]
+    perf = METHODS["performer"]
+    out = perf(q, jnp.where(pad, jnp.inf, k), jnp.where(pad, jnp.nan, v), mask)
+    np.testing.assert_allclose(_real_rows(out, mask), _real_rows(perf(q, k, v, mask), mask),
+                               atol=1e-6)
+
+
 def test_performer_output_does_not_depend_on_where_the_padding_sits():
     # Whole chunks of padding before the first real key: the key shift must still come
     # from the real keys alone (large norms: their features underflow under any other shift).
