@@ -166,4 +166,7 @@ def measure(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not sys.argv[1].startswith("{"):  # run by hand: --help, say
+        sys.exit("error: python -m benchmarks.torch_peer takes one JSON object, its keys in "
+                 "the module docstring; python -m benchmarks.train_step starts it")
     print(json.dumps(measure(json.loads(sys.argv[1]))))

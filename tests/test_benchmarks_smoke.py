@@ -198,6 +198,13 @@ def test_predict_needs_a_warm_up_call(tmp_path, capsys):
 # The peers' processes: a failure is one error, with the install hint only when torch is missing.
 
 
+def test_the_torch_peer_run_without_its_spec_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.torch_peer", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
 @pytest.mark.parametrize("code, message", [
     ("pass", "exit status 0, no output"),
     ("import sys; print('done'); sys.exit(0)", "exit status 0, no output"),
