@@ -173,7 +173,8 @@ def _base() -> ml_collections.ConfigDict:
 
 def _imdb_scratch(config: ml_collections.ConfigDict) -> None:
     # One encoder layer and more dropout: the 17,500 training reviews are memorised otherwise.
-    config.data.update(imdb_archive=SHARED_ARCHIVE, max_length=384, batch_size=64,
+    # IMDB even when the archive is cleared (--config.data.imdb_archive=None: the download).
+    config.data.update(source="imdb", imdb_archive=SHARED_ARCHIVE, max_length=384, batch_size=64,
                        vocab_size=16_000, buckets="64,128,192,256,384")
     config.model.update(layers=1, heads=2, intermediate_size=256, gru_layers=1,
                         readout="concat", init_embeddings="ppmi-svd", word_vector_std=0.5,

@@ -102,6 +102,15 @@ def test_the_flags_imply_the_variant():
     assert config.data.imdb_archive == get_config("imdb_scratch").data.imdb_archive
 
 
+
+def test_imdb_scratch_without_its_archive_reads_imdb():
+    """The variant is IMDB's: with its archive cleared the run downloads IMDB (the field's
+    None), not the synthetic data."""
+    config, _, _ = build_config(["--config", "configs/sentiment.py:imdb_scratch",
+                                 "--config.data.imdb_archive=None"])
+    assert sentiment_train.resolve(config).data.source == "imdb"
+
+
 URL = "http://x/a.tar.gz"
 
 
