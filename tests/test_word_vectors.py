@@ -49,12 +49,13 @@ def test_cooccurrence_by_hand():
     assert c[2].sum() == 0 and c[:, 2].sum() == 0 and c[1, 3] == c[3, 1] == 1.5
 
 
-def test_ppmi_is_positive_pmi():
+@pytest.mark.parametrize("alpha", [1.0, 0.75])
+def test_ppmi_is_positive_pmi(alpha):
     counts = np.array([[0, 4, 1], [4, 0, 1], [1, 1, 2]], float)
-    m = E.ppmi(sp.csr_matrix(counts), alpha=1.0).toarray()
+    m = E.ppmi(sp.csr_matrix(counts), alpha=alpha).toarray()
     total = counts.sum()
     p_i = counts.sum(1) / total
-    p_j = counts.sum(0) / total
+    p_j = counts.sum(0) ** alpha / (counts.sum(0) ** alpha).sum()  # smoothed contexts
     with np.errstate(divide="ignore"):
         pmi = np.log(counts / total / np.outer(p_i, p_j))
     np.testing.assert_allclose(m, np.maximum(pmi, 0), atol=1e-12)
