@@ -70,6 +70,8 @@ def test_train_batches_shuffle_by_seed_and_epoch():
     other = SentimentData(split, val, test, _tiny_tokenizer(), batch_size=16,
                              buckets=buckets, max_length=64, seed=6)
     assert order(0, other) != e0
+    lengths = [b["input_ids"].shape[1] for b in data.train_batches(0)]
+    assert lengths != sorted(lengths)  # the batches are shuffled too, not only the buckets
     for epoch in (0, 1):
         seen = np.concatenate([check_batch(b, split, buckets, 16)
                                for b in data.train_batches(epoch)])
@@ -156,6 +158,9 @@ def test_predict_batches_take_any_text(shared_data):
     three = list(batching.predict_batches(tok, texts[:3], truncation="head", batch_size=4))
     assert [b["index"].tolist() for b in three] == [[2, 1, 0, -1]]
     np.testing.assert_array_equal(three[0]["weight"], [1, 1, 1, 0])
+    # 30 words + [CLS] [SEP] fill the 32 bucket exactly.
+    (full,) = batching.predict_batches(tok, ["ok " * 30], truncation="head", batch_size=4)
+    assert full["input_ids"].shape == (1, 32) and full["attention_mask"].all()
 
 
 def test_prefetch_propagates_errors_and_stops_early():
