@@ -100,6 +100,16 @@ def test_count_params_on_arrays_and_structs():
     assert count_params(tree) == 15
 
 
+def test_trainable_mask_can_freeze_the_word_embeddings_alone():
+    params = {"bert": {"embeddings": {"word_embeddings": {"embedding": 0},
+                                      "position_embeddings": {"embedding": 0}}},
+              "out": {"kernel": 0}}
+    mask = trainable_mask(params, freeze_encoder=False, freeze_word_embeddings=True)
+    assert mask == {"bert": {"embeddings": {"word_embeddings": {"embedding": False},
+                                            "position_embeddings": {"embedding": True}}},
+                    "out": {"kernel": True}}
+
+
 # ---------------------------------------------------------------------------------------
 # The factory: configs/sentiment.py's model section -> BertGRUSentiment
 # ---------------------------------------------------------------------------------------
