@@ -77,9 +77,10 @@ def tokenizer_facts(vocab: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _display_path(path: str | pathlib.Path) -> str:
-    """A local path relative to the checkout (no machine-specific prefix); names as given."""
+    """A local path relative to the current folder, the checkout's root (no machine-specific
+    prefix); names as given."""
     p = pathlib.Path(path)
-    return os.path.relpath(p.resolve(), timing.ROOT) if p.exists() else str(path)
+    return os.path.relpath(p.resolve()) if p.exists() else str(path)
 
 
 def split_facts(archive: str | pathlib.Path) -> dict[str, Any]:
@@ -226,7 +227,7 @@ def load_runs(results_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
 
 
 def _shared_help(path: pathlib.Path) -> str:
-    return f"(default: {os.path.relpath(path, timing.ROOT)} if present, else skipped)"
+    return f"(default: {path} if present, else skipped)"
 
 
 def _main(argv: list[str] | None) -> int:

@@ -23,9 +23,11 @@ from typing import Any
 
 from hw3_jax.train.workdir import Workdir
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
-SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data/README.md lists what it holds
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m` finds these packages
+# Relative to the current folder, as the experiments' results and configs/sentiment.py's
+# shared paths: the checkout's root when run from there, never an installed package's folder.
+RESULTS = Path("results")
+SHARED_DATA = Path("../shared/data")  # ../shared/data/README.md lists what it holds
 SHARED_ARCHIVE = SHARED_DATA / "aclImdb_v1.tar.gz"
 SHARED_VOCAB = SHARED_DATA / "bert-base-uncased" / "vocab.txt"
 BF16_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")

@@ -58,6 +58,16 @@ def test_report_prints_notes_but_does_not_store_them(tmp_path, capsys):
     assert json.loads(path.read_text()) == result
 
 
+def test_the_default_results_folder_is_the_current_folders(tmp_path, monkeypatch, capsys):
+    """Without --out-dir a benchmark writes results/ in the folder it runs in (the
+    checkout's root), not beside the installed package."""
+    from hw3_jax import timing
+
+    monkeypatch.chdir(tmp_path)
+    path = timing.report({"benchmark": "x", "table_markdown": "| a |"}, None)
+    assert path.resolve() == tmp_path / "results" / "bench_x.json"
+
+
 def test_recipe_quick_run(tmp_path, shared_data):
     """The recipe's training runs (notebook and minilm), their metrics read back, the step's
     FLOPs and profile shares, in the JSON and the printed tables."""
