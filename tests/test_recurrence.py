@@ -87,6 +87,10 @@ def test_fixed_module_has_no_params_learnable_has_three_scalars():
     chex.assert_shape(list(params.values()), ())
     values = np.array([float(v) for v in params.values()])
     assert np.all(np.abs(values) <= 1.0) and len(set(values)) == 3  # U[-1, 1), distinct
+    draws = [ScalarRNN(learnable=True).init(jax.random.key(k), x)["params"] for k in range(4)]
+    assert min(float(v) for d in draws for v in d.values()) < 0  # both signs
+    # float16 inputs run in float32, as integers do
+    assert ScalarRNN().apply({}, np.ones((1, 3), np.float16))[0].dtype == np.float32
 
 
 class ScalarRNNVariantsTest(chex.TestCase):
