@@ -126,12 +126,14 @@ def test_factory_builds_the_notebook_model_from_its_config():
 def test_factory_scratch_encoder_follows_the_config():
     model_cfg = get_config("smoke").model
     model_cfg.update(dtype="bfloat16", attention="local", notebook_parity=True,
-                     encoder_dropout=0.3)
+                     encoder_dropout=0.3, performer_features=24)
     bert = factory.encoder_config(model_cfg, vocab_size=200, pad_id=3, max_length=32)
     assert (bert.vocab_size, bert.pad_token_id, bert.max_position_embeddings) == (200, 3, 32)
     assert (bert.hidden_size, bert.num_hidden_layers, bert.num_attention_heads) == (32, 1, 2)
     assert (bert.attention, bert.dtype, bert.hidden_dropout_prob) == ("local", "bfloat16", 0.3)
     assert bert.local_window == BertConfig().local_window  # the config's default is BERT's
+    assert bert.performer_features == 24
+    assert factory.compute_dtype({"dtype": None}) == "float32"  # on CPU: no bfloat16 units
     model = factory.sentiment_model(model_cfg, bert)
     assert not model.freeze_encoder  # a scratch encoder is always trained
     assert model.gru_over_padding and not model.encoder_attention_mask
