@@ -78,7 +78,9 @@ class ShapesTest(chex.TestCase, parameterized.TestCase):
         params = _params(model)
         apply = self.variant(lambda p, x: model.apply({"params": p}, x))
         for shape in [(8, 8), (13, 5), (1, 1), (28, 28), (8, 8, 1)]:
-            chex.assert_shape(apply(params, _images(2, shape)), (2, 10))
+            logits = apply(params, _images(2, shape))
+            chex.assert_shape(logits, (2, 10))
+            chex.assert_tree_all_finite(logits)  # a 1-pixel side pools to 1 pixel, not 0
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_rnn_takes_any_height_but_only_its_width(self):
