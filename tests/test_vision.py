@@ -220,6 +220,9 @@ class DataTest(chex.TestCase):
         np.testing.assert_array_equal(np.bincount(seen), np.bincount(splits.train_y))
         again = list(data.train_batches(0))
         np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
+        resumed = list(data.train_batches(0, 5))  # a resumed epoch skips its first 5 batches
+        assert len(resumed) == 8
+        np.testing.assert_array_equal(resumed[0]["image"], batches[5]["image"])
         other = next(data.train_batches(1))
         assert not np.array_equal(batches[0]["label"], other["label"])
         val = list(data.eval_batches("validation"))
