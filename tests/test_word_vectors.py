@@ -81,6 +81,9 @@ def test_vectors_put_words_of_the_same_contexts_together():
     again = E.ppmi_svd_embeddings([split_of(docs)], vocab_size=60, dim=8, window=1,
                                   skip_ids=[0], std=0.02, seed=0)
     np.testing.assert_array_equal(vec, again)  # deterministic by seed
+    other = E.ppmi_svd_embeddings([split_of(docs)], vocab_size=60, dim=8, window=1,
+                                  skip_ids=[0], std=0.02, seed=1)
+    assert not np.allclose(vec[50:], other[50:])  # the unseen rows are drawn from the seed
     with pytest.raises(ValueError, match="smaller than the vocabulary"):
         E.ppmi_svd_embeddings([split_of(docs)], vocab_size=8, dim=8, std=0.02, seed=0)
     with pytest.raises(ValueError, match="empty"):
