@@ -130,6 +130,9 @@ def test_from_torch_gru_accepts_numpy_and_prefix_and_rejects_mismatch():
         from_torch_gru(_torch_gru(2, False).state_dict(), 2, True)
     with pytest.raises(ValueError, match="unexpected.*weight_ih_l1"):
         from_torch_gru(tg.state_dict(), 1, True)
+    sd["rnn.weight_hh_l1"] = sd["rnn.weight_hh_l1"][:, :-1]
+    with pytest.raises(ValueError, match="inconsistent.*weight_hh_l1"):
+        from_torch_gru(sd, 2, True, prefix="rnn.")
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
