@@ -17,6 +17,7 @@ from hw3_jax.gru import GRU, from_torch_gru
 from hw3_jax.models import (
     BertGRUSentiment,
     GRUHead,
+    LinearHead,
     count_params,
     init_params,
     param_shapes,
@@ -98,6 +99,15 @@ def test_count_params_on_arrays_and_structs():
         "d": None,
     }
     assert count_params(tree) == 15
+
+
+@pytest.mark.parametrize("head", [GRUHead(8, 1, dropout=0.5), LinearHead(dropout=0.5)])
+def test_heads_drop_their_inputs_in_training_only(head):
+    feats, mask = jax.random.normal(jax.random.key(0), (2, 5, 4)), jnp.ones((2, 5))
+    params = head.init(jax.random.key(1), feats, mask)
+    train = head.apply(params, feats, mask, deterministic=False,
+                       rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(train, head.apply(params, feats, mask))
 
 
 def test_trainable_mask_can_freeze_the_word_embeddings_alone():
