@@ -240,7 +240,7 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
     try:
         code = main()
     except KeyboardInterrupt as e:  # e's message: where the training loop stopped, if it did
-        print(f"{e or 'interrupted'}; continue with --resume" if resumable else "interrupted",
+        print(f"{str(e) or 'interrupted'}; continue with --resume" if resumable else "interrupted",
               file=sys.stderr)
         code = 130
     except (UserError, DataError, WorkdirError, *user_errors) as e:

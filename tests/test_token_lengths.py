@@ -62,3 +62,11 @@ def test_ctrl_c_names_resume_only_where_the_command_has_it(resumable, capsys):
     assert capsys.readouterr().err == ("stopped after step 3 (batch 3 of epoch 1), saved in "
                                        "w/latest; continue with --resume\n" if resumable
                                        else "interrupted\n")
+
+
+def test_ctrl_c_outside_the_training_loop_says_interrupted(capsys):
+    """A bare Ctrl-C (in tokenizing, say) of a resumable command: no empty message."""
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+    assert cli.run_main(interrupted, resumable=True) == 130
+    assert capsys.readouterr().err == "interrupted; continue with --resume\n"
