@@ -197,6 +197,9 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
             node, where = node[p], "config." + ".".join(parents[:i + 1])
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
             raise KeyError(name)
+        if isinstance(node[name], ml_collections.ConfigDict):
+            raise UserError(f"--config.{dotted} is a section: set its fields, "
+                            f"--config.{dotted}.FIELD=VALUE")
         if isinstance(value, str):
             value = parse_value(value, node.get_type(name))
         if isinstance(value, list):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import configs.sentiment
 from experiments.cli import OVERRIDE_PREFIX, UserError, check_seed, flatten
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
@@ -98,6 +100,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every check that needs no data, on a resolved config: one-line UserErrors."""
     data, model, values = config.data, config.model, flatten(config)
+    nullable = _nullable(config.train)
+    refused = sorted(k for k, v in values.items() if v is None and k not in nullable)
+    if refused:  # else a TypeError in a check or in the model, far from the cause
+        raise UserError(f"{OVERRIDE_PREFIX}{refused[0]}=None: this field takes a value "
+                        "(configs/sentiment.py gives its default)")
     pretrained = factory.is_pretrained(model)
     check_seed(config.seed)  # the range both NumPy and scikit-learn take
     for flag, value in (("--imdb-archive", data.imdb_archive), ("--imdb-url", data.imdb_url)):
@@ -156,6 +163,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.encoder_cache.enabled and processes > 1:
         raise UserError("--cache-encoder runs in a single process: leave it out to train "
                         f"the full model over the {processes} processes")
+
+
+def _nullable(train: ml_collections.ConfigDict) -> set[str]:
+    """The fields that may hold None: the placeholders of configs/sentiment.py (None in its
+    default) and TrainConfig's optional fields."""
+    hints = typing.get_type_hints(TrainConfig)
+    optional = {f"train.{name}" for name in train if type(None) in typing.get_args(hints[name])}
+    return optional | {k for k, v in flatten(configs.sentiment.get_config()).items() if v is None}
 
 
 def _validate_train(train: ml_collections.ConfigDict) -> None:

@@ -198,6 +198,11 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--limit", "0"], "--limit must be >= 1"),
     (["--seed", "-1"], "--seed must be a whole number in 0..2**32-1"),  # NumPy's range
     (["--config.data.buckets=x"], "--config.data.buckets"),
+    # None only where the default is None (or TrainConfig takes it): not a TypeError later.
+    (["--config", "configs.sentiment:smoke", "--max-steps", "1", "--config.data.batch_size=None"],
+     "--config.data.batch_size=None: this field takes a value"),
+    (["--config.train.epochs=None"], "--config.train.epochs=None: this field takes a value"),
+    (["--config.train=None"], "--config.train is a section: set its fields"),
     (["--config.model.word_vector_std=0"], "--config.model.word_vector_std"),
     # A field without a shortcut flag is set with --config.SECTION.FIELD=VALUE alone.
     (["--readout", "concat"], "unrecognized arguments: --readout concat; --readout is the "
