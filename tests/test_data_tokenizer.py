@@ -58,8 +58,11 @@ def test_bad_tokenizer_sources(tmp_path, monkeypatch):
     # A hub name with no network: one clear line, quickly (no minute of retries).
     monkeypatch.setattr(net, "can_reach", lambda *a, **k: False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(DataError, match="vocab.txt"):
+    with pytest.raises(DataError, match="vocab.txt") as e:
         T.load_pretrained_tokenizer("some-user/some-bert-that-is-not-cached")
+    # The advice works on a user's machine: no path that only a checkout's neighbours have.
+    assert "hf download some-user/some-bert-that-is-not-cached vocab.txt" in str(e.value)
+    assert "shared/data" not in str(e.value)
 
 
 def test_scratch_tokenizer_saves_and_loads(tmp_path):

@@ -93,8 +93,8 @@ def load_pretrained_tokenizer(name_or_path: str | os.PathLike, max_length: int =
                             "vocab.txt") from None
         except net.HubUnavailable as e:
             raise DataError(f"the tokenizer of {name!r}: {e}: pass a local encoder folder, "
-                            "tokenizer.json or vocab.txt instead (e.g. "
-                            "../shared/data/bert-base-uncased/vocab.txt)") from None
+                            "tokenizer.json or vocab.txt instead (e.g. from `hf download "
+                            f"{name} vocab.txt --local-dir DIR` elsewhere)") from None
     if p.suffix == ".json":
         return load_tokenizer_file(p, max_length)
     try:
