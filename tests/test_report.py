@@ -134,6 +134,9 @@ def test_a_malformed_results_file_is_one_line_naming_it(tmp_path, capsys):
         assert report.main(["--print", "q2", "--results", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {tmp_path / 'recurrence.json'} ") and err.count("\n") == 1
+    (tmp_path / "recurrence.json").write_text("{}")  # an object without the entries
+    assert report.main(["--print", "q2", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: a results file has no entry '")
     _fake_run(tmp_path / "run")
     (tmp_path / "run" / "metrics.json").write_text("{")
     assert sentiment_answers.main(["collect", "--workdir", str(tmp_path / "run"), "--name", "x",

@@ -132,4 +132,10 @@ def _check(files: dict[pathlib.Path, tuple[str, str]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_main(lambda: _main(argv), (OSError, KeyError, ValueError, jinja2.TemplateError))
+    def report() -> int:
+        try:
+            return _main(argv)
+        except KeyError as e:  # a results JSON written by an older or hand-edited command
+            raise cli.UserError(f"a results file has no entry {e}: write it again with the "
+                                "command that makes it") from None
+    return cli.run_main(report, (OSError, ValueError, jinja2.TemplateError))
