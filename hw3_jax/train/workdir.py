@@ -98,7 +98,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ends without an error, rename it onto `path` with `os.replace`, else remove it. A reader
     never sees a half-written file under the final name. A killed run leaves only the
     temporary file, whose name carries the pid of the process that wrote it: the next write
-    of `path` removes it once that process is gone."""
+    of `path` removes it once that process is gone. (A writer on another machine of a shared
+    folder looks gone; its rename then fails. Of the files every process of a run writes,
+    only the token cache's: that process warns and goes on, the cache written by another.)"""
     path = Path(path)
     for old, pid in temp_files(path):
         if process_gone(pid):
