@@ -163,6 +163,44 @@ def test_synthetic_labels_follow_the_simple_cases():
     assert checked[0] > 50 and checked[1] > 20  # both kinds were exercised
 
 
+def test_synthetic_labels_follow_the_deciding_clause():
+    """In a two-clause opinion the clause after a contrast connector, and the main clause of a
+    concession ("Although A, B" / "B, although A"), decide the label."""
+    pos, neg = ({w.split()[0] for v in verbs for w in v} | set(adjectives) | set(phrases)
+                for verbs, adjectives, phrases in (
+                    (synthetic.POSITIVE_VERBS, synthetic.POSITIVE_ADJECTIVES,
+                     synthetic.POSITIVE_NOUN_PHRASES),
+                    (synthetic.NEGATIVE_VERBS, synthetic.NEGATIVE_ADJECTIVES,
+                     synthetic.NEGATIVE_NOUN_PHRASES)))
+    words = re.compile(r"\b(?:{})\b".format("|".join(sorted(pos | neg, key=len)[::-1])))
+
+    def polarity(clause):  # 1 = positive: its sentiment words' polarity, flipped by a negation
+        found = {w in pos for w in words.findall(clause)}
+        assert len(found) == 1, clause
+        return found.pop() ^ (re.search(r"\b(not|never|neither|far from)\b|n't", clause)
+                              is not None)
+
+    conj = "although|even though|though|even if|while"
+    rng, seen = np.random.default_rng(5), {"first": 0, "last": 0, "contrast": 0}
+    for _ in range(600):
+        text, label = synthetic.generate_review(rng, single_prob=0.0, two_opinions_prob=0.0,
+                                                max_neutral=0)
+        body = text.lower().rstrip(".!")
+        prefix = next(p for p in synthetic.OPINION_PREFIXES[::-1] if body.startswith(p.lower()))
+        body = body[len(prefix):]
+        if m := re.fullmatch(rf"(?:{conj}) (.*?), (.*)", body):  # Although A, B
+            form, deciding, other = "first", m[2], m[1]
+        elif m := re.fullmatch(rf"(.*), (?:{conj}) (.*)", body):  # B, although A
+            form, deciding, other = "last", m[1], m[2]
+        else:  # A but B
+            m = re.fullmatch(r"(.*?)(?:\. but|[.;] however,|\. still,|\. that said,|, and yet"
+                             r"|, yet|,? but(?: in the end| overall)?) (.*)", body)
+            form, deciding, other = "contrast", m[2], m[1]
+        assert label == polarity(deciding), text
+        seen[form] += polarity(deciding) != polarity(other)
+    assert min(seen.values()) > 20, seen  # each form with clauses that disagree
+
+
 def test_synthetic_defeats_bag_of_words_but_not_order():
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
