@@ -4,8 +4,9 @@ Every function takes `q, k, v` of shape `[batch, length, heads, head_dim]` (the 
 `jax.nn.dot_product_attention`, so no transposes are needed around it) and an optional key
 padding mask `[batch, length]` (True = real token), and returns `[batch, length, heads,
 head_dim]` in the dtype of `q`. All scale the logits by `1/sqrt(head_dim)` internally, as BERT
-does. Padded keys never influence an output; outputs at padded *query* positions are finite
-but otherwise meaningless (callers mask them downstream).
+does. Finite keys and values at padded positions never influence an output (BERT's are
+projections of LayerNorm outputs, so finite); outputs at padded *query* positions are finite but
+otherwise meaningless (callers mask them downstream).
 
 All three are pure, differentiable, `jit`-friendly (static shapes only) and keep the numerically
 delicate parts (logits, softmax, exponentials of the random features, normalisers) in float32
