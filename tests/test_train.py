@@ -620,7 +620,7 @@ _ORBAX_LEFTOVERS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableEx
 
 
 @_ORBAX_LEFTOVERS
-@pytest.mark.parametrize("what", ["array", "meta", "params_folder"])
+@pytest.mark.parametrize("what", ["array", "meta", "params_folder", "params_metadata"])
 def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
     run(tmp_path, epochs=1)
     latest = tmp_path / "checkpoints" / "latest"
@@ -630,6 +630,8 @@ def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
         _truncate_largest(latest / "8")
     elif what == "params_folder":
         shutil.rmtree(latest / "8" / "params")
+    elif what == "params_metadata":  # the arrays' tree, read before them to check the model
+        os.truncate(latest / "8" / "params" / "_METADATA", 20)
     else:
         (latest / "8" / "meta" / "metadata").write_text('{"format_vers')
     before = sorted(str(p) for p in (tmp_path / "checkpoints").rglob("*"))
@@ -649,7 +651,7 @@ def test_corrupted_checkpoint_clear_error_nothing_deleted(tmp_path, what):
 def test_corrupted_best_checkpoint_for_inference(tmp_path):
     run(tmp_path, epochs=1)
     _truncate_largest(tmp_path / "checkpoints" / "best" / "8")
-    with pytest.raises(CheckpointError, match="best/8"):
+    with pytest.raises(CheckpointError, match="best/8.*train again with --overwrite"):
         load_best(tmp_path)
     gc.collect()
 

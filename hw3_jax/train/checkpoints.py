@@ -264,11 +264,14 @@ class CheckpointStore:
             if name != "model_state":
                 raise self._error(mgr, step, FileNotFoundError(f"{name} is missing: {path}"))
             return {}
+        # The handler, not a Checkpointer: that one logs an unreadable _METADATA and returns
+        # None, which would compare as a checkpoint of another model.
+        handler = ocp.StandardCheckpointHandler()
         try:
-            with _quiet_absl(), ocp.StandardCheckpointer() as checkpointer:
-                return checkpointer.metadata(path).item_metadata
+            with _quiet_absl(), contextlib.closing(handler):
+                return handler.metadata(path)
         except Exception as e:  # noqa: BLE001
-            raise self._error(mgr, step, e) from e
+            raise self._error(mgr, step, e, f"metadata of {name}: ") from e
 
     def _check_signature(self, mgr: ocp.CheckpointManager, step: int,
                          template: Mapping[str, Any], names: tuple[str, ...]) -> None:
@@ -284,17 +287,19 @@ class CheckpointStore:
                     + ". Use the configuration it was trained with, or another --workdir."
                 )
 
-    def _error(self, mgr: ocp.CheckpointManager, step: int, e: Exception) -> CheckpointError:
+    def _error(self, mgr: ocp.CheckpointManager, step: int, e: Exception, where: str = ""
+               ) -> CheckpointError:
         older = [s for s in mgr.all_steps() if s != step]
         hint = (
             f" Older checkpoints in {mgr.directory} (steps {older}) were left untouched; "
             f"move {mgr.directory / str(step)} away to use them."
             if older
-            else " Nothing was deleted."
+            else " Nothing was deleted; train again with --overwrite to replace it."
         )
         msg = first_line(e).split(" See full TensorStore details")[0]  # drop a long repr
         return CheckpointError(
-            f"checkpoint {mgr.directory / str(step)} is corrupted or unreadable ({msg}).{hint}"
+            f"checkpoint {mgr.directory / str(step)} is corrupted or unreadable "
+            f"({where}{msg}).{hint}"
         )
 
     def close(self) -> None:
