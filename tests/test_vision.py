@@ -355,13 +355,11 @@ def test_training_error_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_out_with_tilde_writes_every_file_under_home(tmp_path, monkeypatch):
     """`--out ~/q1`: the JSON, the tables and the plots all land in $HOME/q1."""
-    from hw3_jax.timing import RESULTS
-
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(cwd)
-    results = json.loads((RESULTS / "cnn_vs_rnn.json").read_text())
+    results = json.loads((ROOT / "results" / "cnn_vs_rnn.json").read_text())
     monkeypatch.setattr(exp, "run", lambda config, command, folder: results)
     assert exp.main(["--out", "~/q1"]) == 0
     assert sorted(p.name for p in (home / "q1").iterdir()) == [
