@@ -7,6 +7,7 @@ compiles the GRU's scan and its backward for two steps, and transformers loads).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pathlib
@@ -20,18 +21,27 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _quick_run(name: str, out_dir: pathlib.Path, *args: str) -> tuple[dict, str]:
-    """(bench_NAME.json, stdout) of `python -m benchmarks.NAME --quick ARGS` on the CPU."""
-    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out-dir", str(out_dir),
-           *args]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _quick_run(name: str, out_dir: pathlib.Path, *args: str, capsys=None) -> tuple[dict, str]:
+    """(bench_NAME.json, stdout) of `python -m benchmarks.NAME --quick ARGS` on the CPU; given
+    capsys, of its main() in this process instead (no second interpreter and jax import)."""
+    argv = ["--quick", "--out-dir", str(out_dir), *args]
+    if capsys is None:
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *argv], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        stdout = proc.stdout
+    else:
+        from benchmarks.inputs import run
+
+        module = importlib.import_module(f"benchmarks.{name}")
+        assert run(lambda: module.main(argv)) == 0, capsys.readouterr().err[-3000:]
+        stdout = capsys.readouterr().out
     out = json.loads((out_dir / f"bench_{name}.json").read_text())
     assert out["benchmark"] == name and out["quick"] is True
     assert out["table_markdown"].startswith("|")
-    assert "|---|" in proc.stdout  # the Markdown table was printed
-    return out, proc.stdout
+    assert "|---|" in stdout  # the Markdown table was printed
+    return out, stdout
 
 
 # The start of the line each benchmark prints after its table (None: none with --quick).
@@ -40,11 +50,11 @@ NOTES = {"input_pipeline": "tokenize target (<= 30 s for ", "predict": "encoder 
 
 
 @pytest.mark.parametrize("name", ["input_pipeline", "predict", "attention"])
-def test_quick_run_writes_json(name, tmp_path, shared_data):
+def test_quick_run_writes_json(name, tmp_path, shared_data, capsys):
     args = []
     if name in ("input_pipeline", "predict"):
         args = ["--vocab", str(shared_data / "bert-base-uncased" / "vocab.txt")]
-    _, stdout = _quick_run(name, tmp_path, *args)
+    _, stdout = _quick_run(name, tmp_path, *args, capsys=capsys)
     if NOTES[name] is not None:
         assert any(line.startswith(NOTES[name]) for line in stdout.splitlines())
 
@@ -252,8 +262,6 @@ def test_the_torch_peer_suggests_installing_torch_only_when_it_is_missing(stderr
                                   "train_step"])
 def test_help_describes_the_benchmark_in_full(name, capsys):
     """--help shows the whole first paragraph of the module docstring, not its first line."""
-    import importlib
-
     module = importlib.import_module(f"benchmarks.{name}")
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
