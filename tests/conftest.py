@@ -6,9 +6,14 @@ import atexit
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 import pytest
+
+# The tests of Ctrl-C send SIGINT to their own process and expect Python's handler, as under
+# a terminal; a script that starts pytest as a background job passes SIGINT on ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
