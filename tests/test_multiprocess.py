@@ -284,16 +284,12 @@ def test_two_processes_train_as_one_process_and_resume_across_layouts(tmp_path):
     # must train what one process with eight devices trains uninterrupted (side by side
     # with the first part).
     ref_dir, mp_dir = tmp_path / "one", tmp_path / "two"
-    parts = [("2proc", 3), ("1dev", 4), ("2proc", None)]
-    for i, (layout, stop) in enumerate(parts):
-        args = [*SMOKE, *([f"--config.train.max_steps={stop}"] if stop else []),
-                *(["--resume"] if i else [])]
-        outs = _run_all([(mp_dir, layout, args), *([(ref_dir, "8dev", SMOKE)] if not i else [])])
-        assert not i or f"resumed from {mp_dir}" in outs[0][0] and \
-            f"(step {parts[i - 1][1]}," in outs[0][0], outs[0][0][-2000:]
-        if not i:
-            ((_, first1), (ref_out,)) = outs
-    (out0, out1), = outs
+    (_, first1), (ref_out,) = _run_all([(mp_dir, "2proc", [*SMOKE, "--config.train.max_steps=3"]),
+                                        (ref_dir, "8dev", SMOKE)])
+    ((one,),) = _run_all([(mp_dir, "1dev", [*SMOKE, "--config.train.max_steps=4", "--resume"])])
+    ((out0, out1),) = _run_all([(mp_dir, "2proc", [*SMOKE, "--resume"])])
+    for out, step in ((one, 3), (out0, 4)):
+        assert f"resumed from {mp_dir}" in out and f"(step {step}," in out, out[-2000:]
     assert "test accuracy" in ref_out and "test accuracy" in out0
     for out in (first1, out1):  # process 0 alone reports
         assert "test accuracy" not in out and "epoch 1/1" not in out, out[-2000:]
