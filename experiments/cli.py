@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import jax
 import ml_collections
 
 from hw3_jax import timing
-from hw3_jax.data.errors import DataError
+from hw3_jax.data.errors import DataError, first_line
 from hw3_jax.train import sharding
 from hw3_jax.train.workdir import WorkdirError
 
@@ -234,10 +235,12 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 
 def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = (), *,
-             resumable: bool = False) -> int:
+             resumable: bool = False, memory_fix: str = "try smaller sizes") -> int:
     """Run `main`; a UserError, DataError (missing or bad data), WorkdirError (an output folder
     that cannot be written) or one of `user_errors` becomes one line and exit status 2, Ctrl-C
     exit status 130 (for a `resumable` command, with where its run stopped and how to go on).
+    Running out of device or host memory is one line and exit status 2 too, naming what
+    to change (`memory_fix`, e.g. "pass a smaller --batch-size").
     A process of a multi-process run that fails (any error: a traceback then exit status 1)
     ends at once (`sharding.leave_failed_run`), so that the others stop too."""
     try:
@@ -249,13 +252,24 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
     except (UserError, DataError, WorkdirError, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
-    except Exception:
-        if not sharding.is_multiprocess():
-            raise
-        traceback.print_exc()
-        code = 1
+    except Exception as e:
+        if _out_of_memory(e):
+            print(f"error: out of memory ({first_line(e)}): {memory_fix}", file=sys.stderr)
+            code = 2
+        else:
+            if not sharding.is_multiprocess():
+                raise
+            traceback.print_exc()
+            code = 1
     sharding.leave_failed_run(code)
     return code
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """Whether `e` is an allocation that failed: XLA's RESOURCE_EXHAUSTED (device memory, or
+    host memory on a CPU) or NumPy's MemoryError. A full disk is the checkpoints' error."""
+    return isinstance(e, MemoryError) or (
+        isinstance(e, jax.errors.JaxRuntimeError) and str(e).startswith("RESOURCE_EXHAUSTED"))
 
 
 def add_launch_flags(parser: argparse.ArgumentParser) -> None:

@@ -407,7 +407,8 @@ def _main(argv: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0; 2 after one line on stderr for bad input, missing data, an output
     folder that cannot be written or a training run that cannot go on (a non-finite loss)."""
-    return cli.run_main(lambda: _main(argv), (TrainingError,))
+    return cli.run_main(lambda: _main(argv), (TrainingError,),
+                        memory_fix="pass a smaller --batch-size")
 
 
 if __name__ == "__main__":

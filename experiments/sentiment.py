@@ -265,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] in (["predict"], ["-h"], ["--help"]):
         return cli.run_main(lambda: _predict_command(_parser().parse_args(argv)), RUN_ERRORS)
     train_argv = argv[1:] if argv[:1] == ["train"] else argv
-    return cli.run_main(lambda: _train_command(train_argv), RUN_ERRORS, resumable=True)
+    return cli.run_main(lambda: _train_command(train_argv), RUN_ERRORS, resumable=True,
+                        memory_fix="pass a smaller --batch-size or --max-length")
 
 
 if __name__ == "__main__":

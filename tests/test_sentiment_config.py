@@ -11,6 +11,7 @@ import contextlib
 import io
 import shlex
 
+import jax.numpy as jnp
 import pytest
 
 from configs.sentiment import VARIANTS, get_config
@@ -216,6 +217,27 @@ def test_bad_config_is_one_error_line(argv, needle, tmp_path):
     assert_one_error_line(rc, err)
     assert needle in err, err
     assert not (tmp_path / "w").exists()  # nothing was done
+
+
+def test_out_of_memory_is_one_error_line(tmp_path):
+    """A batch no memory holds (NumPy's MemoryError when its rows are allocated) is one line
+    naming the flags that need less."""
+    rc, err = run_main(["--config", "configs.sentiment:smoke", "--workdir", str(tmp_path),
+                        "--batch-size", str(10**12)])
+    assert_one_error_line(rc, err)
+    assert "out of memory" in err and "pass a smaller --batch-size or --max-length" in err, err
+
+
+def test_xla_out_of_memory_is_one_error_line(capsys):
+    def allocate() -> int:
+        return int(jnp.zeros(10**13, jnp.float32).sum())  # 40 TB
+
+    rc = cli.run_main(allocate, memory_fix="pass less")
+    err = capsys.readouterr().err
+    assert_one_error_line(rc, err)
+    assert "RESOURCE_EXHAUSTED" in err and err.rstrip().endswith("): pass less"), err
+    with pytest.raises(ZeroDivisionError):  # any other failure stays a traceback
+        cli.run_main(lambda: 1 // 0)
 
 
 def test_a_config_file_loads_or_is_one_error_line(tmp_path):
