@@ -114,6 +114,9 @@ class SentimentPredictor:
         truncated; any Unicode is accepted. Texts with nothing to score (empty, whitespace,
         control or format characters only) and strings that are not valid Unicode (unpaired
         surrogates, as Python makes of undecodable bytes) get an error."""
+        if isinstance(texts, str):  # else each of its characters would be scored
+            raise TypeError("score takes a sequence of texts: score([text]), or "
+                            "predict_sentiment(text) for one")
         results = [Scored(t, error=self._problem(t)) for t in texts]
         valid = [i for i, r in enumerate(results) if r.error is None]
         if valid:

@@ -193,6 +193,8 @@ def test_train_evaluate_predict(trained):
     together = [r.p_positive for r in pred.score(texts)]
     alone = [pred.predict_sentiment(t) for t in texts]
     np.testing.assert_allclose(together, alone, atol=1e-5)
+    with pytest.raises(TypeError, match=r"score\(\[text\]\)"):
+        pred.score(texts[0])
 
 
 @pytest.mark.slow  # three runs
