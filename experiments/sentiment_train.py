@@ -225,8 +225,8 @@ def _pretrained(model_cfg: ml_collections.ConfigDict, max_length: int):
     path fails before minutes of tokenizing."""
     try:
         bert_cfg, bert_params = factory.pretrained_encoder(model_cfg)
-    except ValueError as e:  # not a BERT config, bad JSON, mis-shaped weights
-        raise UserError(f"cannot use encoder {model_cfg.encoder}: {e}") from None
+    except (ValueError, OSError) as e:  # not a BERT; bad JSON or weights; missing, unreachable
+        raise UserError(f"cannot use --encoder {model_cfg.encoder}: {e}") from None
     if max_length > bert_cfg.max_position_embeddings:
         raise UserError(f"--max-length {max_length} exceeds the encoder's "
                         f"{bert_cfg.max_position_embeddings} positions")

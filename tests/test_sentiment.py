@@ -466,6 +466,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
                     "--config.train.learning_rate"),
         "heads not dividing hidden": (["--workdir", w, *TINY, "--config.model.heads=3"], None,
                                       "divisible"),
+        "missing encoder": (["--workdir", w, *TINY, "--encoder", str(tmp / "nowhere")], None,
+                            "cannot use --encoder"),
         "word vectors for a pretrained encoder": (
             ["--workdir", w, *TINY, "--encoder", str(tmp / "empty"),
              "--config.model.init_embeddings=ppmi-svd"], None, "--encoder scratch"),
@@ -476,7 +478,7 @@ CASE_NAMES = [
     "missing archive", "not gzip", "archive without test/neg", "predict: no checkpoint",
     "predict: no workdir", "predict: workdir is a file", "predict: no text",
     "unwritable workdir", "max-length too small", "max-length too large", "lr zero",
-    "heads not dividing hidden",
+    "heads not dividing hidden", "missing encoder",
     "word vectors for a pretrained encoder",
 ]
 
