@@ -46,6 +46,16 @@ def test_pretrained_tokenizer_facts_with_the_real_vocab(shared_data):
                                                              19802, 1033, 102]
 
 
+def test_a_cased_vocabulary_keeps_the_case(tmp_path):
+    """A vocab.txt with capitals (a cased model's, as bert-base-cased's) is not lower-cased;
+    one without (bert-base-uncased's, above) is."""
+    words = ["The", "the", "Cat", "cat", "café", "cafe"]
+    (tmp_path / "vocab.txt").write_text("\n".join([*T.SPECIAL_TOKENS, *words]) + "\n")
+    tok = T.load_pretrained_tokenizer(tmp_path / "vocab.txt")
+    assert tok.encode("The cat Café", add_special_tokens=False).tokens == ["The", "cat", "[UNK]"]
+    assert tok.encode("café", add_special_tokens=False).tokens == ["café"]  # accents kept
+
+
 def test_bad_tokenizer_sources(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="neither tokenizer.json nor vocab.txt"):
         T.load_pretrained_tokenizer(tmp_path)

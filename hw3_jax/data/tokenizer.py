@@ -1,6 +1,7 @@
 """WordPiece tokenizers: a pretrained encoder's own, or one trained on the training split.
 
-Hugging Face `tokenizers` WordPiece, lower-cased BERT normalizer and pre-tokenizer,
+Hugging Face `tokenizers` WordPiece, BERT normalizer (lower-cased, but for a cased
+vocabulary) and pre-tokenizer,
 `[CLS] ... [SEP]`, cut to `max_length` (512 = 510 tokens + 2), no padding (batches pad to
 their bucket). `load_pretrained_tokenizer` takes a local encoder folder, a `tokenizer.json`,
 a `vocab.txt` or a hub name; `train_wordpiece_tokenizer` trains a vocabulary whose
@@ -23,10 +24,10 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 LIMIT_ALPHABET = 1000  # characters kept for a trained vocabulary (the most frequent)
 
 
-def _bert_pipeline(tok, cls_id: int, sep_id: int) -> None:
+def _bert_pipeline(tok, cls_id: int, sep_id: int, lowercase: bool = True) -> None:
     from tokenizers import decoders, normalizers, pre_tokenizers, processors
 
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.post_processor = processors.TemplateProcessing(
@@ -44,7 +45,10 @@ def _configure(tok, max_length: int):
         raise DataError(f"tokenizer has no {', '.join(missing)}: a BERT-style WordPiece "
                         f"vocabulary is needed")
     if tok.post_processor is None:
-        _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))
+        # A bare vocab.txt does not say whether its model lower-cases: one holding capitals
+        # is a cased model's (bert-base-cased: "The"), whose text must keep its case.
+        cased = any(t != t.lower() for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
+        _bert_pipeline(tok, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), not cased)
         # As in a tokenizer.json: "[SEP]" written in a text is the token, not "[", "sep", "]".
         tok.add_special_tokens([t for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None])
     tok.no_padding()
