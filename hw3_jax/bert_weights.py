@@ -280,6 +280,8 @@ def load_pretrained_bert(
         hf = json.loads(pathlib.Path(config_file).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file} is not valid JSON: {e}") from e
+    if not isinstance(hf, dict):
+        raise ValueError(f"{config_file} holds a JSON {type(hf).__name__}, not an object")
     config = BertConfig.from_hf_dict(hf, **config_overrides)
     tensors = read_safetensors(weights_file)
     params = bert_params_from_torch(tensors, config, source=str(weights_file))

@@ -278,7 +278,7 @@ def test_missing_pooler_is_initialised_with_a_warning(tiny_tensors):
                                     config)  # fmt: skip
 
 
-def test_cut_short_weights_file_is_one_line(tiny_tensors, tmp_path):
+def test_cut_short_weights_file_or_malformed_config_is_one_line(tiny_tensors, tmp_path):
     config, tensors = tiny_tensors
     save_file(tensors, str(tmp_path / "whole.safetensors"))
     whole = (tmp_path / "whole.safetensors").read_bytes()
@@ -288,6 +288,11 @@ def test_cut_short_weights_file_is_one_line(tiny_tensors, tmp_path):
                                          "file .*download or copy it again") as info:
         load_pretrained_bert(tmp_path)
     assert "\n" not in str(info.value)
+    for content, match in (("{", "is not valid JSON"), ("[1, 2]", "holds a JSON list, not")):
+        (tmp_path / "config.json").write_text(content)
+        with pytest.raises(ValueError, match=f"config.json {match}") as info:
+            load_pretrained_bert(tmp_path)
+        assert "\n" not in str(info.value)
 
 
 def test_unreachable_hub_says_how_to_use_a_local_directory(monkeypatch):
