@@ -91,7 +91,10 @@ def test_imdb_preset_fills_the_tuning_flags_and_flags_override_it():
                                   ["--config.model.dropout=1.0"],
                                   ["--config.train.warmup_steps=-5"],
                                   ["--config.data.buckets=x"],
-                                  ["--config.model.word_vector_std=0"]])
+                                  ["--config.model.word_vector_std=0"],
+                                  ["--lr", "inf"], ["--lr", "nan"],
+                                  ["--config.train.encoder_learning_rate=1e999"],
+                                  ["--config.train.weight_decay=1e999"]])
 def test_bad_tuning_flags_are_user_errors(argv):
     from experiments import sentiment_train
 

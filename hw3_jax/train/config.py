@@ -5,6 +5,7 @@ what follows from it alone: the run's length in steps and its optimizer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import optax
@@ -51,15 +52,16 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.encoder_learning_rate is not None and not self.encoder_learning_rate > 0:
-            raise ValueError("encoder_learning_rate must be > 0 (or None: learning_rate), "
-                             f"got {self.encoder_learning_rate}")
+        # Written so that NaN fails too; an infinite rate makes the first step's loss NaN.
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+        if self.encoder_learning_rate is not None and not 0 < self.encoder_learning_rate < math.inf:
+            raise ValueError("encoder_learning_rate must be finite and > 0 (or None: "
+                             f"learning_rate), got {self.encoder_learning_rate}")
         # Checks the optimizer name (the optimizer's own check).
         make_optimizer(self.learning_rate, optimizer=self.optimizer, weight_decay=0.0)
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         # Counts; 0 means none (every_steps: never). keep_latest 0 would keep no checkpoint.
         for name, least in (("warmup_steps", 0), ("max_steps", 0), ("log_every_steps", 0),
                             ("checkpoint_every_steps", 0), ("keep_latest", 1)):
