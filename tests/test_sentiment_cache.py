@@ -107,6 +107,8 @@ def test_cached_run_trains_the_head_and_stores_outputs(cached_run):
     ckpt = load_best(wd)
     assert set(ckpt.params) == {"gru", "out"}
     assert (wd / info["encoder_params"]).is_file()
+    # Readable as the workdir's other files are (the umask's mode), not 0600.
+    assert (wd / info["encoder_params"]).stat().st_mode == (wd / "metrics.json").stat().st_mode
     assert cached_run["out"].count("reviews/s") == 3  # one encoding pass per split
 
 

@@ -96,7 +96,12 @@ def save_encoder_params(directory: str | os.PathLike, params: Any, digest: str) 
     if not path.is_file():
         flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep="/")
         with atomic_path(path) as tmp:  # never a half-written file under the final name
+            # save_file makes the file 0600: it gets the mode open() gives (the umask's), as the
+            # workdir's other files, for others to read (safetensors' bytes API: 2 more copies).
+            tmp.touch()
+            mode = tmp.stat().st_mode
             save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(tmp))
+            tmp.chmod(mode)
     return name
 
 
