@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.inputs import BenchmarkParser, run
-from experiments.cli import positive, require
+from experiments.cli import exit_with, positive, require
 from hw3_jax import timing
 from hw3_jax.bert import ATTENTION_KINDS, BertConfig, BertEncoder, init_bert_params
 
@@ -126,4 +126,4 @@ def _table(rows: list[dict], lengths: list[int], kinds: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    exit_with(run(main))

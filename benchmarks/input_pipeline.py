@@ -43,7 +43,7 @@ from benchmarks.inputs import (
 from benchmarks.notebook import random_case
 from benchmarks.steps import notebook_step
 from configs.sentiment import get_config
-from experiments.cli import add_data_options
+from experiments.cli import add_data_options, exit_with
 from hw3_jax import timing
 from hw3_jax.data.pipeline import SentimentData, get_datasets
 from hw3_jax.train.config import TrainConfig
@@ -226,4 +226,4 @@ def _verdict(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    exit_with(run(main))

@@ -30,7 +30,7 @@ import numpy as np
 from benchmarks.inputs import BenchmarkParser, existing_file, run, sample_reviews
 from benchmarks.notebook import SIZES, notebook_model
 from configs.sentiment import get_config
-from experiments.cli import add_data_options
+from experiments.cli import add_data_options, exit_with
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.data.synthetic import generate_reviews
@@ -146,4 +146,4 @@ def _table(latency: dict, throughputs: dict, n: int) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    exit_with(run(main))

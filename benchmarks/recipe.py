@@ -45,7 +45,7 @@ from benchmarks.notebook import SIZES
 from benchmarks.steps import notebook_step
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import SHARED_MINILM, get_config
-from experiments.cli import UserError, add_data_options, given
+from experiments.cli import UserError, add_data_options, exit_with, given
 from experiments.sentiment_train import RUN_ERRORS, resolve, train_and_evaluate
 from hw3_jax import factory, timing
 from hw3_jax.bert import BertConfig, init_bert_params
@@ -357,4 +357,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main, RUN_ERRORS))  # a run's errors are the sentiment command's
+    exit_with(run(main, RUN_ERRORS))  # a run's errors are the sentiment command's

@@ -68,7 +68,7 @@ from benchmarks.steps import (
 )
 from benchmarks.xla_profile import profile_step
 from configs.sentiment import get_config
-from experiments.cli import UserError
+from experiments.cli import UserError, exit_with
 from hw3_jax import timing
 from hw3_jax.bert import BertConfig
 from hw3_jax.models import BertGRUSentiment
@@ -291,4 +291,4 @@ def _profile_tables(rows: list[dict]) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    exit_with(run(main))

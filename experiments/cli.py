@@ -15,12 +15,16 @@ import argparse
 import ast
 import copy
 import dataclasses
+import gc
 import importlib
 import importlib.util
 import json
 import math
+import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -243,6 +247,10 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
     to change (`memory_fix`, e.g. "pass a smaller --batch-size").
     A process of a multi-process run that fails (any error: a traceback then exit status 1)
     ends at once (`sharding.leave_failed_run`), so that the others stop too."""
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:  # not a SIGINT that is ignored (a background job) or handled otherwise
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         code = main()
     except KeyboardInterrupt as e:  # e's message: where the training loop stopped, if it did
@@ -261,8 +269,36 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
                 raise
             traceback.print_exc()
             code = 1
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     sharding.leave_failed_run(code)
     return code
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Python's own SIGINT handler (a KeyboardInterrupt), but not inside a garbage collector
+    callback (JAX has one, run often while texts are tokenized): a KeyboardInterrupt raised
+    there is printed, then dropped, and the run went on. There the signal is sent again,
+    to arrive once the callback has returned."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks:
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
+def exit_with(code: int) -> NoReturn:
+    """End the program with exit status `code`; after Ctrl-C (130) at once, without the
+    interpreter's teardown: a Ctrl-C can stop the main thread while XLA compiles in threads
+    of its own, and tearing the interpreter down under them crashed it (exit status 139)."""
+    if code != 130:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _out_of_memory(e: Exception) -> bool:

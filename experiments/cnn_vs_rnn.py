@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -412,4 +411,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

@@ -20,7 +20,6 @@ and weights over training); OUT is results/, for the quick variant runs/recurren
 from __future__ import annotations
 
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 
@@ -413,4 +412,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

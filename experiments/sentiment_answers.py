@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import shutil
-import sys
 import time
 from typing import Any
 
@@ -274,4 +273,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

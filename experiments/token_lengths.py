@@ -10,7 +10,6 @@ Counts the tokens of every labelled review (train and test, 50,000) without trun
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    cli.exit_with(cli.run_main(main))

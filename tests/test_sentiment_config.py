@@ -8,8 +8,12 @@ error line before anything is read or written.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import os
 import shlex
+import signal
+import time
 
 import jax.numpy as jnp
 import pytest
@@ -238,6 +242,34 @@ def test_xla_out_of_memory_is_one_error_line(capsys):
     assert "RESOURCE_EXHAUSTED" in err and err.rstrip().endswith("): pass less"), err
     with pytest.raises(ZeroDivisionError):  # any other failure stays a traceback
         cli.run_main(lambda: 1 // 0)
+
+
+def test_ctrl_c_in_a_garbage_collector_callback_still_stops(capsys):
+    """Python drops a KeyboardInterrupt raised in a gc callback (JAX has one): run_main's
+    SIGINT handler sends the signal again, to stop the command once the callback is done."""
+    sent = []
+
+    def callback(phase, info) -> None:
+        if not sent:
+            sent.append(phase)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs here, inside the callback
+                pass
+
+    def command() -> int:
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            gc.callbacks.remove(callback)
+        return 0
+
+    assert cli.run_main(command) == 130 and sent
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 def test_a_config_file_loads_or_is_one_error_line(tmp_path):
