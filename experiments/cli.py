@@ -468,6 +468,6 @@ def parse_flags(prog: str, description: str, argv: Sequence[str] | None, *,
     base = default if spec == default_config else load_config(spec, like=default)
     # A copy: `base` stays as loaded, for the command line to compare against.
     config = apply_flags(copy.deepcopy(base), args, shortcuts, overrides)
-    prefix = (f"{prog} --config {args.config}" if args.config
+    prefix = (f"{prog} --config {shlex.quote(args.config)}" if args.config
               else f"{prog} --quick" if quick else prog)
     return config, command_line(prefix, config, base, shortcuts, always=always, skip=skip)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -198,14 +199,14 @@ def command_line(spec: str, config: ml_collections.ConfigDict, workdir: str,
     values = cli.flatten(config)
     prefix = "python -m experiments.sentiment"
     if target not in (CONFIG_FILE, CONFIG_MODULE):
-        prefix += f" --config {spec}"
+        prefix += f" --config {shlex.quote(spec)}"
     elif variant not in ("", "synthetic") or implied_variant(
             {f: values[f] for f in VARIANT_FIELDS}) != "synthetic":
         # Without --config the command's flags would pick another variant.
         prefix += f" --config {CONFIG_FILE}:{variant or 'synthetic'}"
     base = cli.load_config(spec) if base is None else base
-    return cli.command_line(f"{prefix} --workdir {workdir}", config, base, SHORTCUTS,
-                            skip=NOT_RECIPE)
+    return cli.command_line(f"{prefix} --workdir {shlex.quote(str(workdir))}", config, base,
+                            SHORTCUTS, skip=NOT_RECIPE)
 
 
 # ----------------------------------------------------------------------------- predict

@@ -49,14 +49,16 @@ def test_every_variant_validates(variant):
 def test_the_recorded_command_is_shell_text_that_rebuilds_the_config():
     """Spaces, `&` and tuples survive the shell: the command is split as a shell splits it."""
     argv = ["--encoder", "/my models/bert", "--imdb-url", "http://m/a.tar.gz?x=1&y=2",
-            "--config.data.vocab=/my dir/vocab.txt",
+            "--config.data.vocab=/my dir/vocab.txt", "--workdir", "/content/drive/My Drive/w",
             "--config.train.input_keys=('input_ids', 'attention_mask', 'extra')"]
     config, spec, workdir = build_config(argv)
     assert config.data.vocab == "/my dir/vocab.txt" and len(config.train.input_keys) == 3
     command = command_line(spec, config, workdir)
     assert "--encoder '/my models/bert'" in command and "'http://m/a.tar.gz?x=1&y=2'" in command
-    again, _, _ = build_config(shlex.split(command)[3:])
-    assert cli.flatten(again) == cli.flatten(config)
+    again, _, workdir_again = build_config(shlex.split(command)[3:])
+    assert cli.flatten(again) == cli.flatten(config) and workdir_again == workdir
+    command = command_line("my configs/s.py:smoke", config, workdir, base=config)
+    assert shlex.split(command)[3:5] == ["--config", "my configs/s.py:smoke"]
 
 
 def test_overrides_and_shortcuts_land_on_their_field():
