@@ -859,6 +859,10 @@ def test_load_best_without_checkpoint(tmp_path):
         run(tmp_path / "stopped", data=SignalAt(3, signal.SIGINT))
     with pytest.raises(CheckpointError, match="first epoch ended: continue it with --resume"):
         load_best(tmp_path / "stopped")
+    # Ended by max_steps within its first epoch: resumed with the same max_steps, it stays so.
+    run(tmp_path / "short", max_steps=3)
+    with pytest.raises(CheckpointError, match="--resume, with a larger --max-steps or none"):
+        load_best(tmp_path / "short")
 
 
 def test_empty_training_data_is_an_error(tmp_path):

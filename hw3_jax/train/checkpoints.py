@@ -218,7 +218,8 @@ class CheckpointStore:
         if step is None:
             started = self.latest_dir.is_dir() and self.latest_step() is not None
             raise CheckpointError(f"no checkpoint in {self.best_dir} (" + (
-                "its run stopped before its first epoch ended: continue it with --resume"
+                "its run stopped before its first epoch ended: continue it with --resume, "
+                "with a larger --max-steps or none"
                 if started else "train with this --workdir first") + ")")
         meta = self._read_meta(self.best, step)
         names = ("params", "model_state")

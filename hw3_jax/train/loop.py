@@ -398,7 +398,9 @@ def _finish(run: _Run, p: _Progress, report: Callable | None, t_start: float) ->
         t0 = time.perf_counter()
         test_m = _eval_split(run, params, model_state, cfg.test_split, cfg.test_split)
         t_test = time.perf_counter() - t0
-        _log(cfg, f"{cfg.test_split} (best epoch {p.best.get('epoch')}): loss "
+        which = (f"best epoch {p.best['epoch']}" if p.best else
+                 "the last parameters: no epoch ended")
+        _log(cfg, f"{cfg.test_split} ({which}): loss "
                   f"{test_m['loss']:.4f} acc {100 * test_m['accuracy']:.2f}% "
                   f"({test_m['examples']} examples)")
     h = p.history
