@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shlex
 import sys
 import time
@@ -228,24 +229,38 @@ def _predict_command(args: argparse.Namespace) -> int:
     predictor = SentimentPredictor.load(args.workdir)
     t0 = time.perf_counter()
     results = predictor.score(texts)
-    failed = 0
-    for r in results:
-        failed += r.error is not None
-        if args.json:
-            line = json.dumps(r.as_dict(), ensure_ascii=False)
-        elif r.error is None:  # a text with line breaks or control characters escaped
-            text = r.text if r.text.isprintable() else repr(r.text)[1:-1]
-            line = f"{r.p_positive:.4f}\t{text}"
-        else:
-            line = f"error\t{r.text!r}: {r.error}"
-        try:
-            line.encode(sys.stdout.encoding or "utf-8")
-        except (UnicodeEncodeError, LookupError):  # undecodable input bytes, or a terminal
-            line = json.dumps(r.as_dict()) if args.json else ascii(line)[1:-1]
-        print(line)
+    failed = sum(r.error is not None for r in results)
+    try:
+        for r in results:
+            print(_predict_line(r, args.json))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader has stopped (`| head`): stop quietly too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 0
     print(f"{len(results) - failed} scored, {failed} rejected in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _predict_line(r, as_json: bool) -> str:
+    """One output line of predict: a JSON object, or "P<tab>text" / "error<tab>why"; escaped
+    to ASCII where stdout cannot take the text (undecodable input bytes, or a terminal)."""
+    if as_json:
+        line = json.dumps(r.as_dict(), ensure_ascii=False)
+        return line if _encodable(line) else json.dumps(r.as_dict())
+    if r.error is None:  # a text with line breaks or control characters escaped
+        head, text = f"{r.p_positive:.4f}", r.text if r.text.isprintable() else repr(r.text)[1:-1]
+    else:
+        head, text = "error", f"{r.text!r}: {r.error}"
+    return f"{head}\t{text if _encodable(text) else ascii(text)[1:-1]}"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- main

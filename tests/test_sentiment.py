@@ -312,6 +312,27 @@ def test_predict_plain(trained):
     rc, out, err = run_main(["predict", "--workdir", wd, VALID[-2], VALID[-1]])
     assert rc == 0, err
     assert len(out.splitlines()) == 2 and "\x1b" not in out
+    # A stdout that cannot take the text (PYTHONIOENCODING=ascii): the text is escaped, the
+    # tab between the columns is not.
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    with contextlib.redirect_stdout(ascii_out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["predict", "--workdir", wd, "caf\u00e9 \U0001f600"]) == 0
+        ascii_out.flush()
+    assert ascii_out.buffer.getvalue().decode().split("\t")[1] == "caf\\xe9 \\U0001f600\n"
+
+
+def test_predict_real_process_stops_quietly_when_its_reader_does(trained):
+    """`predict ... | head -1`: the reader closing the pipe ends predict at once, exit 0,
+    with nothing on stderr about the pipe."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sentiment", "predict", "--workdir",
+         str(trained["workdir"]), *NOTEBOOK_SENTENCES], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before predict writes: its first write finds no reader
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"pipe" not in err.lower(), err.decode()
 
 
 def test_predict_json_every_kind_of_input(trained):
