@@ -107,6 +107,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "(configs/sentiment.py gives its default)")
     pretrained = factory.is_pretrained(model)
     check_seed(config.seed)  # the range both NumPy and scikit-learn take
+    if data.imdb_sha256 is not None and data.imdb_url is None:  # else it goes unused
+        raise UserError("--imdb-sha256 is the checksum of a mirror's archive: give the mirror "
+                        "with --imdb-url URL too")
     for flag, value in (("--imdb-archive", data.imdb_archive), ("--imdb-url", data.imdb_url)):
         if value is not None and data.source != "imdb":
             raise UserError(f"{flag} goes with --data imdb (or leave --data out)")
