@@ -105,6 +105,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if refused:  # else a TypeError in a check or in the model, far from the cause
         raise UserError(f"{OVERRIDE_PREFIX}{refused[0]}=None: this field takes a value "
                         "(configs/sentiment.py gives its default)")
+    empty = sorted(k for k, v in values.items() if isinstance(v, str) and not v.strip())
+    if empty:  # an unset shell variable: "" would read as the current folder, or be ignored
+        raise UserError(f"{OVERRIDE_PREFIX}{empty[0]} is an empty string: give it a value")
     pretrained = factory.is_pretrained(model)
     check_seed(config.seed)  # the range both NumPy and scikit-learn take
     if data.imdb_sha256 is not None and data.imdb_url is None:  # else it goes unused

@@ -204,6 +204,8 @@ def test_the_unknown_flag_hint_loads_no_config_unless_needed():
     (["--limit", "-5"], "--limit must be >= 1"),  # a slice [:-5] would drop 5 of each split
     (["--limit", "0"], "--limit must be >= 1"),
     (["--imdb-sha256", "0" * 64], "--imdb-sha256 is the checksum of a mirror's archive"),
+    (["--encoder", ""], "--config.model.encoder is an empty string"),  # "" is the folder "."
+    (["--data-dir", " "], "--config.data.data_dir is an empty string"),
     (["--seed", "-1"], "--seed must be a whole number in 0..2**32-1"),  # NumPy's range
     (["--config.data.buckets=x"], "--config.data.buckets"),
     # None only where the default is None (or TrainConfig takes it): not a TypeError later.
