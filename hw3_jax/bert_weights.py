@@ -200,7 +200,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = pathlib.Path(path)
     if path.name.endswith(".index.json"):
-        files = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        weight_map = _json_object(path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{path} has no weight_map object (tensor name -> shard file)")
+        files = sorted(set(weight_map.values()))
         out = {}
         for f in files:
             out.update(read_safetensors(path.parent / f))
@@ -221,6 +224,17 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except SafetensorError as e:  # a cut-short or damaged file
         raise ValueError(unreadable_safetensors(path, e)) from None
     return out
+
+
+def _json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in `path`; anything else is one ValueError naming the file."""
+    try:
+        value = json.loads(pathlib.Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def unreadable_safetensors(path: str | os.PathLike, error: Exception) -> str:
@@ -276,13 +290,7 @@ def load_pretrained_bert(
     Params are float32 jax arrays, whatever dtype the file stores.
     """
     config_file, weights_file = _resolve_checkpoint(name_or_path)
-    try:
-        hf = json.loads(pathlib.Path(config_file).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file} is not valid JSON: {e}") from e
-    if not isinstance(hf, dict):
-        raise ValueError(f"{config_file} holds a JSON {type(hf).__name__}, not an object")
-    config = BertConfig.from_hf_dict(hf, **config_overrides)
+    config = BertConfig.from_hf_dict(_json_object(config_file), **config_overrides)
     tensors = read_safetensors(weights_file)
     params = bert_params_from_torch(tensors, config, source=str(weights_file))
     return config, jax.tree_util.tree_map(jnp.asarray, params)

@@ -293,6 +293,15 @@ def test_cut_short_weights_file_or_malformed_config_is_one_line(tiny_tensors, tm
         with pytest.raises(ValueError, match=f"config.json {match}") as info:
             load_pretrained_bert(tmp_path)
         assert "\n" not in str(info.value)
+    # A sharded checkpoint's malformed index, beside a good config.json: the same one line.
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict() | {"model_type": "bert"}))
+    (tmp_path / "model.safetensors").unlink()
+    for content, match in (("{", "is not valid JSON"), ("[1]", "holds a JSON list, not"),
+                           ("{}", "has no weight_map")):  # fmt: skip
+        (tmp_path / "model.safetensors.index.json").write_text(content)
+        with pytest.raises(ValueError, match=f"index.json {match}") as info:
+            load_pretrained_bert(tmp_path)
+        assert "\n" not in str(info.value)
 
 
 def test_unreachable_hub_says_how_to_use_a_local_directory(monkeypatch):
