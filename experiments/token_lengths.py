@@ -10,6 +10,7 @@ Counts the tokens of every labelled review (train and test, 50,000) without trun
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     folder = None
     if args.out:  # checked up front: a bad path fails before minutes of tokenizing
-        if Path(args.out).is_dir():
-            raise cli.UserError(f"--out {args.out} is a folder: pass a file name such as "
+        if Path(args.out).is_dir() or args.out.endswith(("/", os.sep)):  # a folder, made or not
+            raise cli.UserError(f"--out {args.out} names a folder: pass a file name such as "
                                 f"{Path(args.out) / 'token_lengths.json'}")
         folder = Workdir(Path(args.out).parent)
         folder.check(flag="--out")

@@ -34,13 +34,13 @@ def test_a_missing_archive_is_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.tar.gz" in lines[0]
 
 
-@pytest.mark.parametrize("out", ["a_file/stats.json", ".", ""])
+@pytest.mark.parametrize("out", ["a_file/stats.json", ".", "", "new_folder/"])
 def test_a_bad_out_fails_before_reading(tmp_path, out):
     """An --out that cannot be written (its folder is a file, or it is a folder) is refused
     before the archive is read: the missing archive is not what the error names."""
     (tmp_path / "a_file").write_text("x")
     with pytest.raises((UserError, WorkdirError)) as e:
-        main(["--archive", str(tmp_path / "missing.tar.gz"), "--out", out and str(tmp_path / out)])
+        main(["--archive", str(tmp_path / "missing.tar.gz"), "--out", out and f"{tmp_path}/{out}"])
     assert "--out" in str(e.value) and "missing.tar.gz" not in str(e.value)
 
 
