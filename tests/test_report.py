@@ -103,6 +103,10 @@ def test_missing_markers_and_folders_are_one_line_errors(tmp_path, capsys):
     assert "no <!-- BEGIN q1 -->" in capsys.readouterr().err
     assert report.main(["--answers", str(answers), "--results", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert report.main(["--answers", str(answers), "--results", str(answers)]) == 2
+    assert capsys.readouterr().err.endswith("answers.md is not a folder; pass --results\n")
+    assert report.main(["--answers", str(tmp_path), "--results", str(RESULTS)]) == 2
+    assert capsys.readouterr().err.endswith(f"{tmp_path} is not a file; pass --answers\n")
     # A bad flag: one line, not argparse's usage block.
     assert report.main(["--only", "q9"]) == 2
     err = capsys.readouterr().err

@@ -95,12 +95,14 @@ def _main(argv: list[str] | None) -> int:
                    help="print one section's Markdown to stdout and change nothing")
     args = p.parse_args(argv)
     if not args.results.is_dir():
-        raise cli.UserError(f"results folder {args.results} does not exist; pass --results")
+        problem = "is not a folder" if args.results.exists() else "does not exist"
+        raise cli.UserError(f"results folder {args.results} {problem}; pass --results")
     if args.print_section:
         sys.stdout.write(SECTIONS[args.print_section](args.results))
         return 0
     if not args.answers.is_file():
-        raise cli.UserError(f"{args.answers} does not exist; pass --answers")
+        problem = "is not a file" if args.answers.exists() else "does not exist"
+        raise cli.UserError(f"{args.answers} {problem}; pass --answers")
     old = args.answers.read_text()
     files = {args.answers: (old, render_answers(old, args.results, args.only))}
     if not args.only:
