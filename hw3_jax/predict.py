@@ -85,6 +85,8 @@ class SentimentPredictor:
 
     def __init__(self, model: BertGRUSentiment, params: Any, tokenizer: Any,
                  batch_size: int = BATCH_SIZE, truncation: str = "head"):
+        if batch_size < 1:  # here, not at the first score() call, in range()
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.batch_size, self.truncation = batch_size, truncation
         self._logits = _logits_fn(model)

@@ -195,6 +195,8 @@ def test_train_evaluate_predict(trained):
     np.testing.assert_allclose(together, alone, atol=1e-5)
     with pytest.raises(TypeError, match=r"score\(\[text\]\)"):
         pred.score(texts[0])
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        SentimentPredictor(pred.model, pred.params, pred.tokenizer, batch_size=0)
 
 
 @pytest.mark.slow  # three runs
