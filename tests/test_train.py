@@ -699,16 +699,18 @@ DISK_FULL = ('RESOURCE_EXHAUSTED: Error writing "0.mu.out.bias/0" in OCDBT datab
              "[tensorstore_spec='{}'] [os_error_code='28']")
 
 
-@pytest.mark.parametrize("error,expected", [
-    (ValueError(DISK_FULL), WorkdirError), (OSError(28, "No space left on device"), WorkdirError),
-    (ValueError("some other fault"), ValueError),  # not a storage failure: not reworded
+@pytest.mark.parametrize("error,expected,at", [
+    (ValueError(DISK_FULL), WorkdirError, 6),
+    (OSError(28, "No space left on device"), WorkdirError, 6),
+    (OSError(28, "No space left on device"), WorkdirError, 3),  # the first save: none to keep
+    (ValueError("some other fault"), ValueError, 6),  # not a storage failure: not reworded
 ])
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_earlier_ones(
-        tmp_path, monkeypatch, error, expected):
+        tmp_path, monkeypatch, error, expected, at):
     real = ocp.CheckpointManager.save
 
     def save(self, step, *args, **kw):
-        if step == 6:
+        if step == at:
             raise error
         return real(self, step, *args, **kw)
 
@@ -716,9 +718,11 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_earlier_ones(
     with pytest.raises(expected) as e:
         run(tmp_path)
     if expected is WorkdirError:
-        assert str(e.value).startswith(f"cannot write checkpoint {tmp_path}/checkpoints/latest/6: "
-                                       "No space left on device; ") and "--resume" in str(e.value)
-    assert (tmp_path / "checkpoints" / "latest" / "3").is_dir()
+        assert str(e.value).startswith(f"cannot write checkpoint {tmp_path}/checkpoints/latest/"
+                                       f"{at}: No space left on device; ")
+        assert str(e.value).endswith("free space or fix the folder, then continue with --resume")
+        assert ("the checkpoints before it are kept" in str(e.value)) == (at > 3)
+    assert (tmp_path / "checkpoints" / "latest" / "3").is_dir() == (at > 3)
 
 
 class Untouchable(TinyData):

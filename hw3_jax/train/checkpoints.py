@@ -173,9 +173,11 @@ class CheckpointStore:
             reason = _write_failure(e)
             if reason is None:
                 raise
+            earlier = any(s != step for m in (self.latest, self.best) for s in m.all_steps())
+            kept = "the checkpoints before it are kept: " if earlier else ""
             raise WorkdirError(f"cannot write checkpoint {mgr.directory / str(step)}: {reason}; "
-                               "the checkpoints before it are kept: free space or fix the "
-                               "folder, then continue with --resume") from e
+                               f"{kept}free space or fix the folder, then continue with "
+                               "--resume") from e
 
     def drop_best_after(self, step: int) -> list[int]:
         """Delete best checkpoints newer than `step` (orphans of a killed attempt)."""
