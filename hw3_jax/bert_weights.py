@@ -201,7 +201,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = pathlib.Path(path)
     if path.name.endswith(".index.json"):
         weight_map = _json_object(path).get("weight_map")
-        if not isinstance(weight_map, dict):
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(f, str) for f in weight_map.values()):
             raise ValueError(f"{path} has no weight_map object (tensor name -> shard file)")
         files = sorted(set(weight_map.values()))
         out = {}

@@ -297,7 +297,8 @@ def test_cut_short_weights_file_or_malformed_config_is_one_line(tiny_tensors, tm
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict() | {"model_type": "bert"}))
     (tmp_path / "model.safetensors").unlink()
     for content, match in (("{", "is not valid JSON"), ("[1]", "holds a JSON list, not"),
-                           ("{}", "has no weight_map")):  # fmt: skip
+                           ("{}", "has no weight_map"),
+                           ('{"weight_map": {"a": 1}}', "has no weight_map")):  # fmt: skip
         (tmp_path / "model.safetensors.index.json").write_text(content)
         with pytest.raises(ValueError, match=f"index.json {match}") as info:
             load_pretrained_bert(tmp_path)
