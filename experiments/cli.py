@@ -18,7 +18,6 @@ import dataclasses
 import gc
 import importlib
 import importlib.util
-import json
 import math
 import os
 import shlex
@@ -34,7 +33,7 @@ import jax
 import ml_collections
 
 from hw3_jax import timing
-from hw3_jax.data.errors import DataError, first_line
+from hw3_jax.data.errors import DataError, first_line, json_object
 from hw3_jax.train import sharding
 from hw3_jax.train.workdir import WorkdirError
 
@@ -147,14 +146,9 @@ def load_config(spec: str, like: ml_collections.ConfigDict | None = None
 def read_json(path: str | Path) -> dict[str, Any]:
     """The JSON object in the file `path`; another content is a UserError naming the file."""
     try:
-        value = json.loads(Path(path).read_text())
-    except ValueError as e:  # not JSON, or not UTF-8 text
-        raise UserError(f"{path} is not valid JSON ({e}): write it again with the command "
-                        "that makes it") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object: write it "
-                        "again with the command that makes it")
-    return value
+        return json_object(path)
+    except ValueError as e:
+        raise UserError(f"{e}: write it again with the command that makes it") from None
 
 
 def whole(value: Any, least: int = 0) -> bool:

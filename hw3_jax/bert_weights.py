@@ -10,7 +10,6 @@ reachable as `hw3_jax.bert.<name>`.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import warnings
@@ -24,6 +23,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from hw3_jax.bert import BertConfig, init_bert_params
 from hw3_jax.data import net
+from hw3_jax.data.errors import json_object
 
 
 def bert_param_shapes(config: BertConfig) -> dict:
@@ -200,7 +200,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = pathlib.Path(path)
     if path.name.endswith(".index.json"):
-        weight_map = _json_object(path).get("weight_map")
+        weight_map = json_object(path).get("weight_map")
         if not isinstance(weight_map, dict) or not all(
                 isinstance(f, str) for f in weight_map.values()):
             raise ValueError(f"{path} has no weight_map object (tensor name -> shard file)")
@@ -225,17 +225,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except SafetensorError as e:  # a cut-short or damaged file
         raise ValueError(unreadable_safetensors(path, e)) from None
     return out
-
-
-def _json_object(path: str | os.PathLike) -> dict:
-    """The JSON object in `path`; anything else is one ValueError naming the file."""
-    try:
-        value = json.loads(pathlib.Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
-    return value
 
 
 def unreadable_safetensors(path: str | os.PathLike, error: Exception) -> str:
@@ -291,7 +280,7 @@ def load_pretrained_bert(
     Params are float32 jax arrays, whatever dtype the file stores.
     """
     config_file, weights_file = _resolve_checkpoint(name_or_path)
-    config = BertConfig.from_hf_dict(_json_object(config_file), **config_overrides)
+    config = BertConfig.from_hf_dict(json_object(config_file), **config_overrides)
     tensors = read_safetensors(weights_file)
     params = bert_params_from_torch(tensors, config, source=str(weights_file))
     return config, jax.tree_util.tree_map(jnp.asarray, params)
