@@ -61,33 +61,31 @@ def torch_name(flax_path: tuple[str, ...]) -> str:
     return f"{prefix}.{_LEAF[leaf]}"
 
 
-def _normalise_names(names) -> tuple[dict[str, str], list[str]]:
-    """Map checkpoint names to transformers-5 BertModel names.
+def _normalise_names(names) -> dict[str, str]:
+    """{transformers-5 BertModel name: checkpoint name}.
 
-    Returns ({normalised name: original name}, [ignored original names]). Handles the older
-    hub layout (`bert.` prefix, `LayerNorm.gamma/beta`): when the prefix is present, tensors
-    outside `bert.` are task heads (`cls.*` of BertForPreTraining, `classifier.*`, ...) and
-    are ignored. Buffers such as `embeddings.position_ids` are ignored.
+    Handles the older hub layout (`bert.` prefix, `LayerNorm.gamma/beta`): when the prefix
+    is present, tensors outside `bert.` are task heads (`cls.*` of BertForPreTraining,
+    `classifier.*`, ...) and are ignored. Buffers such as `embeddings.position_ids` are
+    ignored.
     """
     names = list(names)
     prefixed = any(n.startswith("bert.") for n in names)
-    mapping, ignored = {}, []
+    mapping = {}
     for original in names:
         n = original
         if prefixed:
             if not n.startswith("bert."):
-                ignored.append(original)
                 continue
             n = n.removeprefix("bert.")
         if n.rsplit(".", 1)[-1] in _BUFFERS and n.startswith("embeddings."):
-            ignored.append(original)
             continue
         if n.endswith("LayerNorm.gamma"):
             n = n.removesuffix("gamma") + "weight"
         elif n.endswith("LayerNorm.beta"):
             n = n.removesuffix("beta") + "bias"
         mapping[n] = original
-    return mapping, ignored
+    return mapping
 
 
 def _fmt_shape(shape) -> str:
@@ -125,7 +123,7 @@ def bert_params_from_torch(
     """
     shapes = flatten_dict(bert_param_shapes(config))
     expected = {torch_name(path): path for path in shapes}
-    mapping, _ = _normalise_names(state_dict.keys())
+    mapping = _normalise_names(state_dict.keys())
 
     pooler_names = {n for n in expected if n.startswith("pooler.")}
     missing = [n for n in expected if n not in mapping]
@@ -140,8 +138,7 @@ def bert_params_from_torch(
             continue
         path = expected[name]
         array = np.asarray(state_dict[original])
-        want = shapes[path].shape
-        torch_shape = tuple(reversed(want)) if path[-1] == "kernel" else want
+        torch_shape = _torch_shape(shapes[path], path)
         if array.shape != torch_shape:
             wrong.append(
                 f"{original} {_fmt_shape(array.shape)} (expected {_fmt_shape(torch_shape)})"

@@ -1,9 +1,6 @@
 """The optimizer (Adam or AdamW, a learning rate per parameter group, freezing), the train
 state and the two step functions of the training loop.
 
-`jit_train_step` / `jit_eval_step` jit the module-level `train_step` / `eval_step` over a
-data-parallel mesh, with the model and the loss settings as static arguments.
-
 Losses: "binary" (logits [B], sigmoid BCE on 0/1 labels, as the notebook) or "multiclass"
 (logits [B, C], softmax CE on integer labels). Every loss and metric is
 sum(weight * x) / sum(weight), so weight-0 padding rows never count.
