@@ -22,7 +22,6 @@ from hw3_jax.train.workdir import Workdir
 
 # The options of every benchmark whose values are the same with --quick and without.
 COMMON = {"warmup": 1}
-TEST_FOLDERS = {"test/pos", "test/neg"}
 
 
 class BenchmarkParser(cli.ArgumentParser):
@@ -144,7 +143,7 @@ def sample_reviews(archive: Path, n: int) -> list[str]:
     """The first `n` test reviews in archive order, cleaned (a streaming read that stops
     early)."""
     out = []
-    for _, _, raw in iter_archive(archive, TEST_FOLDERS):
+    for _, _, raw in iter_archive(archive, {"test/pos", "test/neg"}):
         if raw is not None:  # None: a folder seen
             out.append(clean_text(raw.decode("utf-8", errors="replace")))
             if len(out) == n:

@@ -308,15 +308,15 @@ def run_recipe(args, root: Path, command: str) -> dict:
     step = step_breakdown(config, bert_cfg, warmup=args.warmup, repeats=args.repeats)
     print("[recipe] the notebook recipe, trained ...", flush=True)
     notebook = train_run(config, root / "notebook", command)
-    minilm = None
+    minilm = minilm_result = None
     if not args.skip_minilm:
         print("[recipe] the minilm config, trained ...", flush=True)
         minilm = train_run(recipe_config("minilm", archive, None, args.quick),
                            root / "minilm", command)
+        minilm_result = minilm_row(minilm)
     device = timing.device_name()
     row = recipe_row(device, weights, notebook, step)
     tables = [recipe_table(row, step["peak_flop_per_s"] is not None)]
-    minilm_result = None if minilm is None else minilm_row(minilm)
     if minilm_result is not None:
         tables.append(minilm_table(minilm_result))
     return {
