@@ -21,8 +21,7 @@ import ml_collections
 
 from configs import apply_variant
 
-# The variants as their differences from the default (dotted field -> value): quick, a
-# smoke run, written under runs/ (git-ignored) so it never replaces the recorded results/.
+# The variants as their differences from the default (dotted field -> value).
 VARIANTS = {"quick": {"max_t": 1024, "reps": 2, "growth_rounds": 1, "error.features": (16, 64),
                       "error.length": 128, "error.draws": 2,
                       "out": "runs/attention_scaling_quick"}}

@@ -12,10 +12,8 @@ r"""Q1: a small CNN against a row-by-row GRU on real handwritten digits.
     # (results/cnn_vs_rnn_h100/): 1-image latency from side 8 to 256, CNN 0.315 -> 0.365 ms,
     # RNN 0.337 -> 3.942 ms (its depth grows with the rows).
 
-Variants (`arg`): None (the default above, written to results/), "gpu" (latency up to side
-256, written to results/cnn_vs_rnn_h100/), "mnist" (28x28 MNIST through tensorflow-datasets,
-which needs internet once; not measured in results/: written to runs/cnn_vs_rnn_mnist/). Each
-variant has its own folder, so that none overwrites the default run's results.
+The "mnist" variant (28x28 MNIST through tensorflow-datasets, which needs internet once) is
+not measured in results/: it writes runs/cnn_vs_rnn_mnist/.
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ import ml_collections
 
 from configs import apply_variant
 
-# The variants, each as its differences from the default (dotted field -> value).
+# The variants as their differences from the default (dotted field -> value), each written to
+# its own folder so that none overwrites the default run's results.
 VARIANTS = {"gpu": {"sides": (8, 16, 32, 64, 128, 256), "out": "results/cnn_vs_rnn_h100"},
             "mnist": {"data": "mnist", "out": "runs/cnn_vs_rnn_mnist"}}
 

@@ -18,8 +18,7 @@ import ml_collections
 
 from configs import apply_variant
 
-# The variants as their differences from the default (dotted field -> value): quick, the
-# same measurements at small sizes, written outside results/ (runs/ is not committed).
+# The variants as their differences from the default (dotted field -> value).
 VARIANTS = {"quick": {"check.n_sequences": 512, "train.steps": 200, "train.n_inits": 4,
                       "train.n_per_length": 256, "out": "runs/recurrence_quick"}}
 

@@ -1,8 +1,7 @@
 """Q3: time, memory and accuracy of exact vs O(T) attention as the sequence grows.
 
     python -m experiments.attention_scaling            # full run (T = 256 .. 32768)
-    python -m experiments.attention_scaling --quick    # smoke run (T = 256 .. 1024) into
-                                                       # runs/attention_scaling_quick/
+    python -m experiments.attention_scaling --quick    # smoke run (T = 256 .. 1024)
 
 For T = 256, 512, ..., 32768 (batch 1, 8 heads, head_dim 64, float32) it measures forward and
 forward+backward wall time (compiled, warmed up, median of several repetitions) and the
@@ -228,9 +227,7 @@ def favor_unchunked(q, k, v, w):
 
 def interleaved(calls: dict, rounds: int, bar) -> dict:
     """{name: [seconds per round]} of compiled calls {name: (compiled, args)}, timed once per
-    round (`hw3_jax.timing.time_interleaved`): the median over rounds of a per-round ratio is
-    far steadier on a shared CPU than a ratio of two medians measured minutes apart. Each
-    round starts at another call, so none always runs first."""
+    round (`hw3_jax.timing.time_interleaved`), so that ratios are taken round by round."""
     timed = time_interleaved({name: blocking(c, *a) for name, (c, a) in calls.items()},
                              warmup=1, repeats=rounds, rotate=True)
     bar.update(rounds * len(calls))
@@ -261,8 +258,7 @@ def _growth_per_step(config: ml_collections.ConfigDict, big: list[int], proj, rn
 
 def baseline_length(lengths: list[int], records: list[dict]) -> int | None:
     """The length of the unchunked-FAVOR+ baseline: the largest up to 8192 (else the
-    smallest) at which the scaling run measured the Performer's forward; None where it
-    measured it at none (a length skipped there would be as much too big or slow here)."""
+    smallest) at which the scaling run measured the Performer's forward; None if none."""
     ran = [t for t in lengths
            if (r := find_record(records, "performer", "fwd", t)) and r["status"] == "ok"]
     return max([t for t in ran if t <= 8192], default=min(ran, default=None))
@@ -303,10 +299,9 @@ def _baseline(config: ml_collections.ConfigDict, t_base: int | None, budget_byte
 
 
 def free_memory() -> tuple[int | None, str]:
-    """(bytes free to this process's buffers now, where that figure comes from). On an
-    accelerator whose allocator reports them (`Device.memory_stats()`: GPU, TPU), its
-    bytes_limit - bytes_in_use, as the buffers live there and the host's RAM says nothing of
-    what fits; else (CPU, where memory_stats() is None) the host's MemAvailable (None where
+    """(bytes free to this process's buffers now, where that figure comes from): on an
+    accelerator whose allocator reports them (`Device.memory_stats()`), bytes_limit -
+    bytes_in_use, as the buffers live there; else the host's MemAvailable (None where
     unknown)."""
     if jax.default_backend() != "cpu":
         dev = jax.devices()[0]
@@ -319,9 +314,8 @@ def free_memory() -> tuple[int | None, str]:
 
 def memory_budget(config: ml_collections.ConfigDict) -> tuple[int | None, str]:
     """(bytes of compiled buffers a point may need, where that comes from): --max-memory-gib,
-    else memory_fraction of `free_memory()` now, the rest kept as headroom for the arrays
-    the run holds besides and the allocator's fragmentation (None where the free memory is
-    unknown: no point is skipped for memory)."""
+    else memory_fraction of `free_memory()` (the rest: headroom for the run's other arrays and
+    fragmentation); None where the free memory is unknown (no point is skipped for memory)."""
     if config.max_memory_gib is not None:
         return int(config.max_memory_gib * 2**30), "--max-memory-gib"
     free, source = free_memory()
@@ -441,8 +435,7 @@ def run(config: ml_collections.ConfigDict, command: str) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ml_collections.ConfigDict, str]:
-    """Command line -> (the config, the command that regenerates the run); a value no run can
-    use is a UserError naming its flag."""
+    """Command line -> (the config, the command that regenerates the run)."""
     config, command = cli.parse_flags(
         PROG, "Time, memory and error of softmax vs Performer vs local attention.", argv,
         default_config=DEFAULT_CONFIG, shortcuts=SHORTCUTS,

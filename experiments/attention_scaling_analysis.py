@@ -53,8 +53,7 @@ def linear_skip(records: list[dict], t: int) -> str | None:
 
 def growth_lengths(lengths: list[int], records: list[dict] | None = None) -> list[int]:
     """The lengths (from GROWTH_FROM on) whose doublings the interleaved rounds time; given
-    the scaling records, only those before the first length where an O(T) point was skipped
-    (it would not fit in memory or take too long: the rounds would run it all the same)."""
+    the scaling records, only those before the first length where an O(T) point was skipped."""
     big = [t for t in lengths if t >= GROWTH_FROM]
     if records is None:
         return big

@@ -18,9 +18,7 @@ Then, with no retraining and no augmentation, it measures:
 
 The settings are `configs/cnn_vs_rnn.py`'s, the models' sizes `hw3_jax.vision`'s defaults.
 Writes `OUT/cnn_vs_rnn.json`, `OUT/cnn_vs_rnn.md` and three PNG plots
-(`experiments/cnn_vs_rnn_plots.py`). The default data, scikit-learn's bundled 8x8 digits
-(1,797 images), needs no download; `--data mnist` loads MNIST (28x28) through
-tensorflow-datasets, which needs internet once.
+(`experiments/cnn_vs_rnn_plots.py`).
 """
 
 from __future__ import annotations
@@ -217,8 +215,7 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
     side, so each side gets a freshly initialised RNN of that width (timing does not depend on
     the weights' values); its hidden size stays the same. Side inputs are random images; at
     the test images' own side the row is the 1-test-image measurement (the same computation).
-    The repetitions are interleaved in a rotating order (`time_interleaved`). Every case
-    runs on one device: the training loop returns parameters replicated over all devices,
+    Every case runs on one device: training returns parameters replicated over all devices,
     and a program over several would not be comparable with the freshly initialised RNNs.
     """
     device = jax.local_devices()[0]  # where jnp.asarray and init_params put their arrays
@@ -240,7 +237,6 @@ def measure_latency(models: dict[str, Any], trained: dict[str, Any], test_x: np.
             if test_x.shape[1:] != (side, side):
                 params = trained[key] if key == "cnn" else init_params(model, (side, side), seed)
                 cases[(key, side)] = (make_predict(model), (params, x))
-            # else: the same computation as the 1-test-image case, measured once (below)
             row[f"{key}_sequential_steps"] = vision.sequential_steps(model, side)
             row[f"{key}_multiply_adds"] = vision.multiply_adds(model, side, side)
         rows.append(row)

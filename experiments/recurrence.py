@@ -14,7 +14,7 @@
     the recovered weights and held-out accuracy, also at lengths never seen in training.
 
 Settings: `configs/recurrence.py`. Writes OUT/recurrence.json and OUT/recurrence.png (loss
-and weights over training); OUT is results/, for the quick variant runs/recurrence_quick/.
+and weights over training).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from the numbers.
     python -m experiments.report --print q3 # one section to stdout (e.g. from --results DIR)
 
 docs/answers.md keeps its hand-written parts; each question's body sits between
-`<!-- BEGIN qN -->` and `<!-- END qN -->` and is templates/qN.md filled with the named
-values that experiments/report/qN.py computes from results JSON:
+`<!-- BEGIN qN -->` and `<!-- END qN -->` and is templates/qN.md filled from results JSON (its
+entries as they are, and the values that experiments/report/qN.py derives from them):
 
 - Q1 results/cnn_vs_rnn.json (and the GPU run in results/cnn_vs_rnn_h100/),
 - Q2 results/recurrence.json,

@@ -1,8 +1,5 @@
 """Q1 (CNN vs RNN on images): the values of templates/q1.md from results/cnn_vs_rnn.json
-and, when present, the GPU run in results/cnn_vs_rnn_h100/.
-
-The template reads the measurements straight from the JSON (`cnn`, `rnn`, `config`, the
-`first` and `last` image sides, `gpu`, ...); the values here are the ones derived from them."""
+and, when present, the GPU run in results/cnn_vs_rnn_h100/."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Q2 (the scalar RNN): the named values of templates/q2.md from results/recurrence.json.
-
-The algebra and the wording are in the template, which reads most numbers straight from the
-JSON's parts (`even`, `odd`, `setup`, ...); the values here are the ones derived from them."""
+"""Q2 (the scalar RNN): the named values of templates/q2.md from results/recurrence.json."""
 
 from __future__ import annotations
 

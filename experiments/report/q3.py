@@ -1,9 +1,5 @@
-"""Q3 (linear-time attention): templates/q3.md filled from results/attention_scaling.json.
-
-The template holds the theory and the wording of the measured paragraph (or the command that
-measures it), reading the config and targets straight from the JSON; the values here are the
-table and what is derived from the records (every method, mode and length has one, measured
-or skipped)."""
+"""Q3 (linear-time attention): templates/q3.md filled from results/attention_scaling.json,
+whose records hold every method, mode and length, measured or skipped."""
 
 from __future__ import annotations
 
@@ -66,9 +62,8 @@ def _crossover_text(c: dict[str, Any]) -> str:
 
 
 def _paired_growth(r: dict[str, Any]) -> dict[str, Any] | None:
-    """The forward's per-doubling growth from the interleaved rounds (each round times every
-    length in turn, so a slow spell of the machine falls on both sides of a ratio): the
-    lengths it spans and, per O(T) method, the lowest and highest median ratio."""
+    """The forward's per-doubling growth from the interleaved rounds: the lengths it spans
+    and, per O(T) method, the lowest and highest median ratio."""
     interleaved = r.get("interleaved") or {}
     steps = interleaved.get("growth_per_step") or {}
     if not all(f"{m}_fwd" in steps for m in LINEAR):
