@@ -55,8 +55,7 @@ def gemm_shape(cfg: BertConfig, batch_size: int, length: int) -> tuple[int, int,
 
 
 def component_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """{name: median seconds} of the parts timed alone, as both frameworks time them:
-    interleaved, one warm-up, two repetitions fewer than the steps' `repeats` (at least 2)."""
+    """{name: median seconds} of the parts timed alone, as both frameworks time them."""
     timed = timing.time_interleaved(fns, warmup=1, repeats=max(2, repeats - 2))
     return {k: v["median_s"] for k, v in timed.items()}
 

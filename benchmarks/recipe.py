@@ -56,8 +56,6 @@ from hw3_jax.train.workdir import Workdir, json_safe
 
 NOTEBOOK_EPOCH_MIN = 14.5  # the homework notebook on a Colab GPU
 TUTORIAL_EPOCH_MIN = 7.2  # bentrevett/pytorch-sentiment-analysis, the same model
-# --quick: the tiny encoder of `benchmarks.notebook.SIZES` (the bert-base-uncased vocabulary
-# still), short reviews, few of them.
 # One GRU layer: XLA compiling the GRU's scans (in the profiled step, the run's initialisation,
 # training and evaluation steps, the predictor) is most of --quick's time on a CPU.
 QUICK_HEAD = dict(gru_hidden=32, gru_layers=1)
