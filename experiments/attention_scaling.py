@@ -331,7 +331,6 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
     proj = att.orthogonal_random_features(jax.random.PRNGKey(config.seed), config.features,
                                           HEAD_DIM)
     big = growth_lengths(lengths)
-    cfg = config.error
 
     def growth_points(n: int) -> int:  # progress steps of the growth rounds over n lengths
         return config.growth_rounds * len(LINEAR) * len(MODES) * n if n >= 2 else 0
@@ -339,7 +338,7 @@ def measure(config: ml_collections.ConfigDict, lengths: list[int],
     baseline_points = 2 * (2 * config.growth_rounds + 1)
     total = (
         len(lengths) * len(METHODS) * len(MODES)
-        + 2 * len(cfg.features) * len(cfg.sigmas)
+        + 2 * len(config.error.features) * len(config.error.sigmas)
         + growth_points(len(big))
         + baseline_points
     )

@@ -76,7 +76,7 @@ def q2_values(r: dict[str, Any]) -> dict[str, Any]:
         "ties_half": even["y_T_on_ties"] == [0.5],
         "x_in": _big(inside["x"]), "x_out": _big(beyond["x"]),
         "inside_correct": inside["scan_y_T"] == inside["closed_form_y"],
-        "rescalings": pairs[0] if len(pairs) == 1 else ", ".join(pairs[:-1]) + " or " + pairs[-1],
+        "rescalings": and_list(pairs, "or"),
         "rescaled_worst": max(resc.values()),
         "lr": t["setup"]["learning_rate"],
         "converged": t["max_abs_w_rec_plus_1"] < 0.01, "w_rec_err": t["max_abs_w_rec_plus_1"],

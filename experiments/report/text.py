@@ -109,12 +109,12 @@ def tex_int(n: int) -> str:
     return f"{n:,}".replace(",", "{,}")
 
 
-def and_list(items: Iterable[Any]) -> str:
-    """['a', 'b', 'c'] -> 'a, b and c'."""
+def and_list(items: Iterable[Any], last: str = "and") -> str:
+    """['a', 'b', 'c'] -> 'a, b and c' (`last`: the word before the last item)."""
     items = [str(i) for i in items]
     if not items:
         return ""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
 def sci(x: float) -> str:
