@@ -3,10 +3,7 @@
     python -m experiments.NAME --config configs/NAME.py:VARIANT --config.train.lr=2e-3
 
 `--config` takes a config file (or a module name such as `configs.sentiment`) and an
-optional variant after a colon; each `--config.a.b=VALUE` sets one field, its VALUE parsed
-as a Python literal (`3`, `2e-3`, `True`, `(64, 128)`, `None`) or else kept as a string (a
-text field keeps any VALUE but `None` as written: `--config.data.buckets=64,128`), and
-type-checked by the ConfigDict against the field it replaces.
+optional variant after a colon; each `--config.a.b=VALUE` sets one field (`set_field`).
 """
 
 from __future__ import annotations
@@ -130,7 +127,6 @@ def load_config(spec: str, like: ml_collections.ConfigDict | None = None
         raise UserError(f"config {target} has no get_config(arg): pass a config file, or a "
                         "module such as configs.sentiment")
     try:
-        # Without a variant, ml_collections' way: get_config() (which may take no argument).
         config = module.get_config(arg) if arg else module.get_config()
     except (KeyError, ValueError) as e:
         raise UserError(f"config {spec}: {e}") from None
@@ -235,10 +231,9 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ...] = (), *,
              resumable: bool = False, memory_fix: str = "try smaller sizes") -> int:
     """Run `main`; a UserError, DataError (missing or bad data), WorkdirError (an output folder
-    that cannot be written) or one of `user_errors` becomes one line and exit status 2, Ctrl-C
-    exit status 130 (for a `resumable` command, with where its run stopped and how to go on).
-    Running out of device or host memory is one line and exit status 2 too, naming what
-    to change (`memory_fix`, e.g. "pass a smaller --batch-size").
+    that cannot be written), one of `user_errors` or running out of memory (then naming
+    `memory_fix`) becomes one line and exit status 2; Ctrl-C exit status 130 (for a
+    `resumable` command, with where its run stopped and how to go on).
     A process of a multi-process run that fails (any error: a traceback then exit status 1)
     ends at once (`sharding.leave_failed_run`), so that the others stop too."""
     ours = (threading.current_thread() is threading.main_thread()
@@ -258,9 +253,9 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
         if _out_of_memory(e):
             print(f"error: out of memory ({first_line(e)}): {memory_fix}", file=sys.stderr)
             code = 2
+        elif not sharding.is_multiprocess():
+            raise
         else:
-            if not sharding.is_multiprocess():
-                raise
             traceback.print_exc()
             code = 1
     finally:
@@ -272,9 +267,8 @@ def run_main(main: Callable[[], int], user_errors: tuple[type[BaseException], ..
 
 def _interrupt(signum: int, frame: Any) -> None:
     """Python's own SIGINT handler (a KeyboardInterrupt), but not inside a garbage collector
-    callback (JAX has one, run often while texts are tokenized): a KeyboardInterrupt raised
-    there is printed, then dropped, and the run went on. There the signal is sent again,
-    to arrive once the callback has returned."""
+    callback (JAX has one, run often while texts are tokenized), where a KeyboardInterrupt
+    is printed, then dropped: there the signal is sent again, to arrive once it returns."""
     callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
         if frame.f_code in callbacks:
@@ -327,9 +321,8 @@ def launch_from_flags(args: argparse.Namespace) -> sharding.Launch | None:
                                       labels=labels)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.heartbeat_timeout is not None and args.heartbeat_timeout < 1:
-        raise UserError(f"--heartbeat-timeout must be 1 or more seconds, got "
-                        f"{args.heartbeat_timeout}")
+    require(args.heartbeat_timeout is None or args.heartbeat_timeout >= 1,
+            "--heartbeat-timeout", "1 or more seconds", args.heartbeat_timeout)
     return launch
 
 
@@ -337,9 +330,7 @@ def add_data_options(parser: argparse.ArgumentParser,
                      archive: str | None = str(timing.SHARED_ARCHIVE),
                      vocab: str | None = str(timing.SHARED_VOCAB), *,
                      archive_help: str | None = None, vocab_help: str | None = None) -> None:
-    """--imdb-archive (also `--archive`: an aclImdb_v1.tar.gz) and --vocab
-    (bert-base-uncased's WordPiece vocab.txt) into `args.imdb_archive` and `args.vocab`,
-    defaulting to `archive` and `vocab` (the shared data folder's files); each
+    """--imdb-archive (or --archive) and --vocab, defaulting to `archive` and `vocab`; each
     help ends with its `*_help` (default: the default value)."""
     parser.add_argument("--imdb-archive", "--archive", dest="imdb_archive", metavar="PATH",
                         default=archive,

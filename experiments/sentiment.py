@@ -115,14 +115,13 @@ VARIANT_FIELDS = ("model.encoder", "data.source", "data.imdb_archive", "data.imd
 def given_fields(args: argparse.Namespace,
                  overrides: Sequence[tuple[str, str]]) -> dict[str, str | None]:
     """{field: the value the command line sets it to, None where it leaves it} for each of
-    `VARIANT_FIELDS`, from its shortcut flag and then any `--config.a.b=VALUE` (the later
-    wins, as `cli.apply_flags` applies them), each parsed as that sets it: a shortcut and its
-    override give the same run."""
+    `VARIANT_FIELDS`: its shortcut flag's, or the last `--config.a.b=VALUE`'s (as in
+    `cli.apply_flags`), parsed as `cli.set_field` parses a text field (a shortcut and its
+    override give the same run)."""
     last = dict(overrides)
     given = {}
     for dotted in VARIANT_FIELDS:
         value = last.get(dotted, getattr(args, dotted))
-        # Every one is a text field, parsed as `cli.set_field` parses one.
         given[dotted] = None if value is None else cli.parse_value(value, str)
     return given
 

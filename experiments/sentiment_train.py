@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import configs.sentiment
-from experiments.cli import OVERRIDE_PREFIX, UserError, check_seed, flatten
+from experiments.cli import OVERRIDE_PREFIX, UserError, check_seed, flatten, require
 from hw3_jax import factory, models
 from hw3_jax.bert import ATTENTION_KINDS
 from hw3_jax.data import encoder_cache as ec
@@ -109,7 +109,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if empty:  # an unset shell variable: "" would read as the current folder, or be ignored
         raise UserError(f"{OVERRIDE_PREFIX}{empty[0]} is an empty string: give it a value")
     pretrained = factory.is_pretrained(model)
-    check_seed(config.seed)  # the range both NumPy and scikit-learn take
+    check_seed(config.seed)
     if data.imdb_sha256 is not None and data.imdb_url is None:  # else it goes unused
         raise UserError("--imdb-sha256 is the checksum of a mirror's archive: give the mirror "
                         "with --imdb-url URL too")
@@ -123,23 +123,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError("--config.model.init_embeddings=ppmi-svd is for --encoder scratch: "
                         "a pretrained encoder brings its own word embeddings")
     for dotted, options in CHOICES.items():
-        if values[dotted] not in options:
-            raise UserError(f"{dotted} must be one of {', '.join(options)}, got "
-                            f"{values[dotted]!r}")
-    if not 8 <= data.max_length <= 512:
-        raise UserError(f"--max-length must be between 8 and 512, got {data.max_length}")
-    if data.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {data.batch_size}")
-    if data.limit is not None and data.limit < 1:
-        raise UserError(f"--limit must be >= 1 (or left out for every example), got {data.limit}")
-    if not model.word_vector_std > 0:
-        raise UserError("--config.model.word_vector_std must be positive, got "
-                        f"{model.word_vector_std}")
+        require(values[dotted] in options, dotted, f"one of {', '.join(options)}", values[dotted])
+    require(8 <= data.max_length <= 512, "--max-length", "between 8 and 512", data.max_length)
+    require(data.batch_size >= 1, "--batch-size", ">= 1", data.batch_size)
+    require(data.limit is None or data.limit >= 1, "--limit",
+            ">= 1 (or left out for every example)", data.limit)
+    require(model.word_vector_std > 0, "--config.model.word_vector_std", "positive",
+            model.word_vector_std)
     for name in ("gru_layers", "gru_hidden"):
-        if model[name] < 1:
-            raise UserError(f"--config.model.{name} must be >= 1, got {model[name]}")
-    if not 0.0 <= model.dropout < 1.0:
-        raise UserError(f"--config.model.dropout must be in [0, 1), got {model.dropout}")
+        require(model[name] >= 1, f"--config.model.{name}", ">= 1", model[name])
+    require(0.0 <= model.dropout < 1.0, "--config.model.dropout", "in [0, 1)", model.dropout)
     if model.readout not in HEAD_READOUTS[model.head]:
         raise UserError(f"--config.model.readout={model.readout} is not one of the "
                         f"{model.head} head's: {', '.join(HEAD_READOUTS[model.head])}")
