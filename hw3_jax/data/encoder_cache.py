@@ -13,9 +13,8 @@ float32) holding only the real tokens of every review, back to back (like
 an `.npy` file memory-mapped from the cache directory, so RAM holds only what the OS pages
 in, and a second run with the same encoder, tokens and dtype reads it instead of
 encoding again. Its name carries a hash of the encoder's weights and config, the split's
-token ids and the dtype. A pass that stops (Ctrl-C, an error) keeps what it encoded, and one
-killed outright what it had `SAVE_EVERY_S` earlier: the next pass over that split goes on
-from there (with the same batch size and buckets, which fix the order of the batches).
+token ids and the dtype. The next pass over a split goes on where a stopped one stopped
+(`_Partial`; after a kill, from up to `SAVE_EVERY_S` earlier).
 
 Batches of `CachedEncoderData` are those of `SentimentData` (the same bucket lengths,
 the same examples in the same order for a given seed and epoch), with the token ids
@@ -240,7 +239,13 @@ def load_or_encode_features(config: BertConfig, params: Any, split: TokenizedSpl
         disk_dtype = np.uint16 if dtype == "bfloat16" else np_dtype
         partial = _Partial(path, shape, disk_dtype, {"batch_size": batch_size,
                                                      "buckets": list(buckets)})
-        _check_space(path.parent, nbytes - partial.bytes_on_disk())
+        need = nbytes - partial.bytes_on_disk() + (256 << 20)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            check_free_space(path.parent, need, "the encoder outputs", "lower --max-length or "
+                             "--limit, or set HW3_JAX_CACHE to a folder on a larger disk")
+        except OSError as e:
+            raise DataError(f"cannot use {path.parent} for the encoder outputs: {e}") from None
         reviews = partial.reviews
         with partial.writing(f"encoding {name}", len(split)) as out:
             encode(out=out.view(np_dtype), start=partial.batches, on_batch=partial.done)
@@ -260,15 +265,18 @@ class _Partial:
     A pass that stops (Ctrl-C, an error) keeps its file with a note of how many batches it
     holds, written every `SAVE_EVERY_S` as well. A new pass over `path` in the same `order`
     (the batch size and buckets, which fix the batches) takes over the furthest file that no
-    pass is writing any more (`_gone_writers`) and starts after its batches; it deletes the
-    other such files (they can be gigabytes) and leaves those of live processes alone."""
+    pass is writing any more and starts after its batches; it deletes the other such files
+    (they can be gigabytes) and leaves those of live processes alone."""
 
     def __init__(self, path: Path, shape: tuple[int, int], disk_dtype: np.dtype, order: dict):
         self.path, self.shape, self.disk_dtype, self.order = path, shape, disk_dtype, order
         self.tmp = temp_path(path, os.getpid())
         self.batches = self.reviews = 0
         self.kept_at = time.monotonic()
-        gone = {tmp: self._note_of(tmp) for tmp in self._gone_writers()}
+        # No pass writes these: their process is gone, or it is this one (a notebook's cell
+        # stopped, then run again).
+        gone = {tmp: self._note_of(tmp) for tmp, pid in temp_files(path)
+                if pid == os.getpid() or process_gone(pid)}
         usable = [tmp for tmp, note in gone.items() if note]
         best = max(usable, key=lambda tmp: gone[tmp]["reviews"], default=None)
         for tmp in gone:
@@ -278,12 +286,6 @@ class _Partial:
             os.replace(best, self.tmp)
             os.replace(_note(best), _note(self.tmp))
             self.batches, self.reviews = gone[best]["batches"], gone[best]["reviews"]
-
-    def _gone_writers(self) -> list[Path]:
-        """The temporary files of `path` that no pass is writing: their process is gone, or
-        it is this one (a notebook's cell stopped, then run again)."""
-        return [tmp for tmp, pid in temp_files(self.path)
-                if pid == os.getpid() or process_gone(pid)]
 
     def _note_of(self, tmp: Path) -> dict | None:
         """`tmp`'s note if it is a usable partial pass in this order, else None."""
@@ -358,16 +360,6 @@ def _open_features(path: Path, shape: tuple[int, int], np_dtype: np.dtype) -> np
     return mm.view(np_dtype)
 
 
-def _check_space(directory: Path, nbytes: int) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        check_free_space(directory, nbytes + (256 << 20), "the encoder outputs",
-                         "lower --max-length or --limit, or set HW3_JAX_CACHE to a folder on "
-                         "a larger disk")
-    except OSError as e:
-        raise DataError(f"cannot use {directory} for the encoder outputs: {e}") from None
-
-
 # --------------------------------------------------------------------------- batches
 
 
@@ -422,7 +414,6 @@ def build_cached_encoder_data(data: SentimentData, config: BertConfig, params: A
     if data.process_count != 1:
         raise DataError("cached encoder outputs work in a single process only; "
                         "run without --cache-encoder on several hosts")
-    _np_dtype(dtype)
     features, info = {}, {"dtype": dtype, "encoder_digest": encoder_digest, "splits": {}}
     t0 = time.perf_counter()
     for name in SPLITS:

@@ -126,7 +126,7 @@ def iter_archive(path: Path, want: set[str]) -> Iterator[tuple[str, str, bytes |
     folder may be reported more than once)."""
     if path.is_dir():
         root = _folder_root(path)
-        for folder in sorted({"train/pos", "train/neg", "test/pos", "test/neg", "train/unsup"}):
+        for folder in sorted((*_LABELLED, "train/unsup")):
             d = root / folder
             if d.is_dir():
                 yield folder, "", None
@@ -239,7 +239,7 @@ def read_imdb_archive(path: str | os.PathLike) -> RawDataset:
     p = _check_path(path)
     texts, seen, bad = _read_folders(p, _LABELLED)
     problems = [f"{folder} {'is empty' if folder in seen else 'is missing'}"
-                for folder in ("test/neg", "test/pos", "train/neg", "train/pos")
+                for folder in sorted(_LABELLED)
                 if not texts[folder]]
     if problems:
         empty_splits = [s for s in ("train", "test")

@@ -5,11 +5,8 @@ vocab, limit), `config.model.encoder` and `config.seed`:
   1. the source (`sources`), read only when a tokenizer must be trained or a split's token
      ids are not cached;
   2. the tokenizer: a scratch encoder's WordPiece vocabulary trained on the train split (or
-     the one already in WORKDIR/tokenizer.json when the workdir's checkpoints were trained
-     with it, or when it was trained on the same data and settings), else the pretrained
-     encoder's own
-     (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json (by
-     process 0: every process derives the same one);
+     the one in WORKDIR/tokenizer.json, `_reuse_tokenizer`), else the pretrained encoder's
+     own (`config.data.vocab or config.model.encoder`); saved as WORKDIR/tokenizer.json;
   3. token ids of the training and test parts (`token_cache`), the training part split 70/30
      into train and validation by seed, each split cut to `config.data.limit` examples;
   4. `SentimentData`: bucketed batches (`batching`) split over JAX's processes, with the

@@ -43,13 +43,6 @@ TRUNCATIONS = ("head", "tail", "head+tail")
 HEAD_SHARE = 128 / 510  # head+tail: Sun et al.'s head 128 of 510 text tokens
 
 
-def check_truncation(truncation: str) -> str:
-    if truncation not in TRUNCATIONS:
-        raise DataError(f"unknown truncation {truncation!r}: use one of "
-                        f"{', '.join(TRUNCATIONS)}")
-    return truncation
-
-
 def head_tokens(max_length: int) -> int:
     """Text tokens that head+tail keeps from the head (128 of max_length 512)."""
     return round((max_length - 2) * HEAD_SHARE)
@@ -116,7 +109,9 @@ def encode_texts(tok, texts: Sequence[str], labels=None, *, truncation: str = "h
     """Tokenize with `encode_batch_fast` (multi-threaded in Rust), in chunks to bound memory,
     each text cut to the tokenizer's truncation length by `truncation` (module docstring)."""
     n = len(texts)
-    check_truncation(truncation)
+    if truncation not in TRUNCATIONS:
+        raise DataError(f"unknown truncation {truncation!r}: use one of "
+                        f"{', '.join(TRUNCATIONS)}")
     max_length = (tok.truncation or {}).get("max_length")
     cut = truncation != "head" and max_length is not None
     if cut:
