@@ -42,9 +42,9 @@ def _epoch_row(h: dict[str, Any], best: int | None) -> str:
                 f"{h['val_loss']:.3f}", pct(h["val_accuracy"], 2), t])
 
 
-def run_section(name: str, m: dict[str, Any]) -> str:
+def run_section(name: str, m: dict[str, Any], folder: str = "results") -> str:
     """One run's training table, test result and predictions (`m`: its collected JSON,
-    results/sentiment_NAME.json: metrics.json with config.json as "run_config")."""
+    `folder/sentiment_NAME.json`: metrics.json with config.json as "run_config")."""
     rc, hist = m["run_config"], m.get("history") or []
     best = (m.get("best") or {}).get("epoch")
     # The split sizes a run used, when a --limit cut them.
@@ -60,7 +60,7 @@ def run_section(name: str, m: dict[str, Any]) -> str:
     later = sorted({f"{h['epoch_time_s']:.1f}" for h in hist[1:]}, key=float)  # epoch 2 on
     predictions = m.get("predictions") or {}
     values = {
-        **m, "name": name, "folder": "results", "model": rc["model"], "bert": rc["bert"],
+        **m, "name": name, "folder": folder, "model": rc["model"], "bert": rc["bert"],
         "pretrained": factory.is_pretrained(rc["model"]),
         "several_layers": rc["bert"]["num_hidden_layers"] != 1,
         "source": SOURCES.get(rc["data"]["source"], rc["data"]["source"]),
