@@ -65,6 +65,15 @@ def given(text: str) -> str:
     return text
 
 
+def path_problem(path: str | Path, kind: str) -> str | None:
+    """None if `path` is a `kind` ("file" or "folder"), else what is wrong with it for an
+    error line: "is not a KIND" or "does not exist"."""
+    p = Path(path)
+    if p.is_file() if kind == "file" else p.is_dir():
+        return None
+    return f"is not a {kind}" if p.exists() else "does not exist"
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str],
                fields: Callable[[], Iterable[str]], command: str | None = None
                ) -> argparse.Namespace:

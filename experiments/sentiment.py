@@ -28,7 +28,6 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -221,9 +220,8 @@ def _predict_command(args: argparse.Namespace) -> int:
         line.rstrip(b"\r\n").decode("utf-8", "surrogateescape") for line in sys.stdin.buffer])
     if not texts:
         raise UserError("no text to score: pass texts as arguments or pipe lines on stdin")
-    if not Path(args.workdir).is_dir():
-        what = "is not a directory" if Path(args.workdir).exists() else "does not exist"
-        raise UserError(f"workdir {args.workdir} {what}: train first "
+    if problem := cli.path_problem(args.workdir, "folder"):
+        raise UserError(f"workdir {args.workdir} {problem}: train first "
                         "(python -m experiments.sentiment --workdir DIR) or pass --workdir")
     predictor = SentimentPredictor.load(args.workdir)
     t0 = time.perf_counter()

@@ -477,7 +477,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str | None, str]]:
         "predict: no workdir": (["predict", "--workdir", str(tmp / "nowhere"), "good"], None,
                                 "does not exist"),
         "predict: workdir is a file": (["predict", "--workdir", str(tmp / "a_file"), "good"],
-                                       None, "is not a directory"),
+                                       None, "is not a folder"),
         "predict: no text": (["predict", "--workdir", str(tmp / "empty")], "", "no text"),
         "unwritable workdir": (["--workdir", str(tmp / "a_file" / "sub"), *TINY], None,
                                "not writable"),

@@ -94,14 +94,12 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--print", dest="print_section", choices=sorted(SECTIONS),
                    help="print one section's Markdown to stdout and change nothing")
     args = p.parse_args(argv)
-    if not args.results.is_dir():
-        problem = "is not a folder" if args.results.exists() else "does not exist"
+    if problem := cli.path_problem(args.results, "folder"):
         raise cli.UserError(f"results folder {args.results} {problem}; pass --results")
     if args.print_section:
         sys.stdout.write(SECTIONS[args.print_section](args.results))
         return 0
-    if not args.answers.is_file():
-        problem = "is not a file" if args.answers.exists() else "does not exist"
+    if problem := cli.path_problem(args.answers, "file"):
         raise cli.UserError(f"{args.answers} {problem}; pass --answers")
     old = args.answers.read_text()
     files = {args.answers: (old, render_answers(old, args.results, args.only))}
